@@ -1,0 +1,5 @@
+import sys
+
+from carebus.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``carebus`` subcommand (see ``carebus.cli.COMMANDS``)."""
