@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "run the Faust stream worker that raises coordination alerts"),
     "alerts": ("alerts", "acknowledge, resolve or look up alerts"),
     "status": ("status", "show stream health: offsets, lag, dead letters, feeds"),
+    "dashboard": ("dashboard", "serve the live stream-health web dashboard"),
     "generate": ("generate", "write a synthetic regional HL7 v2 feed"),
     "replay": ("replay", "send HL7 v2 feeds over MLLP to a listener"),
     "run": ("run", "run everything: broker, topics, listener, worker, demo feed"),

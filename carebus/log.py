@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -57,6 +57,10 @@ PATIENT_KEYS = frozenset(
         "payload",
         "segment",
         "pid",
+        "family",
+        "given",
+        "forenames",
+        "birth_time",
     )
 )
 
@@ -71,19 +75,71 @@ def _normalise(key: str) -> str:
 def mask_patient_data(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask patient-identifying values in an event dict."""
+    """structlog processor: mask patient-identifying values in an event dict.
+
+    Values under patient keys are replaced (at any depth); whatever they contained
+    is also scrubbed from every other string in the event (a name repeated in the
+    message, say), as are NHS-number-shaped digits and whole HL7 messages.
+    """
+    secrets = _secrets(event_dict)
     for key, value in list(event_dict.items()):
-        if key == "event":
-            if isinstance(value, str):
-                event_dict[key] = _NHS_LIKE.sub(MASK, value)
+        if key in _STRUCTURAL_KEYS:
             continue
-        if _normalise(key) in PATIENT_KEYS:
-            event_dict[key] = MASK
-        elif isinstance(value, str):
-            event_dict[key] = _NHS_LIKE.sub(MASK, value)
-        elif isinstance(value, (bytes, bytearray)):
-            event_dict[key] = f"<{len(value)} bytes>"
+        if key == "event":
+            event_dict[key] = _scrub(value, secrets) if isinstance(value, str) else value
+        else:
+            event_dict[key] = _mask_value(key, value, secrets)
     return event_dict
+
+
+# An HL7 v2 segment start (MSH|, PID|, ...) anywhere in a string: the message body.
+_HL7_SEGMENT = re.compile(r"(?:^|[\r\n])[A-Z][A-Z0-9]{2}\|")
+# Keys structlog itself adds; never patient data, and left exactly as they are.
+_STRUCTURAL_KEYS = frozenset({"timestamp", "level", "component", "logger"})
+_SECRET_SPLIT = re.compile(r"[\s^,;|/\\&~.:-]+")
+
+
+def _mask_value(key: str, value: Any, secrets: list[str]) -> Any:
+    if _normalise(key) in PATIENT_KEYS:
+        return MASK
+    if isinstance(value, str):
+        return _scrub(value, secrets)
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, Mapping):
+        return {k: _mask_value(str(k), v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_mask_value("", v, secrets) for v in value]
+    return value
+
+
+def _secrets(event_dict: Mapping[str, Any]) -> list[str]:
+    """Text fragments held under patient keys anywhere in the event, longest first."""
+    found: set[str] = set()
+
+    def walk(item: Any, hidden: bool) -> None:
+        if isinstance(item, Mapping):
+            for k, v in item.items():
+                walk(v, hidden or (k != "event" and _normalise(str(k)) in PATIENT_KEYS))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            for v in item:
+                walk(v, hidden)
+        elif hidden and isinstance(item, (str, int)) and not isinstance(item, bool):
+            text = str(item).strip()
+            parts = [text, *_SECRET_SPLIT.split(text), re.sub(r"\D", "", text)]
+            found.update(p for p in parts if len(p) >= 3)
+
+    walk(event_dict, False)
+    return sorted(found, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    if _HL7_SEGMENT.search(text):
+        return f"<hl7 masked: {len(text)} chars>"
+    text = _NHS_LIKE.sub(MASK, text)
+    for secret in secrets:
+        text = re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
+    return text
 
 
 def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
@@ -100,9 +156,10 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks are rendered first so that the masking also covers them.
+    processors.append(structlog.processors.format_exc_info)
     if settings.mask_patient_data:
         processors.append(mask_patient_data)
-    processors.append(structlog.processors.format_exc_info)
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

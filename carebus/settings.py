@@ -43,6 +43,7 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: str | None = None
     request_timeout_s: float = 30.0
+    producer_linger_ms: int = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class BrokerSettings:
     controller_port: int = 9093
     heap: str = "768m"
     start_timeout_s: float = 90.0
+    stop_timeout_s: float = 30.0
+    java: str = "java"
+    maven: str = "mvn"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class MllpSettings:
     duplicate_window_s: float = 86_400.0
     publish_timeout_s: float = 10.0
     allowed_senders_file: Path | None = None
+    duplicate_max_entries: int = 500_000
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ class HttpSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    enabled: bool = False
+    max_body_bytes: int = 16_777_216
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class FileDropSettings:
 
     directory: Path = Path(".carebus/drop")
     poll_interval_s: float = 1.0
+    enabled: bool = False
 
 
 @dataclass(frozen=True)

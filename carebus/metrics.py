@@ -1,0 +1,474 @@
+"""Prometheus metrics for every carebus process, defined in one place.
+
+Build one :class:`Metrics` per process at start-up and pass it down; components
+call its methods, never ``prometheus_client`` directly, so label values are always
+folded to a bounded set and no patient data can reach a label::
+
+    metrics = Metrics(providers=["RX1", "G0001"], topics=TopicNames("carebus"))
+
+    # MLLP listener
+    metrics.connection_opened()
+    metrics.message_received("RX1", "ADT")         # provider = MSH-4.1, type = MSH-9.1
+    metrics.message_accepted("RX1", "ADT")          # ... or message_rejected / _duplicated
+    metrics.dead_lettered("RX1", "unparseable")     # reason = MessageRejected.reason
+    metrics.ack_sent("AA", seconds=0.004)           # frame read -> ACK written
+    metrics.produce_error("carebus.hl7.raw")
+    metrics.connection_closed()
+
+    # Faust worker
+    metrics.event_processed("Encounter")            # short Avro schema name
+    metrics.alert_raised("death-notified")          # rule id
+    metrics.set_deadlines_pending(12)
+    metrics.set_consumer_lag("carebus.events", 3, 42)
+
+    # feed watch
+    metrics.set_feed_silent("RX1", True)
+    metrics.ops_alert_raised("feed-silent")
+
+    body = metrics.render()                         # text exposition for /metrics
+
+Label folding: ``provider`` is one of the region's providers or ``other``;
+``message_type`` one of :data:`MESSAGE_TYPES` or ``other``; ``event_type`` one of
+:data:`EVENT_TYPES`; ``rule`` one of :data:`RULES`; ``reason`` a
+:class:`carebus.errors.MessageRejected` reason (or one passed in ``reasons``);
+``topic`` a carebus topic; ``ack_code`` an HL7 acknowledgement code. Anything else
+becomes ``other``. ``docs/operations.md`` lists every metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from carebus.errors import MessageRejected
+from carebus.topics import TopicNames
+
+__all__ = [
+    "ACK_CODES",
+    "ACK_LATENCY_BUCKETS",
+    "CONTENT_TYPE",
+    "EVENT_TYPES",
+    "MESSAGE_TYPES",
+    "METRICS",
+    "OPS_ALERT_KINDS",
+    "OTHER",
+    "RULES",
+    "MetricSpec",
+    "Metrics",
+    "known_reasons",
+]
+
+#: The value every unknown label value folds to.
+OTHER = "other"
+
+#: ``Content-Type`` of :meth:`Metrics.render`'s output.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: HL7 v2 message types (MSH-9.1) carebus translates.
+MESSAGE_TYPES: tuple[str, ...] = ("ADT", "MDM", "OML", "ORM", "ORU", "PPR", "REF", "SIU")
+
+#: Short names of the event schemas (``carebus.events.<name>``).
+EVENT_TYPES: tuple[str, ...] = (
+    "Appointment",
+    "Document",
+    "Encounter",
+    "Order",
+    "PatientDemographics",
+    "PatientDied",
+    "PatientMerged",
+    "Problem",
+    "Referral",
+    "Result",
+)
+
+#: The coordination rule ids of the rules spec.
+RULES: tuple[str, ...] = (
+    "activity-after-death",
+    "cancer-referral-not-booked",
+    "cancer-referral-not-seen",
+    "death-notified",
+    "death-pending-appointments",
+    "eol-admission",
+    "eol-discharge",
+    "faster-diagnosis-at-risk",
+    "faster-diagnosis-breach",
+    "hospice-handoff-missed",
+    "identity-unverified",
+    "repeated-emergency-admissions",
+    "repeated-history",
+    "repeated-test",
+)
+
+#: HL7 acknowledgement codes (MSA-1), original and enhanced mode.
+ACK_CODES: tuple[str, ...] = ("AA", "AE", "AR", "CA", "CE", "CR")
+
+#: Kinds of operational alert published on the ops topic.
+OPS_ALERT_KINDS: tuple[str, ...] = ("feed-silent", "feed-resumed")
+
+#: Buckets of the ACK latency histogram, in seconds.
+ACK_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as exposed: full name, type, label names and meaning."""
+
+    name: str
+    kind: Literal["counter", "gauge", "histogram"]
+    labels: tuple[str, ...]
+    help: str
+
+
+_PM = ("provider", "message_type")
+
+#: Every carebus metric. ``docs/operations.md`` documents each one.
+METRICS: tuple[MetricSpec, ...] = (
+    # ingest (MLLP listener and the other connectors)
+    MetricSpec(
+        "carebus_mllp_messages_received_total",
+        "counter",
+        _PM,
+        "HL7 messages read from senders, counted before any check.",
+    ),
+    MetricSpec(
+        "carebus_mllp_messages_accepted_total",
+        "counter",
+        _PM,
+        "Messages durably published and acknowledged AA.",
+    ),
+    MetricSpec(
+        "carebus_mllp_messages_rejected_total",
+        "counter",
+        _PM,
+        "Messages rejected with AR/AE and a reason code.",
+    ),
+    MetricSpec(
+        "carebus_mllp_messages_duplicated_total",
+        "counter",
+        _PM,
+        "Messages recognised as resends of an already accepted control id.",
+    ),
+    MetricSpec(
+        "carebus_mllp_last_message_received_timestamp_seconds",
+        "gauge",
+        ("provider",),
+        "Unix time of the last message received from each sending provider.",
+    ),
+    MetricSpec(
+        "carebus_mllp_ack_latency_seconds",
+        "histogram",
+        ("ack_code",),
+        "Time from a complete frame read to its ACK written.",
+    ),
+    MetricSpec(
+        "carebus_mllp_open_connections",
+        "gauge",
+        (),
+        "MLLP connections currently open.",
+    ),
+    MetricSpec(
+        "carebus_mllp_connections_total",
+        "counter",
+        (),
+        "MLLP connections accepted since the process started.",
+    ),
+    MetricSpec(
+        "carebus_deadletters_total",
+        "counter",
+        ("provider", "reason"),
+        "Records written to the dead-letter topic, by sending provider and reason code.",
+    ),
+    MetricSpec(
+        "carebus_kafka_produce_errors_total",
+        "counter",
+        ("topic",),
+        "Records Kafka did not durably accept, after the client's own retries.",
+    ),
+    # stream worker
+    MetricSpec(
+        "carebus_worker_events_processed_total",
+        "counter",
+        ("event_type",),
+        "Care events applied to patient state by the rule engine.",
+    ),
+    MetricSpec(
+        "carebus_worker_alerts_raised_total",
+        "counter",
+        ("rule",),
+        "Coordination alerts raised and published, by rule.",
+    ),
+    MetricSpec(
+        "carebus_worker_deadlines_pending",
+        "gauge",
+        (),
+        "Rule deadlines (timers) pending in this worker's patient state.",
+    ),
+    MetricSpec(
+        "carebus_worker_consumer_lag",
+        "gauge",
+        ("topic", "partition"),
+        "Records between the worker's position and the end of each assigned partition.",
+    ),
+    # feed watch
+    MetricSpec(
+        "carebus_feed_silent",
+        "gauge",
+        ("provider",),
+        "1 while a provider's feed is quiet for longer than its expected interval, else 0.",
+    ),
+    MetricSpec(
+        "carebus_ops_alerts_raised_total",
+        "counter",
+        ("kind",),
+        "Operational alerts published on the ops topic, by kind.",
+    ),
+)
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry) -> Any:
+    if spec.kind == "counter":
+        # prometheus_client appends the _total suffix itself.
+        return Counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
+    if spec.kind == "gauge":
+        return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    return Histogram(
+        spec.name, spec.help, spec.labels, buckets=ACK_LATENCY_BUCKETS, registry=registry
+    )
+
+
+def known_reasons() -> frozenset[str]:
+    """Every rejection reason code declared by a loaded ``MessageRejected`` subclass."""
+    seen: set[str] = set()
+    stack: list[type[MessageRejected]] = [MessageRejected]
+    while stack:
+        cls = stack.pop()
+        seen.add(cls.reason)
+        stack.extend(cls.__subclasses__())
+    return frozenset(seen)
+
+
+class Metrics:
+    """Every carebus metric, on a registry of its own (one instance per process).
+
+    ``providers`` are the sending provider codes of the region config (the only
+    values the ``provider`` label takes besides ``other``). ``reasons`` adds
+    dead-letter reason codes to those of :func:`known_reasons`. Set
+    ``process_metrics`` to also expose the standard ``process_*`` and ``python_*``
+    collectors.
+    """
+
+    def __init__(
+        self,
+        *,
+        providers: Iterable[str] = (),
+        topics: TopicNames | None = None,
+        message_types: Iterable[str] = MESSAGE_TYPES,
+        event_types: Iterable[str] = EVENT_TYPES,
+        rules: Iterable[str] = RULES,
+        reasons: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+        process_metrics: bool = False,
+    ) -> None:
+        # The *_created series double the output and no carebus dashboard or rule
+        # uses them (this switch is process-wide in prometheus_client).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.providers = frozenset(p for p in providers if p)
+        self.message_types = frozenset(message_types)
+        self.event_types = frozenset(event_types)
+        self.rules = frozenset(rules)
+        self._extra_reasons = frozenset(reasons)
+        self._reasons = known_reasons() | self._extra_reasons
+        names = topics or TopicNames()
+        self.topics = frozenset(
+            [
+                names.raw,
+                names.events,
+                names.deadletter,
+                names.alerts,
+                names.alert_status,
+                names.ops,
+                *(names.alerts_for(p) for p in sorted(self.providers)),
+            ]
+        )
+        if process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+
+        self._m: dict[str, Any] = {}
+        for spec in METRICS:
+            self._m[spec.name] = _build(spec, self.registry)
+
+    # ----------------------------------------------------------- label folding
+
+    def provider_label(self, provider: str | None) -> str:
+        """``provider`` when the region names it, else ``other``."""
+        p = (provider or "").strip()
+        return p if p in self.providers else OTHER
+
+    def message_type_label(self, message_type: str | None) -> str:
+        """MSH-9.1 (``ADT`` or ``ADT^A01``) when carebus knows it, else ``other``."""
+        m = (message_type or "").strip().split("^", 1)[0].upper()
+        return m if m in self.message_types else OTHER
+
+    def event_type_label(self, event_type: str | None) -> str:
+        """Short schema name (``Encounter`` or ``carebus.events.Encounter``), else ``other``."""
+        e = (event_type or "").strip().rsplit(".", 1)[-1]
+        return e if e in self.event_types else OTHER
+
+    def rule_label(self, rule: str | None) -> str:
+        """A known rule id, else ``other``."""
+        return rule if rule in self.rules else OTHER
+
+    def reason_label(self, reason: str | None) -> str:
+        """A declared rejection reason code, else ``other``."""
+        if reason in self._reasons:
+            return reason
+        if reason:
+            # A MessageRejected subclass may have been imported since start-up.
+            self._reasons = known_reasons() | self._extra_reasons
+            if reason in self._reasons:
+                return reason
+        return OTHER
+
+    def topic_label(self, topic: str | None) -> str:
+        """A carebus topic name, else ``other``."""
+        return topic if topic in self.topics else OTHER
+
+    @staticmethod
+    def ack_code_label(code: str | None) -> str:
+        """An HL7 acknowledgement code, else ``other``."""
+        c = (code or "").strip().upper()
+        return c if c in ACK_CODES else OTHER
+
+    # ----------------------------------------------------------------- ingest
+
+    def message_received(self, provider: str | None, message_type: str | None) -> None:
+        """A message was read from a sender (counted before any check)."""
+        p = self.provider_label(provider)
+        self._m["carebus_mllp_messages_received_total"].labels(
+            p, self.message_type_label(message_type)
+        ).inc()
+        self._m["carebus_mllp_last_message_received_timestamp_seconds"].labels(
+            p
+        ).set_to_current_time()
+
+    def message_accepted(self, provider: str | None, message_type: str | None) -> None:
+        """A message was durably published and acknowledged."""
+        self._m["carebus_mllp_messages_accepted_total"].labels(
+            self.provider_label(provider), self.message_type_label(message_type)
+        ).inc()
+
+    def message_rejected(self, provider: str | None, message_type: str | None) -> None:
+        """A message was rejected (AR/AE) and will not be retried as sent."""
+        self._m["carebus_mllp_messages_rejected_total"].labels(
+            self.provider_label(provider), self.message_type_label(message_type)
+        ).inc()
+
+    def message_duplicated(self, provider: str | None, message_type: str | None) -> None:
+        """A message was a resend of one already accepted."""
+        self._m["carebus_mllp_messages_duplicated_total"].labels(
+            self.provider_label(provider), self.message_type_label(message_type)
+        ).inc()
+
+    def ack_sent(self, ack_code: str, seconds: float) -> None:
+        """An ACK was written ``seconds`` after its message's frame was complete."""
+        self._m["carebus_mllp_ack_latency_seconds"].labels(self.ack_code_label(ack_code)).observe(
+            max(seconds, 0.0)
+        )
+
+    def connection_opened(self) -> None:
+        """An MLLP connection was accepted."""
+        self._m["carebus_mllp_connections_total"].inc()
+        self._m["carebus_mllp_open_connections"].inc()
+
+    def connection_closed(self) -> None:
+        """An MLLP connection closed (call exactly once per :meth:`connection_opened`)."""
+        self._m["carebus_mllp_open_connections"].dec()
+
+    def dead_lettered(self, provider: str | None, reason: str | None) -> None:
+        """A record was written to the dead-letter topic with this reason code."""
+        self._m["carebus_deadletters_total"].labels(
+            self.provider_label(provider), self.reason_label(reason)
+        ).inc()
+
+    def produce_error(self, topic: str) -> None:
+        """Kafka did not durably accept a record for ``topic``."""
+        self._m["carebus_kafka_produce_errors_total"].labels(self.topic_label(topic)).inc()
+
+    # ----------------------------------------------------------------- worker
+
+    def event_processed(self, event_type: str) -> None:
+        """The worker applied one event."""
+        self._m["carebus_worker_events_processed_total"].labels(
+            self.event_type_label(event_type)
+        ).inc()
+
+    def alert_raised(self, rule: str) -> None:
+        """The worker raised (and published) one alert."""
+        self._m["carebus_worker_alerts_raised_total"].labels(self.rule_label(rule)).inc()
+
+    def set_deadlines_pending(self, count: int) -> None:
+        """The number of rule deadlines pending in this worker."""
+        self._m["carebus_worker_deadlines_pending"].set(count)
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Records between the worker's position and the partition's end offset."""
+        self._m["carebus_worker_consumer_lag"].labels(
+            self.topic_label(topic), str(int(partition))
+        ).set(max(lag, 0))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop the lag series of a partition no longer assigned to this worker."""
+        with contextlib.suppress(KeyError):
+            self._m["carebus_worker_consumer_lag"].remove(
+                self.topic_label(topic), str(int(partition))
+            )
+
+    # ------------------------------------------------------------- feed watch
+
+    def set_feed_silent(self, provider: str, silent: bool) -> None:
+        """Whether a provider's feed is currently quiet beyond its expected interval."""
+        self._m["carebus_feed_silent"].labels(self.provider_label(provider)).set(1 if silent else 0)
+
+    def ops_alert_raised(self, kind: str) -> None:
+        """An operational alert was published on the ops topic."""
+        self._m["carebus_ops_alerts_raised_total"].labels(
+            kind if kind in OPS_ALERT_KINDS else OTHER
+        ).inc()
+
+    # ------------------------------------------------------------- exposition
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry (serve as :data:`CONTENT_TYPE`)."""
+        return bytes(generate_latest(self.registry))

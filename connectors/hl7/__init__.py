@@ -1,0 +1,30 @@
+"""HL7 v2 for carebus: a fast, tolerant parser and feed framing.
+
+``parse_message(raw)`` gives a :class:`Message` whose segments split lazily;
+``iter_feed(data)`` splits a feed file (MLLP, plain, FHS/BHS batches) into messages;
+``MllpDecoder`` splits a socket byte stream into MLLP frames and ``frame`` wraps one.
+"""
+
+from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for
+from connectors.hl7.encoding import DEFAULT_ENCODING, Encoding
+from connectors.hl7.escape import escape, unescape
+from connectors.hl7.framing import FeedItem, FramingError, MllpDecoder, frame, iter_feed
+from connectors.hl7.message import Message, Segment
+from connectors.hl7.parse import parse_message
+
+__all__ = [
+    "DEFAULT_ENCODING",
+    "DEFAULT_FALLBACK",
+    "Encoding",
+    "FeedItem",
+    "FramingError",
+    "Message",
+    "MllpDecoder",
+    "Segment",
+    "codec_for",
+    "escape",
+    "frame",
+    "iter_feed",
+    "parse_message",
+    "unescape",
+]

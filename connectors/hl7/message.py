@@ -1,0 +1,297 @@
+"""The parsed message: segments split into fields lazily, components on demand.
+
+A :class:`Message` keeps the decoded text of each segment. A :class:`Segment` splits
+itself into fields on first access; :meth:`Segment.get` splits one field into
+repetitions, components and sub-components only as far as asked, and unescapes
+only values that contain the escape character. No per-field objects are built.
+
+Field numbers are 1-based as in the HL7 standard. In ``MSH`` (and ``FHS``/``BHS``)
+field 1 is the field separator itself and field 2 the encoding characters, so
+``msh.get(9, 2)`` is the trigger event. An explicit HL7 null (``""``) is returned
+as the two-character string ``'""'``.
+
+``repr()`` of these objects shows names, counts and control ids, never content.
+"""
+
+from __future__ import annotations
+
+from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for
+from connectors.hl7.encoding import Encoding
+from connectors.hl7.escape import unescape
+
+#: Segments whose field 1 is the field separator and field 2 the encoding characters.
+HEADER_SEGMENTS = frozenset({"MSH", "FHS", "BHS"})
+
+#: Stands in for a delimiter MSH-2 does not define: a lone surrogate never occurs in
+#: decoded text, so ``in`` and ``split`` on it never match.
+_ABSENT = "\udfff"
+
+
+class _Context:
+    """What every segment of one message shares: delimiters and character sets."""
+
+    __slots__ = (
+        "_charset",
+        "_resolved",
+        "cs",
+        "encoding",
+        "es",
+        "fallback",
+        "fs",
+        "msh_text",
+        "rs",
+        "ss",
+    )
+
+    def __init__(self, encoding: Encoding, fallback: str, msh_text: str) -> None:
+        self.encoding = encoding
+        self.fs = encoding.field
+        self.cs = encoding.component or _ABSENT
+        self.rs = encoding.repetition or _ABSENT
+        self.es = encoding.escape or _ABSENT
+        self.ss = encoding.subcomponent or _ABSENT
+        self._charset: str | None = None
+        self._resolved = False
+        self.fallback = fallback
+        self.msh_text = msh_text
+
+    @property
+    def charset(self) -> str | None:
+        """The declared (MSH-18) codec, resolved on first use; ``None`` when none."""
+        if not self._resolved:
+            fields = self.msh_text.split(self.fs, 18)
+            declared = fields[17] if len(fields) > 17 else ""
+            declared = declared.split(self.rs, 1)[0].split(self.cs, 1)[0]
+            self._charset = codec_for(declared)
+            self._resolved = True
+        return self._charset
+
+    def unescape(self, value: str) -> str:
+        return unescape(value, self.encoding, self.charset, self.fallback)
+
+
+class Segment:
+    """One segment. Fields are split from the segment text on first access."""
+
+    __slots__ = ("_ctx", "_fields", "_header", "name", "text")
+
+    def __init__(self, name: str, text: str, ctx: _Context) -> None:
+        self.name = name
+        #: The segment as received (decoded, escaped, without its terminator).
+        self.text = text
+        self._ctx = ctx
+        self._fields: list[str] | None = None
+        self._header = name in HEADER_SEGMENTS
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.name} with {self.field_count} fields>"
+
+    def _split(self) -> list[str]:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self.text.split(self._ctx.fs)
+            if self._header:
+                # fields[0] is the name and fields[1] MSH-2: insert MSH-1 so that the
+                # list index is the HL7 field number.
+                fields.insert(1, self._ctx.fs)
+        return fields
+
+    @property
+    def field_count(self) -> int:
+        """The number of the last field present (empty trailing fields included)."""
+        return len(self._split()) - 1
+
+    def raw(self, field: int) -> str:
+        """Field ``field`` as received: every repetition, still escaped; ``""`` when absent."""
+        if field < 1:
+            raise ValueError("HL7 field numbers start at 1")
+        fields = self._fields or self._split()
+        return fields[field] if field < len(fields) else ""
+
+    def get(
+        self, field: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
+    ) -> str:
+        """One value, unescaped; ``""`` when absent. All positions are 1-based."""
+        if field < 1 or component < 1 or subcomponent < 1 or repetition < 1:
+            raise ValueError("HL7 positions start at 1")
+        fields = self._fields or self._split()
+        if field >= len(fields):
+            return ""
+        value = fields[field]
+        if not value:
+            return ""
+        if self._header and field <= 2:
+            return value if component == subcomponent == repetition == 1 else ""
+        ctx = self._ctx
+        sep = ctx.rs
+        if sep in value:
+            parts = value.split(sep)
+            if repetition > len(parts):
+                return ""
+            value = parts[repetition - 1]
+        elif repetition != 1:
+            return ""
+        sep = ctx.cs
+        if sep in value:
+            parts = value.split(sep)
+            if component > len(parts):
+                return ""
+            value = parts[component - 1]
+        elif component != 1:
+            return ""
+        sep = ctx.ss
+        if sep in value:
+            parts = value.split(sep)
+            if subcomponent > len(parts):
+                return ""
+            value = parts[subcomponent - 1]
+        elif subcomponent != 1:
+            return ""
+        if ctx.es in value:
+            return ctx.unescape(value)
+        return value
+
+    def repetitions(self, field: int) -> int:
+        """How many repetitions field ``field`` has (0 when empty)."""
+        value = self.raw(field)
+        if not value:
+            return 0
+        if self._header and field <= 2:
+            return 1
+        return value.count(self._ctx.rs) + 1
+
+    def components(self, field: int, repetition: int = 1) -> list[str]:
+        """The components of one repetition, each unescaped; ``[]`` when absent.
+
+        A component's sub-components stay joined by the sub-component separator
+        (use :meth:`get` with ``subcomponent`` to pick one).
+        """
+        value = self.raw(field)
+        if not value:
+            return []
+        if self._header and field <= 2:
+            return [value] if repetition == 1 else []
+        ctx = self._ctx
+        if repetition < 1:
+            raise ValueError("HL7 positions start at 1")
+        if ctx.rs in value:
+            parts = value.split(ctx.rs)
+            if repetition > len(parts):
+                return []
+            value = parts[repetition - 1]
+        elif repetition != 1:
+            return []
+        if not value:
+            return []
+        comps = value.split(ctx.cs)
+        if ctx.es in value:
+            return [ctx.unescape(c) if ctx.es in c else c for c in comps]
+        return comps
+
+
+class Message:
+    """A parsed HL7 v2 message. Build one with :func:`connectors.hl7.parse_message`."""
+
+    __slots__ = ("_ctx", "_lines", "_names", "_segments", "charset")
+
+    def __init__(
+        self,
+        names: list[str],
+        lines: list[str],
+        encoding: Encoding,
+        *,
+        charset: str | None = None,
+        fallback_charset: str = DEFAULT_FALLBACK,
+    ) -> None:
+        self._names = names
+        self._lines = lines
+        self._segments: list[Segment | None] = [None] * len(names)
+        self._ctx = _Context(encoding, fallback_charset, lines[0])
+        #: The codec the bytes were decoded with (``None`` when parsed from text).
+        self.charset = charset
+
+    def __repr__(self) -> str:
+        return (
+            f"<Message {self.message_type}^{self.trigger_event} control_id={self.control_id!r} "
+            f"with {len(self._names)} segments>"
+        )
+
+    def _segment(self, index: int) -> Segment:
+        segment = self._segments[index]
+        if segment is None:
+            segment = self._segments[index] = Segment(
+                self._names[index], self._lines[index], self._ctx
+            )
+        return segment
+
+    @property
+    def encoding(self) -> Encoding:
+        """The delimiters read from MSH-1 and MSH-2."""
+        return self._ctx.encoding
+
+    @property
+    def declared_charset(self) -> str | None:
+        """The Python codec MSH-18 names, or ``None`` when it is empty or unknown."""
+        return self._ctx.charset
+
+    @property
+    def names(self) -> list[str]:
+        """The segment names, in order."""
+        return list(self._names)
+
+    @property
+    def segments(self) -> list[Segment]:
+        """Every segment, in order (Z-segments included)."""
+        return [self._segment(i) for i in range(len(self._names))]
+
+    @property
+    def msh(self) -> Segment:
+        """The MSH segment (always the first)."""
+        return self._segment(0)
+
+    def first(self, name: str) -> Segment | None:
+        """The first segment called ``name``, or ``None``."""
+        try:
+            index = self._names.index(name)
+        except ValueError:
+            return None
+        return self._segment(index)
+
+    def all(self, name: str) -> list[Segment]:
+        """Every segment called ``name``, in order."""
+        return [self._segment(i) for i, n in enumerate(self._names) if n == name]
+
+    @property
+    def text(self) -> str:
+        """The message as text, segments joined by CR (as HL7 prescribes)."""
+        return "\r".join(self._lines)
+
+    @property
+    def version(self) -> str:
+        """MSH-12.1, the HL7 version (``"2.5.1"``)."""
+        return self.msh.get(12)
+
+    @property
+    def control_id(self) -> str:
+        """MSH-10, the message control id."""
+        return self.msh.get(10)
+
+    @property
+    def message_type(self) -> str:
+        """MSH-9.1 (``"ADT"``)."""
+        return self.msh.get(9)
+
+    @property
+    def trigger_event(self) -> str:
+        """MSH-9.2 (``"A01"``)."""
+        return self.msh.get(9, 2)
+
+    @property
+    def sending_facility(self) -> str:
+        """MSH-4.1."""
+        return self.msh.get(4)
+
+    @property
+    def receiving_facility(self) -> str:
+        """MSH-6.1."""
+        return self.msh.get(6)

@@ -1,0 +1,125 @@
+"""``parse_message``: bytes or text to a :class:`Message`, tolerant and fast.
+
+Decoding: a leading UTF-8 byte-order mark is dropped; MSH-18 is read from the raw
+bytes of the MSH segment before decoding, and the bytes are decoded by it, else as
+UTF-8 when valid, else with ``fallback_charset`` (see :mod:`connectors.hl7.charset`).
+Pure-ASCII bytes are decoded directly (every supported character set agrees on them).
+
+Segments end with CR, LF or CRLF; blank lines are skipped. A line that does not
+start like a segment (three letters or digits, then the field separator) is a line
+break inside the previous segment's data (some senders put raw line feeds in
+report text) and is kept there as ``"\\n"``.
+"""
+
+from __future__ import annotations
+
+from carebus.errors import Unparseable
+from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for, decode, utf16_codec
+from connectors.hl7.encoding import Encoding
+from connectors.hl7.message import Message
+
+_BOM = b"\xef\xbb\xbf"
+_MLLP_BYTES = ("\x0b", "\x1c")
+_LEADING = " \t\r\n\ufeff"
+
+
+def peek_msh18(data: bytes) -> str:
+    """MSH-18 (first repetition, first component) read from raw bytes starting ``MSH``."""
+    end = len(data)
+    for terminator in (b"\r", b"\n"):
+        found = data.find(terminator, 0, end)
+        if found >= 0:
+            end = found
+    fs = data[3:4]
+    if not fs:
+        return ""
+    fields = data[:end].split(fs, 18)
+    if len(fields) < 18:
+        return ""
+    value = fields[17]
+    for sep in (data[5:6], data[4:5]):  # repetition, then component separator
+        if sep and sep != fs:
+            value = value.split(sep, 1)[0]
+    return value.decode("ascii", "replace")
+
+
+def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK) -> Message:
+    """Parse one HL7 v2 message; :class:`~carebus.errors.Unparseable` when it is not one.
+
+    ``raw`` is the message without MLLP framing. Error messages never contain
+    message content.
+    """
+    if isinstance(raw, bytes | bytearray | memoryview):
+        data = bytes(raw)
+        if data.isascii():
+            text = data.decode("ascii")
+            charset: str | None = "ascii"
+        else:
+            text, charset = _decode(data, fallback_charset)
+    elif isinstance(raw, str):
+        text, charset = raw, None
+    else:
+        raise TypeError(f"parse_message takes bytes or str, not {type(raw).__name__}")
+
+    if not text.startswith("MSH"):
+        text = text.lstrip(_LEADING)
+        if not text.startswith("MSH"):
+            raise Unparseable(_not_msh_reason(text))
+    if "\x0b" in text or "\x1c" in text:
+        raise Unparseable("MLLP framing bytes inside the message (unframed or truncated frame)")
+
+    fs = text[3:4]
+    end = text.find(fs, 4) if fs else -1
+    head_end = len(text)
+    for terminator in ("\r", "\n"):
+        found = text.find(terminator, 4)
+        if 0 <= found < head_end:
+            head_end = found
+    msh2 = text[4:end] if 0 <= end < head_end else text[4:head_end]
+    encoding = Encoding.from_header(fs, msh2)
+
+    if "\n" in text:
+        text = (
+            text.replace("\r\n", "\r").replace("\n", "\r")
+            if "\r" in text
+            else text.replace("\n", "\r")
+        )
+    names: list[str] = []
+    lines: list[str] = []
+    for line in text.split("\r"):
+        if line[3:4] == fs or len(line) == 3:
+            name = line[:3]
+            if name.isalnum() and name.isascii():
+                names.append(name)
+                lines.append(line)
+                continue
+        if not line or line.isspace():
+            continue
+        lines[-1] = f"{lines[-1]}\n{line}"
+    return Message(names, lines, encoding, charset=charset, fallback_charset=fallback_charset)
+
+
+def _decode(data: bytes, fallback: str) -> tuple[str, str]:
+    utf16 = utf16_codec(data)
+    if utf16 is not None:
+        text = data.decode(utf16, "replace")
+        return text.lstrip("\ufeff"), utf16
+    if data.startswith(_BOM):
+        data = data[3:]
+    start = 0
+    if not data.startswith(b"MSH"):
+        start = data.find(b"MSH")
+        if start < 0 or data[:start].strip(b" \t\r\n"):
+            start = 0
+    declared = codec_for(peek_msh18(data[start:])) if data.startswith(b"MSH", start) else None
+    return decode(data, declared, fallback)
+
+
+def _not_msh_reason(text: str) -> str:
+    if not text:
+        return "empty message"
+    if text.startswith(("FHS", "BHS")):
+        return "a batch (FHS/BHS), not a single message: split it into messages first"
+    if text[:1] == "\x0b":
+        return "MLLP framing bytes inside the message (unframed or truncated frame)"
+    return "does not start with an MSH segment"

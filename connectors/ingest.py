@@ -1,0 +1,97 @@
+"""The ingest edge assembled: producer, pipeline, MLLP listener, optional HTTP and file-drop.
+
+:class:`Ingest` is what ``carebus listen`` (and ``carebus run``) start and stop::
+
+    ingest = Ingest(settings, http=True, filedrop=False)
+    await ingest.start()      # producer first: nothing is accepted without Kafka
+    ...
+    await ingest.stop()       # stop taking messages, let those in flight finish, flush
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from carebus.log import get_logger
+from carebus.settings import Settings
+from carebus.topics import TopicNames
+from connectors.dedup import Deduplicator
+from connectors.filedrop import FileDrop
+from connectors.http import HttpServer
+from connectors.mllp.allowlist import load_allowlist
+from connectors.mllp.server import MllpServer
+from connectors.mllp.tls import server_ssl_context
+from connectors.pipeline import IngestObserver, NullObserver, Pipeline
+from connectors.publish import Publisher
+
+log = get_logger(__name__)
+
+
+class Ingest:
+    """Every ingest connector of one process, sharing one producer and one pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: bool | None = None,
+        filedrop: bool | None = None,
+        observer: IngestObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        observer = observer or NullObserver()
+        mllp = settings.mllp
+        topics = TopicNames.from_settings(settings.topics)
+        self.topics = topics
+        self.publisher = Publisher(
+            settings,
+            on_error=observer.produce_error,
+            max_request_bytes=max(2 * 1_048_576, mllp.max_frame_bytes + 262_144),
+        )
+        self.pipeline = Pipeline(
+            self.publisher,
+            topics,
+            publish_timeout_s=mllp.publish_timeout_s,
+            fallback_charset=settings.translate.fallback_charset,
+            dedup=Deduplicator(mllp.duplicate_window_s, max_entries=mllp.duplicate_max_entries),
+            allowlist=load_allowlist(mllp.allowed_senders_file),
+            observer=observer,
+        )
+        self.mllp = MllpServer(mllp, self.pipeline, ssl_context=server_ssl_context(mllp))
+        use_http = settings.http.enabled if http is None else http
+        use_drop = settings.filedrop.enabled if filedrop is None else filedrop
+        self.http = HttpServer(settings.http, self.pipeline) if use_http else None
+        self.filedrop = FileDrop(settings.filedrop, self.pipeline) if use_drop else None
+        self._drop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect the producer, then open the listeners."""
+        t = self.topics
+        await self.publisher.start([t.raw, t.events, t.deadletter])
+        try:
+            await self.mllp.start()
+            if self.http is not None:
+                await self.http.start()
+        except BaseException:
+            await self.stop()
+            raise
+        if self.filedrop is not None:
+            self._drop_task = asyncio.create_task(self.filedrop.run(), name="filedrop")
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking messages, let those in progress finish, then flush the producer."""
+        if self.filedrop is not None:
+            self.filedrop.stop()
+        await self.mllp.stop(grace_s)
+        if self.http is not None:
+            await self.http.stop()
+        if self._drop_task is not None:
+            try:
+                await asyncio.wait_for(self._drop_task, grace_s)
+            except TimeoutError:
+                pass
+            except Exception as exc:
+                log.error("file drop failed", error=type(exc).__name__)
+            self._drop_task = None
+        await self.publisher.stop(grace_s)
+        log.info("ingest stopped")

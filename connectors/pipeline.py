@@ -1,0 +1,336 @@
+"""The ordered durability promise every ingest edge (MLLP, file-drop, HTTP) shares.
+
+For each message, :meth:`Pipeline.submit`:
+
+1. parses it once, and checks the peer may send as its sending facility (MSH-4.1);
+2. answers a resend of an already published (sending facility, MSH-10) as a
+   duplicate, without publishing it again;
+3. translates it to events;
+4. publishes the raw bytes (with sender, peer, received time ... as headers) to the
+   raw archive topic and waits until Kafka acknowledged them (acks=all), then
+   publishes the events to the events topic keyed by patient and waits again;
+5. only then returns ``accepted``.
+
+A message that can never be accepted (unparseable, untranslatable, a sender it may
+not use) goes with its reason to the dead-letter topic, and only once that is
+acknowledged does ``submit`` return ``rejected``. When Kafka is down or too slow,
+``submit`` raises :class:`~carebus.errors.KafkaUnavailable` (retriable) and returns
+nothing: the edge must not claim success, and the sender should resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from carebus.errors import MessageRejected, PublishFailed, Unparseable
+from carebus.log import get_logger
+from carebus.topics import TopicNames
+from connectors.dedup import Deduplicator
+from connectors.hl7 import Message, parse_message
+from connectors.mllp.ack import read_header
+from connectors.mllp.allowlist import Allowlist, Peer
+from connectors.publish import Headers, Publisher, Record
+
+log = get_logger(__name__)
+
+Status = Literal["accepted", "duplicate", "rejected"]
+
+
+class EventLike(Protocol):
+    """What the translator returns: a schema name, a patient key and a record."""
+
+    @property
+    def schema(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def record(self) -> dict[str, Any]: ...
+
+
+Translate = Callable[[Message, bytes, datetime], Sequence[EventLike]]
+Encode = Callable[[str, dict[str, Any]], bytes]
+
+
+class IngestObserver(Protocol):
+    """Hook points for metrics; :class:`carebus.metrics.Metrics` fits this shape."""
+
+    def message_received(self, provider: str | None, message_type: str | None) -> None: ...
+    def message_accepted(self, provider: str | None, message_type: str | None) -> None: ...
+    def message_rejected(self, provider: str | None, message_type: str | None) -> None: ...
+    def message_duplicated(self, provider: str | None, message_type: str | None) -> None: ...
+    def dead_lettered(self, provider: str | None, reason: str | None) -> None: ...
+    def produce_error(self, topic: str) -> None: ...
+    def ack_sent(self, ack_code: str, seconds: float) -> None: ...
+    def connection_opened(self) -> None: ...
+    def connection_closed(self) -> None: ...
+
+
+class NullObserver:
+    """An observer that records nothing."""
+
+    def message_received(self, provider: str | None, message_type: str | None) -> None:
+        """Do nothing."""
+
+    def message_accepted(self, provider: str | None, message_type: str | None) -> None:
+        """Do nothing."""
+
+    def message_rejected(self, provider: str | None, message_type: str | None) -> None:
+        """Do nothing."""
+
+    def message_duplicated(self, provider: str | None, message_type: str | None) -> None:
+        """Do nothing."""
+
+    def dead_lettered(self, provider: str | None, reason: str | None) -> None:
+        """Do nothing."""
+
+    def produce_error(self, topic: str) -> None:
+        """Do nothing."""
+
+    def ack_sent(self, ack_code: str, seconds: float) -> None:
+        """Do nothing."""
+
+    def connection_opened(self) -> None:
+        """Do nothing."""
+
+    def connection_closed(self) -> None:
+        """Do nothing."""
+
+
+class Sink(Protocol):
+    """What the edges need of a pipeline (MLLP, HTTP and file-drop take any such object)."""
+
+    @property
+    def observer(self) -> IngestObserver: ...
+
+    async def submit(
+        self, raw: bytes, peer: Peer, received_time: datetime, *, origin: str = ""
+    ) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one message ended; ``error`` is set when it was rejected."""
+
+    status: Status
+    sending_facility: str
+    control_id: str
+    message_type: str
+    events: int = 0
+    error: MessageRejected | None = None
+
+
+class TranslationFailed(MessageRejected):
+    """The translator or the encoder failed on this message (a carebus defect)."""
+
+    reason = "translation-failed"
+    hl7_error_code = "207"
+
+
+def _default_translate(message: Message, raw: bytes, received_time: datetime) -> Sequence[Any]:
+    from connectors.translate import translate
+
+    return translate(message, raw=raw, received_time=received_time)  # type: ignore[no-any-return]
+
+
+def _default_encode(schema: str, record: dict[str, Any]) -> bytes:
+    from schemas.codec import encode
+
+    return encode(schema, record)
+
+
+class Pipeline:
+    """Parse, check, translate and durably publish one message at a time per caller."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        topics: TopicNames,
+        *,
+        publish_timeout_s: float,
+        fallback_charset: str = "iso-8859-1",
+        dedup: Deduplicator | None = None,
+        allowlist: Allowlist | None = None,
+        observer: IngestObserver | None = None,
+        translate: Translate = _default_translate,
+        encode: Encode = _default_encode,
+    ) -> None:
+        self._publisher = publisher
+        self._topics = topics
+        self._timeout = publish_timeout_s
+        self._fallback = fallback_charset
+        self._dedup = dedup
+        self._allowlist = allowlist
+        self._observer: IngestObserver = observer or NullObserver()
+        self._translate = translate
+        self._encode = encode
+
+    @property
+    def observer(self) -> IngestObserver:
+        """The observer told about every message."""
+        return self._observer
+
+    async def submit(
+        self, raw: bytes, peer: Peer, received_time: datetime, *, origin: str = ""
+    ) -> Outcome:
+        """Take one message (no MLLP framing) from ``peer``; see the module docstring.
+
+        ``origin`` names where the message came from when it has no control id (a
+        file and position), for the dead-letter key. Raises
+        :class:`~carebus.errors.KafkaUnavailable` when the outcome could not be
+        made durable.
+        """
+        try:
+            message = parse_message(raw, fallback_charset=self._fallback)
+        except Unparseable as exc:
+            header = read_header(raw)
+            facility = control_id = ""
+            if header is not None:
+                facility = header.sending_facility.split(header.component_separator)[0]
+                control_id = header.control_id
+            self._observer.message_received(facility, "")
+            ids = (facility, control_id, "")
+            return await self._reject(raw, peer, received_time, exc, ids=ids, origin=origin)
+        facility = message.sending_facility
+        control_id = message.control_id
+        message_type = message.message_type
+        self._observer.message_received(facility, message_type)
+        ids = (facility, control_id, message_type)
+        if self._allowlist is not None and not self._allowlist.allows(peer, facility):
+            refused = _not_allowed(facility, control_id)
+            return await self._reject(raw, peer, received_time, refused, ids=ids, origin=origin)
+        key = (facility, control_id) if control_id else None
+        if key is not None and await self._already_published(key):
+            self._observer.message_duplicated(facility, message_type)
+            log.info("duplicate message", control_id=control_id, sending_facility=facility)
+            return Outcome("duplicate", facility, control_id, message_type)
+        try:
+            events = self._translate(message, raw, received_time)
+            records = [
+                Record(
+                    self._topics.events,
+                    ev.key.encode("utf-8"),
+                    self._encode(ev.schema, ev.record),
+                    (("carebus-schema", ev.schema.encode("ascii")),),
+                )
+                for ev in events
+            ]
+        except MessageRejected as exc:
+            return await self._reject(raw, peer, received_time, exc, ids=ids, origin=origin)
+        except Exception as exc:  # a defect in translation must not stop the feed
+            log.error("translation failed", control_id=control_id, error=type(exc).__name__)
+            failed = TranslationFailed(
+                f"message could not be translated ({type(exc).__name__})", control_id=control_id
+            )
+            return await self._reject(raw, peer, received_time, failed, ids=ids, origin=origin)
+        headers = _raw_headers(raw, peer, received_time, facility, control_id)
+        raw_record = Record(self._topics.raw, _key(facility, control_id, origin), raw, headers)
+        attempt = asyncio.ensure_future(self._publish_accepted(raw_record, records))
+        attempt.add_done_callback(_retrieve)
+        if key is not None and self._dedup is not None:
+            self._dedup.track(key, attempt)
+        await self._bounded(attempt)
+        self._observer.message_accepted(facility, message_type)
+        return Outcome("accepted", facility, control_id, message_type, events=len(records))
+
+    async def _already_published(self, key: tuple[str, str]) -> bool:
+        if self._dedup is None:
+            return False
+        if self._dedup.is_duplicate(key):
+            return True
+        earlier = self._dedup.in_doubt(key)
+        if earlier is None:
+            return False
+        # An earlier copy may still land: never publish a second one meanwhile.
+        try:
+            await self._bounded(earlier)
+        except PublishFailed:
+            if not earlier.done():
+                raise PublishFailed(
+                    f"an earlier copy of {key[1]} is still being published"
+                ) from None
+            return False
+        return True
+
+    async def _publish_accepted(self, raw_record: Record, events: list[Record]) -> None:
+        await self._publisher.publish([raw_record])
+        if events:
+            await self._publisher.publish(events)
+
+    async def _bounded(self, attempt: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(attempt), self._timeout)
+        except TimeoutError:
+            raise PublishFailed(f"Kafka did not acknowledge within {self._timeout:g}s") from None
+
+    async def _reject(
+        self,
+        raw: bytes,
+        peer: Peer,
+        received_time: datetime,
+        exc: MessageRejected,
+        *,
+        ids: tuple[str, str, str],
+        origin: str,
+    ) -> Outcome:
+        facility, control_id, message_type = ids
+        if exc.control_id is None and control_id:
+            exc.control_id = control_id
+        headers = (
+            *_raw_headers(raw, peer, received_time, facility, control_id),
+            ("carebus-reason", exc.reason.encode("ascii", "replace")),
+            ("carebus-detail", exc.detail.encode("utf-8", "replace")),
+        )
+        record = Record(self._topics.deadletter, _key(facility, control_id, origin), raw, headers)
+        attempt = asyncio.ensure_future(self._publisher.publish([record]))
+        attempt.add_done_callback(_retrieve)
+        await self._bounded(attempt)
+        self._observer.dead_lettered(facility, exc.reason)
+        self._observer.message_rejected(facility, message_type)
+        log.info(
+            "message rejected",
+            control_id=control_id,
+            sending_facility=facility,
+            reason=exc.reason,
+            source=peer.source,
+        )
+        return Outcome("rejected", facility, control_id, message_type, error=exc)
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    """Mark a finished attempt's exception as seen: its waiter may have given up."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _not_allowed(facility: str, control_id: str) -> MessageRejected:
+    from carebus.errors import SenderNotAllowed
+
+    return SenderNotAllowed(
+        f"this peer may not send as sending facility {facility or '(empty)'}",
+        control_id=control_id,
+        field="MSH-4",
+    )
+
+
+def _key(facility: str, control_id: str, origin: str) -> bytes:
+    if control_id:
+        return f"{facility}|{control_id}".encode()
+    return (origin or facility).encode()
+
+
+def _raw_headers(
+    raw: bytes, peer: Peer, received_time: datetime, facility: str, control_id: str
+) -> Headers:
+    return (
+        ("carebus-sender", facility.encode()),
+        ("carebus-peer", peer.describe().encode()),
+        ("carebus-received-time", received_time.isoformat().encode()),
+        ("carebus-control-id", control_id.encode()),
+        ("carebus-raw-sha256", hashlib.sha256(raw).hexdigest().encode()),
+        ("carebus-source", peer.source.encode()),
+    )

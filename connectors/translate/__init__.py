@@ -1,0 +1,115 @@
+"""HL7 v2 messages to carebus events.
+
+:func:`translate` turns one parsed message into its events: the family event(s)
+of its message type, each followed by a ``PatientDied`` when the message shows
+the patient dead. :data:`TRANSLATORS` is the explicit table of what is
+translated; anything else is rejected with
+:class:`~carebus.errors.UnsupportedMessageType`. Translation is pure: the
+received time is passed in, every other time comes from the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from connectors.hl7 import Message
+from connectors.translate import adt, documents, orders, problems, referral, results, scheduling
+from connectors.translate.common import (
+    PATIENT_DIED,
+    Context,
+    Draft,
+    Event,
+    event_id,
+    event_time,
+    header_base,
+    patient,
+    death_evidence,
+    required_time,
+    value,
+)
+from connectors.translate.time import to_millis
+
+from carebus.errors import MissingRequiredField, UnsupportedMessageType
+
+Translator = Callable[[Message, Context], list[Draft]]
+
+#: (MSH-9.1, MSH-9.2) -> translator. Nothing else is translated.
+TRANSLATORS: dict[tuple[str, str], Translator] = {
+    **{("ADT", trigger): adt.encounter for trigger in adt.ENCOUNTER_KINDS},
+    ("ADT", "A08"): adt.demographics,
+    ("ADT", "A28"): adt.demographics,
+    ("ADT", "A31"): adt.demographics,
+    ("ADT", "A40"): adt.merge,
+    ("REF", "I12"): referral.referral,
+    **{("SIU", trigger): scheduling.appointment for trigger in scheduling.ACTIONS},
+    ("ORM", "O01"): orders.order,
+    ("OML", "O21"): orders.order,
+    ("ORU", "R01"): results.result,
+    **{("MDM", f"T{n:02d}"): documents.document for n in range(1, 12)},
+    **{("PPR", trigger): problems.problem for trigger in problems.ACTIONS},
+}
+
+
+def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[Event]:
+    """The events of one message, family event first; rejections raise.
+
+    ``raw`` is the message as received (its SHA-256 goes in every header);
+    ``received_time`` is when the edge received it. Raises a
+    :class:`~carebus.errors.MessageRejected` subclass, with ``control_id`` set
+    when MSH-10 could be read.
+    """
+    msh = message.msh
+    control_id = value(msh, 10)
+    if control_id is None:
+        raise MissingRequiredField("MSH-10 (message control id) is empty", field="MSH-10")
+    message_type = (value(msh, 9, 1) or "").upper()
+    trigger = (value(msh, 9, 2) or value(message.first("EVN"), 1) or "").upper()
+    if not message_type or not trigger:
+        raise MissingRequiredField(
+            "MSH-9 (message type and trigger event) is empty", control_id=control_id, field="MSH-9"
+        )
+    translator = TRANSLATORS.get((message_type, trigger))
+    if translator is None:
+        raise UnsupportedMessageType(
+            f"{message_type}^{trigger} is not translated", control_id=control_id, field="MSH-9"
+        )
+    facility = value(msh, 4)
+    if facility is None:
+        raise MissingRequiredField(
+            "MSH-4 (sending facility) is empty", control_id=control_id, field="MSH-4"
+        )
+    message_time = required_time(msh, 7, "MSH-7", control_id)
+    ctx = Context(
+        control_id=control_id,
+        message_type=message_type,
+        trigger_event=trigger,
+        sending_facility=facility,
+        event_time=event_time(message, message_time, control_id),
+        subcomponent=message.encoding.subcomponent,
+    )
+    drafts = translator(message, ctx)
+    base = header_base(
+        message, ctx, message_time=message_time, received_time=to_millis(received_time), raw=raw
+    )
+    msh7 = msh.get(7)
+    events: list[Event] = []
+    for draft in drafts:
+        person = patient(draft.pid, draft.pd1, ctx)
+        key = person["key"]
+        header = dict(base, event_id=event_id(ctx, msh7, len(events)))
+        events.append(Event(draft.schema, key, {"header": header, "patient": person, **draft.fields}))
+        evidence = death_evidence(draft.pid, message, ctx)
+        if evidence:
+            header = dict(base, event_id=event_id(ctx, msh7, len(events)))
+            died = {
+                "header": header,
+                "patient": person,
+                "death_time": person["death_time"] or ctx.event_time,
+                "evidence": evidence,
+            }
+            events.append(Event(PATIENT_DIED, key, died))
+    return events
+
+
+__all__ = ["TRANSLATORS", "Event", "Translator", "translate"]

@@ -1,0 +1,94 @@
+"""ADT: encounters (A01-A05, A11-A13), demographics (A08, A28, A31), merges (A40)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.hl7 import Message, Segment
+from connectors.translate.common import (
+    Context,
+    Draft,
+    component,
+    identifiers,
+    optional_time,
+    require_segment,
+    value,
+)
+
+from carebus.errors import MissingRequiredField
+
+ENCOUNTER = "carebus.events.Encounter"
+PATIENT_DEMOGRAPHICS = "carebus.events.PatientDemographics"
+PATIENT_MERGED = "carebus.events.PatientMerged"
+
+ENCOUNTER_KINDS = {
+    "A01": "ADMITTED",
+    "A02": "TRANSFERRED",
+    "A03": "DISCHARGED",
+    "A04": "REGISTERED",
+    "A05": "PRE_ADMITTED",
+    "A11": "ADMISSION_CANCELLED",
+    "A12": "TRANSFER_CANCELLED",
+    "A13": "DISCHARGE_CANCELLED",
+}
+
+
+def encounter(message: Message, ctx: Context) -> list[Draft]:
+    """One ``Encounter`` from PID and PV1."""
+    pid = require_segment(message, "PID", ctx)
+    pv1 = message.first("PV1")
+    fields: dict[str, Any] = {
+        "kind": ENCOUNTER_KINDS[ctx.trigger_event],
+        "visit_number": value(pv1, 19),
+        "patient_class": value(pv1, 2),
+        "admission_type": value(pv1, 4),
+        "location": location(pv1, 3, ctx),
+        "prior_location": location(pv1, 6, ctx),
+        "discharge_disposition": value(pv1, 36),
+        "discharge_destination": value(pv1, 37),
+        "admit_time": optional_time(pv1, 44),
+        "discharge_time": optional_time(pv1, 45),
+    }
+    return [Draft(ENCOUNTER, pid, fields, message.first("PD1"))]
+
+
+def demographics(message: Message, ctx: Context) -> list[Draft]:
+    """One ``PatientDemographics`` from PID and PD1."""
+    pid = require_segment(message, "PID", ctx)
+    return [Draft(PATIENT_DEMOGRAPHICS, pid, {}, message.first("PD1"))]
+
+
+def merge(message: Message, ctx: Context) -> list[Draft]:
+    """One ``PatientMerged`` per PID/MRG group: PID-3 survives, MRG-1 is retired."""
+    groups: list[dict[str, Segment]] = []
+    for segment in message.segments:
+        if segment.name == "PID":
+            groups.append({"PID": segment})
+        elif segment.name in ("PD1", "MRG") and groups and segment.name not in groups[-1]:
+            groups[-1][segment.name] = segment
+    if not groups:
+        require_segment(message, "PID", ctx)
+    drafts = []
+    for group in groups:
+        mrg = group.get("MRG")
+        if mrg is None:
+            raise MissingRequiredField(
+                "ADT^A40 patient group has no MRG segment", control_id=ctx.control_id, field="MRG"
+            )
+        retired, retired_key, _ = identifiers(mrg, 1, "MRG-1", ctx)
+        fields = {"retired_identifiers": retired, "retired_key": retired_key}
+        drafts.append(Draft(PATIENT_MERGED, group["PID"], fields, group.get("PD1")))
+    return drafts
+
+
+def location(segment: Segment | None, field: int, ctx: Context) -> dict[str, Any] | None:
+    """A PL field as a ``carebus.events.Location``, or None when empty."""
+    if segment is None:
+        return None
+    parts = segment.components(field)
+    point_of_care, room, bed, facility = (
+        component(segment, parts, field, index, ctx) for index in range(1, 5)
+    )
+    if point_of_care is room is bed is facility is None:
+        return None
+    return {"point_of_care": point_of_care, "room": room, "bed": bed, "facility": facility}

@@ -1,0 +1,105 @@
+"""ORU^R01: results, one request per OBR with the OBX segments that follow it.
+
+A message with several patient groups (one PID each) gives one ``Result`` per group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.hl7 import Message, Segment
+from connectors.translate.common import (
+    HL7_NULL,
+    Context,
+    Draft,
+    optional_time,
+    require_segment,
+    value,
+)
+
+from carebus.errors import MissingRequiredField
+
+RESULT = "carebus.events.Result"
+
+
+def result(message: Message, ctx: Context) -> list[Draft]:
+    """One ``Result`` per patient group."""
+    require_segment(message, "PID", ctx)
+    drafts: list[Draft] = []
+    pid: Segment | None = None
+    pd1: Segment | None = None
+    orc: Segment | None = None
+    requests: list[dict[str, Any]] = []
+    for segment in message.segments:
+        name = segment.name
+        if name == "PID":
+            if pid is not None:
+                drafts.append(Draft(RESULT, pid, {"requests": requests}, pd1))
+            pid, pd1, orc, requests = segment, None, None, []
+        elif name == "PD1" and pid is not None and pd1 is None:
+            pd1 = segment
+        elif name == "ORC":
+            orc = segment
+        elif name in ("OBR", "OBX"):
+            if pid is None:
+                raise MissingRequiredField(
+                    f"{name} before the first PID", control_id=ctx.control_id, field="PID"
+                )
+            if name == "OBR":
+                requests.append(_request(segment, orc))
+            else:
+                if not requests:
+                    requests.append(_request(None, orc))
+                requests[-1]["observations"].append(observation(segment))
+    if pid is not None:
+        drafts.append(Draft(RESULT, pid, {"requests": requests}, pd1))
+    return drafts
+
+
+def _request(obr: Segment | None, orc: Segment | None) -> dict[str, Any]:
+    return {
+        "test_code": value(obr, 4, 1),
+        "test_text": value(obr, 4, 2),
+        "coding_system": value(obr, 4, 3),
+        "status": value(obr, 25),
+        "observation_time": optional_time(obr, 7),
+        "placer_order_number": value(obr, 2) or value(orc, 2),
+        "filler_order_number": value(obr, 3) or value(orc, 3),
+        "observations": [],
+    }
+
+
+def observation(obx: Segment) -> dict[str, Any]:
+    """An OBX segment as a ``carebus.events.Observation``."""
+    return {
+        "set_id": value(obx, 1),
+        "value_type": value(obx, 2),
+        "code": value(obx, 3, 1),
+        "text": value(obx, 3, 2),
+        "coding_system": value(obx, 3, 3),
+        "value": observation_value(obx),
+        "units": value(obx, 6),
+        "reference_range": value(obx, 7),
+        "abnormal_flags": [
+            flag for rep in range(1, obx.repetitions(8) + 1) if (flag := value(obx, 8, 1, 1, rep))
+        ],
+        "status": value(obx, 11),
+        "observation_time": optional_time(obx, 14),
+    }
+
+
+def observation_value(obx: Segment) -> str | None:
+    """OBX-5 unescaped: components joined by ``^``, repetitions by ``~``.
+
+    Trailing empty components are dropped; sub-components stay as sent.
+    """
+    raw = obx.raw(5)
+    if not raw or raw == HL7_NULL:
+        return None
+    repetitions = []
+    for rep in range(1, obx.repetitions(5) + 1):
+        components = obx.components(5, rep)
+        while components and not components[-1]:
+            components.pop()
+        repetitions.append("^".join(components))
+    return "~".join(repetitions) or None

@@ -1,0 +1,96 @@
+"""The coordination alert a rule raises (the rules spec's Output section)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.deadlines import from_micros
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One coordination alert.
+
+    ``recipients`` are provider codes, sorted and unique, never empty; ``evidence``
+    the MSH-10 control ids of the messages that caused it; ``raised_at`` an event
+    time (or a deadline computed from event times), timezone-aware.
+    Build one with :meth:`create`, which normalises recipients.
+    """
+
+    rule: str
+    patient: str
+    raised_at: datetime
+    recipients: tuple[str, ...]
+    dedup_key: str
+    evidence: tuple[str, ...]
+    summary: str
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ValueError(f"alert {self.rule} has no recipients")
+        if self.raised_at.tzinfo is None:
+            raise ValueError(f"alert {self.rule} has a naive raised_at")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        rule: str,
+        patient: str,
+        raised_at: int,
+        recipients: Iterable[str],
+        fallback: str,
+        dedup_key: str,
+        evidence: Iterable[str],
+        summary: str,
+    ) -> Alert:
+        """An alert raised at ``raised_at`` (epoch microseconds).
+
+        Empty recipient codes are dropped; when none is left the alert goes to
+        ``fallback`` (the sending provider), as the spec requires.
+        """
+        unique = sorted({r for r in recipients if r})
+        if not unique:
+            unique = [fallback or "unknown"]
+        return cls(
+            rule=rule,
+            patient=patient,
+            raised_at=from_micros(raised_at),
+            recipients=tuple(unique),
+            dedup_key=dedup_key,
+            evidence=tuple(dict.fromkeys(e for e in evidence if e)),
+            summary=summary,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the spec: ``raised_at`` in ISO 8601 with a UTC offset."""
+        return {
+            "rule": self.rule,
+            "patient": self.patient,
+            "raised_at": self.raised_at.astimezone(UTC).isoformat(),
+            "recipients": list(self.recipients),
+            "dedup_key": self.dedup_key,
+            "evidence": list(self.evidence),
+            "summary": self.summary,
+        }
+
+    def to_json(self) -> str:
+        """One JSON line (without the newline)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Alert:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            rule=str(raw["rule"]),
+            patient=str(raw["patient"]),
+            raised_at=datetime.fromisoformat(str(raw["raised_at"])),
+            recipients=tuple(sorted({str(r) for r in raw["recipients"]})),
+            dedup_key=str(raw["dedup_key"]),
+            evidence=tuple(str(e) for e in raw["evidence"]),
+            summary=str(raw.get("summary", "")),
+        )

@@ -1,0 +1,59 @@
+"""repeated-history: a provider new to the patient while others already know them.
+
+An ``ADT^A01``/``A04``/``A05``/``A28`` from provider P, or a ``REF^I12`` to P, when
+P has neither sent a message about the patient nor been sent a referral for them
+in the 365 days before this message, and some other provider has (a message from
+it, or a referral to it, before this message). The patient's history is
+elsewhere: P should ask for it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from streams.alert import Alert
+from streams.deadlines import YEAR
+from streams.region import Region
+from streams.rules.base import Rule, message_key
+from streams.state import PatientState
+from streams.view import DEMOGRAPHICS, ENCOUNTER, REFERRAL, EventView
+
+ID: Final = "repeated-history"
+TRIGGERS: Final = frozenset({"A01", "A04", "A05", "A28"})
+
+
+def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
+    """Alert a provider meeting the patient without their recent history."""
+    if view.schema == REFERRAL:
+        provider = view.record.get("referred_to") or view.receiver
+    elif view.trigger in TRIGGERS:
+        provider = view.sender
+    else:
+        return []
+    if not provider:
+        return []
+    since = view.time - YEAR
+    if state.seen.get(provider, since - 1) >= since:
+        return []
+    if state.referred.get(provider, since - 1) >= since:
+        return []
+    others = any(p != provider and t >= since for p, t in state.seen.items()) or any(
+        p != provider and t >= since for p, t in state.referred.items()
+    )
+    if not others:
+        return []
+    return [
+        Alert.create(
+            rule=ID,
+            patient=state.key,
+            raised_at=view.time,
+            recipients=[provider],
+            fallback=view.sender,
+            dedup_key=message_key(ID, state, view),
+            evidence=[view.control_id],
+            summary="First contact with this provider in 365 days; history is held elsewhere",
+        )
+    ]
+
+
+RULE: Final = Rule(id=ID, schemas=frozenset({ENCOUNTER, DEMOGRAPHICS, REFERRAL}), on_event=check)

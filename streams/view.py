@@ -1,0 +1,98 @@
+"""A read-only view of one event record, with the header fields rules use most.
+
+Events are the records of ``docs/architecture.md`` ("Events"): a dict with
+``header`` and ``patient`` and the family fields, timestamps timezone-aware UTC
+``datetime``s. The engine accepts anything with ``schema`` (the full Avro name,
+``carebus.events.Encounter``) and ``record`` attributes: the translator's
+``Event``, or :class:`StreamEvent` built from a decoded Kafka record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple, Protocol
+
+from streams.deadlines import to_micros
+
+ENCOUNTER: Final = "Encounter"
+DEMOGRAPHICS: Final = "PatientDemographics"
+MERGED: Final = "PatientMerged"
+REFERRAL: Final = "Referral"
+APPOINTMENT: Final = "Appointment"
+ORDER: Final = "Order"
+RESULT: Final = "Result"
+DOCUMENT: Final = "Document"
+PROBLEM: Final = "Problem"
+DIED: Final = "PatientDied"
+
+SCHEMAS: Final = frozenset(
+    {ENCOUNTER, DEMOGRAPHICS, MERGED, REFERRAL, APPOINTMENT, ORDER, RESULT, DOCUMENT, PROBLEM, DIED}
+)
+
+
+class EventLike(Protocol):
+    """What the engine needs of an event: its schema name and its record."""
+
+    @property
+    def schema(self) -> str: ...
+
+    @property
+    def record(self) -> Mapping[str, Any]: ...
+
+
+class StreamEvent(NamedTuple):
+    """A plain event, for callers that decoded ``(schema, record)`` themselves."""
+
+    schema: str
+    key: str
+    record: Mapping[str, Any]
+
+
+_SHORT_NAMES: dict[str, str] = {}
+
+
+def short_name(schema: str) -> str:
+    """``carebus.events.Encounter`` -> ``Encounter`` (cached)."""
+    name = _SHORT_NAMES.get(schema)
+    if name is None:
+        name = _SHORT_NAMES.setdefault(schema, schema.rpartition(".")[2])
+    return name
+
+
+class EventView:
+    """The fields of one event that the engine and rules read, computed once."""
+
+    __slots__ = (
+        "control_id",
+        "message_type",
+        "nhs_number",
+        "patient_key",
+        "receiver",
+        "record",
+        "ref",
+        "schema",
+        "sender",
+        "time",
+        "trigger",
+    )
+
+    def __init__(self, schema: str, record: Mapping[str, Any]) -> None:
+        header = record["header"]
+        patient = record["patient"]
+        self.schema = short_name(schema)
+        self.record = record
+        self.message_type: str = header["message_type"] or ""
+        self.trigger: str = header["trigger_event"] or ""
+        self.control_id: str = header["control_id"] or ""
+        self.sender: str = header["sending_facility"] or ""
+        self.receiver: str = header["receiving_facility"] or ""
+        self.time = to_micros(header["event_time"])
+        self.patient_key: str = patient["key"]
+        self.nhs_number: str | None = patient.get("nhs_number")
+        #: the message, unique in the region: sending provider and MSH-10
+        self.ref = f"{self.sender}:{self.control_id}"
+
+    @classmethod
+    def of(cls, event: EventLike) -> EventView:
+        """The view of an event object."""
+        return cls(event.schema, event.record)

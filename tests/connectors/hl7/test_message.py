@@ -1,0 +1,138 @@
+"""Tests for connectors/hl7/message.py: Message and Segment access."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.hl7 import Message, Segment, parse_message
+from tests.connectors.hl7.samples import ADT_A01_251
+
+
+@pytest.fixture
+def message() -> Message:
+    return parse_message(ADT_A01_251)
+
+
+@pytest.fixture
+def pid(message: Message) -> Segment:
+    segment = message.first("PID")
+    assert segment is not None
+    return segment
+
+
+class TestSegmentGet:
+    def test_components_are_1_based(self, pid: Segment) -> None:
+        """get(field, component) counts from 1, like PID-5.2."""
+        assert pid.get(5) == "DOE"
+        assert pid.get(5, 2) == "JANE"
+        assert pid.get(5, 5) == "MS"
+
+    def test_repetitions(self, pid: Segment) -> None:
+        """repetition picks one repetition of a repeating field."""
+        assert pid.repetitions(3) == 2
+        assert pid.get(3, repetition=1) == "9434765919"
+        assert pid.get(3, 5, repetition=2) == "MR"
+        assert pid.get(3, 4, repetition=2) == "RXX01"
+        assert pid.get(3, repetition=3) == ""
+
+    def test_subcomponents(self, message: Message) -> None:
+        """subcomponent picks one sub-component of a component."""
+        pv1 = message.first("PV1")
+        assert pv1 is not None
+        assert pv1.get(3, 4) == "RXX01"
+        assert pv1.get(3, 4, 2) == "1.2.3"
+        assert pv1.get(3, 4, 3) == "ISO"
+        assert pv1.get(3, 4, 4) == ""
+        assert pv1.get(3, 1, 2) == ""
+
+    def test_absent_positions_are_empty(self, pid: Segment) -> None:
+        """Positions beyond what the segment holds give an empty string."""
+        assert pid.get(99) == ""
+        assert pid.get(2) == ""
+        assert pid.get(7, 2) == ""
+        assert pid.get(7, repetition=2) == ""
+
+    def test_positions_below_1_are_an_error(self, pid: Segment) -> None:
+        """Field and component numbers start at 1."""
+        with pytest.raises(ValueError):
+            pid.get(0)
+        with pytest.raises(ValueError):
+            pid.get(3, 0)
+        with pytest.raises(ValueError):
+            pid.raw(0)
+
+    def test_values_are_unescaped(self) -> None:
+        """get returns values with escape sequences resolved."""
+        message = parse_message("MSH|^~\\&|A|B|C|D|1||ADT^A08|1|P|2.4\rNTE|1||a\\T\\b\\S\\c^x")
+        nte = message.first("NTE")
+        assert nte is not None
+        assert nte.get(3) == "a&b^c"
+        assert nte.get(3, 2) == "x"
+
+    def test_explicit_null_is_kept(self) -> None:
+        """An HL7 explicit null is returned as the two characters ``""``."""
+        message = parse_message('MSH|^~\\&|A|B|C|D|1||ADT^A08|1|P|2.4\rPID|1||X||""')
+        assert message.segments[1].get(5) == '""'
+
+
+class TestSegmentOther:
+    def test_raw_is_the_field_as_received(self, pid: Segment) -> None:
+        """raw gives every repetition, escaped."""
+        assert pid.raw(3) == "9434765919^^^NHS^NH~H123456^^^RXX01^MR"
+        assert pid.raw(50) == ""
+
+    def test_components(self, pid: Segment, message: Message) -> None:
+        """components lists the components of one repetition."""
+        assert pid.components(5) == ["DOE", "JANE", "Q", "", "MS"]
+        assert pid.components(3, 2) == ["H123456", "", "", "RXX01", "MR"]
+        assert pid.components(3, 3) == []
+        assert pid.components(40) == []
+        pv1 = message.first("PV1")
+        assert pv1 is not None
+        assert pv1.components(3)[3] == "RXX01&1.2.3&ISO"
+
+    def test_components_are_unescaped(self) -> None:
+        """components resolves escape sequences in each component."""
+        message = parse_message("MSH|^~\\&|A|B|C|D|1||ADT^A08|1|P|2.4\rNTE|1||a\\F\\b^c\\R\\d")
+        assert message.segments[1].components(3) == ["a|b", "c~d"]
+
+    def test_field_count(self, pid: Segment, message: Message) -> None:
+        """field_count is the number of the last field present."""
+        assert pid.field_count == 32
+        assert pid.get(32) == "01"
+        assert message.msh.field_count == 12
+
+    def test_repr_has_no_content(self, pid: Segment, message: Message) -> None:
+        """repr shows names and counts, never field values."""
+        assert "DOE" not in repr(pid)
+        assert "9434765919" not in repr(pid)
+        assert "DOE" not in repr(message)
+        assert "CTRL-251" in repr(message)
+
+
+class TestMessage:
+    def test_first_and_all(self, message: Message) -> None:
+        """first gives the first segment of a name, all gives each one, in order."""
+        assert message.first("OBX") is None
+        assert message.all("OBX") == []
+        assert [s.name for s in message.all("PID")] == ["PID"]
+        assert message.first("PID") is message.all("PID")[0]
+
+    def test_z_segments_are_carried(self, message: Message) -> None:
+        """Z-segments are segments like any other."""
+        zxy = message.first("ZXY")
+        assert zxy is not None
+        assert zxy.get(2, 2) == "extension"
+        assert message.names == ["MSH", "EVN", "PID", "PV1", "ZXY"]
+
+    def test_text_joins_segments_with_cr(self, message: Message) -> None:
+        """text is the message with CR segment terminators."""
+        assert message.text == ADT_A01_251
+
+    def test_header_values_are_empty_when_absent(self) -> None:
+        """A bare MSH gives empty header values, not errors."""
+        message = parse_message("MSH|^~\\&")
+        assert message.control_id == ""
+        assert message.version == ""
+        assert message.trigger_event == ""
+        assert message.segments[0].get(9, 2) == ""

@@ -1,0 +1,94 @@
+"""Helpers for the ingest tests (MLLP, pipeline, file-drop, HTTP) on a real broker."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+
+from carebus.kafka import kafka_python_config
+from carebus.settings import Settings
+from carebus.topics import TopicNames, apply, declared_topics
+from schemas.codec import decode
+
+
+def adt(
+    control_id: str,
+    *,
+    facility: str = "RXA01",
+    nhs_number: str = "9434765919",
+    trigger: str = "A01",
+    ack_modes: tuple[str, str] = ("", ""),
+) -> bytes:
+    """A small ADT message the translator accepts (synthetic, test data only)."""
+    accept, app = ack_modes
+    return (
+        f"MSH|^~\\&|PAS|{facility}|CAREBUS|REGION|20260301093000||ADT^{trigger}^ADT_A01|"
+        f"{control_id}|P|2.5.1|||{accept}|{app}\r"
+        f"EVN|{trigger}|20260301093000\r"
+        f"PID|1||{nhs_number}^^^NHS^NH~M123^^^{facility}^MR||TEST^PATIENT||19700101|F\r"
+        f"PV1|1|I|WARD1^^^{facility}||||||||||||||||V{control_id}\r"
+    ).encode()
+
+
+def create_ingest_topics(settings: Settings) -> TopicNames:
+    """Create the raw, events and dead-letter topics of the settings' prefix."""
+    names = TopicNames.from_settings(settings.topics)
+    wanted = {names.raw, names.events, names.deadletter}
+    apply(settings, [s for s in declared_topics(settings.topics) if s.name in wanted])
+    return names
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A record read back from Kafka."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: dict[str, bytes]
+
+
+class TopicReader:
+    """Reads whole topics from the beginning (every partition)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = KafkaConsumer(
+            **kafka_python_config(settings), enable_auto_commit=False, group_id=None
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def end_offsets(self, topic: str) -> int:
+        """How many records the topic holds now (high watermarks summed, one request)."""
+        parts = self._partitions(topic)
+        return sum(self._consumer.end_offsets(parts).values())
+
+    def read(self, topic: str, timeout_s: float = 10.0) -> list[Rec]:
+        """Every record the topic holds now."""
+        parts = self._partitions(topic)
+        ends = self._consumer.end_offsets(parts)
+        self._consumer.assign(parts)
+        self._consumer.seek_to_beginning(*parts)
+        out: list[Rec] = []
+        want = sum(ends.values())
+        deadline = time.monotonic() + timeout_s
+        while len(out) < want and time.monotonic() < deadline:
+            batch = self._consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    out.append(
+                        Rec(r.topic, r.key, r.value, {k: v for k, v in (r.headers or [])})
+                    )
+        return out
+
+    def events(self, topic: str) -> list[tuple[str, dict[str, object]]]:
+        """The decoded events on an events topic."""
+        return [decode(r.value) for r in self.read(topic)]
+
+    def _partitions(self, topic: str) -> list[TopicPartition]:
+        found = self._consumer.partitions_for_topic(topic)
+        assert found, f"topic {topic} does not exist"
+        return [TopicPartition(topic, p) for p in sorted(found)]

@@ -1,0 +1,130 @@
+"""Tests for connectors/pipeline.py: the ordered durability promise, on a real broker."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from carebus.settings import Settings
+from carebus.topics import TopicNames
+from connectors.dedup import Deduplicator
+from connectors.mllp.allowlist import Allowlist, Peer
+from connectors.pipeline import Pipeline
+from connectors.publish import Publisher
+from tests.connectors.ingest_helpers import TopicReader, adt
+
+pytestmark = pytest.mark.integration
+
+PEER = Peer("mllp", "127.0.0.1", 40000)
+NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def publisher(ingest_settings: Settings, topics: TopicNames) -> AsyncIterator[Publisher]:
+    pub = Publisher(ingest_settings)
+    await pub.start([topics.raw, topics.events, topics.deadletter])
+    try:
+        yield pub
+    finally:
+        await pub.stop()
+
+
+@pytest.fixture
+def pipeline(publisher: Publisher, topics: TopicNames) -> Pipeline:
+    return Pipeline(publisher, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600))
+
+
+class TestAccepted:
+    async def test_raw_then_events_are_on_kafka_when_submit_returns(
+        self, pipeline: Pipeline, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """An accepted message's raw record and events are readable as soon as submit returns."""
+        raw = adt("ACC1")
+        outcome = await pipeline.submit(raw, PEER, NOW)
+        assert (outcome.status, outcome.control_id, outcome.sending_facility) == (
+            "accepted",
+            "ACC1",
+            "RXA01",
+        )
+        assert outcome.events == 1
+        assert reader.end_offsets(topics.raw) == 1
+        assert reader.end_offsets(topics.events) == 1
+        [rec] = reader.read(topics.raw)
+        assert rec.value == raw
+        assert rec.key == b"RXA01|ACC1"
+        assert rec.headers["carebus-sender"] == b"RXA01"
+        assert rec.headers["carebus-peer"] == b"127.0.0.1:40000"
+        assert rec.headers["carebus-control-id"] == b"ACC1"
+        assert rec.headers["carebus-source"] == b"mllp"
+        assert rec.headers["carebus-received-time"] == NOW.isoformat().encode()
+        assert rec.headers["carebus-raw-sha256"] == hashlib.sha256(raw).hexdigest().encode()
+        [event] = reader.read(topics.events)
+        assert event.key == b"9434765919"
+        assert event.headers["carebus-schema"] == b"carebus.events.Encounter"
+        [(schema, record)] = reader.events(topics.events)
+        assert schema == "carebus.events.Encounter"
+        assert record["header"]["control_id"] == "ACC1"  # type: ignore[index]
+        assert reader.end_offsets(topics.deadletter) == 0
+
+    async def test_duplicate_is_not_published_twice(
+        self, pipeline: Pipeline, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """The same (sending facility, control id) again is a duplicate and not republished."""
+        first = await pipeline.submit(adt("DUP1"), PEER, NOW)
+        again = await pipeline.submit(adt("DUP1"), PEER, NOW)
+        other_facility = await pipeline.submit(adt("DUP1", facility="RXB02"), PEER, NOW)
+        assert [first.status, again.status, other_facility.status] == [
+            "accepted",
+            "duplicate",
+            "accepted",
+        ]
+        assert reader.end_offsets(topics.raw) == 2
+        assert reader.end_offsets(topics.events) == 2
+
+
+class TestRejected:
+    async def test_untranslatable_goes_to_dead_letter_with_reason(
+        self, pipeline: Pipeline, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """An unsupported message type is dead-lettered with its reason; nothing else is written."""
+        raw = adt("REJ1").replace(b"ADT^A01^ADT_A01", b"ZZZ^Z01")
+        outcome = await pipeline.submit(raw, PEER, NOW)
+        assert outcome.status == "rejected"
+        assert outcome.error is not None and outcome.error.reason == "unsupported-message-type"
+        [rec] = reader.read(topics.deadletter)
+        assert rec.value == raw
+        assert rec.key == b"RXA01|REJ1"
+        assert rec.headers["carebus-reason"] == b"unsupported-message-type"
+        assert rec.headers["carebus-detail"]
+        assert rec.headers["carebus-control-id"] == b"REJ1"
+        assert reader.end_offsets(topics.raw) == 0
+        assert reader.end_offsets(topics.events) == 0
+
+    async def test_garbage_is_dead_lettered_by_origin(
+        self, pipeline: Pipeline, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """Bytes that are not HL7 are dead-lettered as unparseable, keyed by their origin."""
+        outcome = await pipeline.submit(b"not hl7 at all", PEER, NOW, origin="file:x.hl7#3")
+        assert outcome.status == "rejected"
+        [rec] = reader.read(topics.deadletter)
+        assert rec.value == b"not hl7 at all"
+        assert rec.key == b"file:x.hl7#3"
+        assert rec.headers["carebus-reason"] == b"unparseable"
+
+    async def test_sender_not_allowed(
+        self, publisher: Publisher, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A peer sending as a facility the allow-list does not give it is rejected."""
+        allowlist = Allowlist.from_mapping({"peers": [{"ip": "127.0.0.1", "facilities": ["RXA01"]}]})
+        pipeline = Pipeline(publisher, topics, publish_timeout_s=10.0, allowlist=allowlist)
+        ok = await pipeline.submit(adt("AL1"), PEER, NOW)
+        refused = await pipeline.submit(adt("AL2", facility="RXB02"), PEER, NOW)
+        assert ok.status == "accepted"
+        assert refused.status == "rejected"
+        assert refused.error is not None and refused.error.reason == "sender-not-allowed"
+        [rec] = reader.read(topics.deadletter)
+        assert rec.headers["carebus-reason"] == b"sender-not-allowed"
+        assert reader.end_offsets(topics.raw) == 1
