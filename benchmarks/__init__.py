@@ -1,1 +1,1 @@
-"""carebus benchmarks: run them all with ``python -m benchmarks``, one with ``python -m benchmarks NAME``."""
+"""carebus benchmarks: ``python -m benchmarks`` runs them all, ``python -m benchmarks NAME`` one."""

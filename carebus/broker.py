@@ -329,11 +329,11 @@ def round_trip(bootstrap_servers: str, timeout_s: float = 10.0) -> None:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    ms = max(int(timeout_s * 1000), 5000)
+    ms = int(timeout_s * 1000)
     common = {
         "bootstrap_servers": bootstrap_servers,
         "client_id": "carebus-broker-health",
-        "request_timeout_ms": ms,
+        "request_timeout_ms": max(ms, 5000),
         "bootstrap_timeout_ms": ms,
     }
     deadline = time.monotonic() + timeout_s
@@ -406,9 +406,11 @@ def _live_pid(paths: BrokerPaths, *, clean: bool) -> tuple[int | None, bool]:
 
 
 def _alive(pid: int) -> bool:
-    """True while ``pid`` is a running (not zombie) process."""
+    """True until every thread of ``pid`` has exited (and so its sockets are closed)."""
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        if child.poll() is None:
+            return True
         _children.pop(pid, None)
         return False
     try:
@@ -418,16 +420,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1]
+        if state != ["Z"]:
+            return True
+        # A zombie leader whose other threads are still tearing down is not gone yet.
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _is_our_broker(pid: int, paths: BrokerPaths) -> bool:
     """Guard against a recycled pid: the process must run this home's properties."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if not cmdline:  # an exiting process has no command line left; its name stays
+            return Path(f"/proc/{pid}/comm").read_text().strip() == "java"
     except FileNotFoundError:
         return False
     except OSError:
@@ -449,15 +456,21 @@ def _port_note(settings: BrokerSettings) -> str:
     return ""
 
 
-def _check_port_free(host: str, port: int, setting: str) -> None:
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        raise BrokerError(
-            f"cannot use {host}:{port} for the local broker: {exc.strerror or exc} "
-            f"(another process holds it; stop it or set {setting})"
-        ) from exc
+def _check_port_free(host: str, port: int, setting: str, grace_s: float = 3.0) -> None:
+    """Raise unless ``port`` can be bound; a port a dead process held frees within a moment."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            with socket.create_server((host, port)):
+                return
+        except OSError as exc:
+            if time.monotonic() < deadline and not _port_open(host, port):
+                time.sleep(0.2)
+                continue
+            raise BrokerError(
+                f"cannot use {host}:{port} for the local broker: {exc.strerror or exc} "
+                f"(another process holds it; stop it or set {setting})"
+            ) from exc
 
 
 def _format_once(paths: BrokerPaths, java: str, libs: Path) -> None:

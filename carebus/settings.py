@@ -135,6 +135,8 @@ class WorkerSettings:
     web_port: int = 6066
     region_config: Path = Path("deploy/region.yaml")
     tick_interval_s: float = 5.0
+    #: Kafka waits this long for a silent worker (a SIGKILLed one) before rebalancing.
+    session_timeout_s: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,11 @@ class Simulation:
         """Apply the events of one message; return the alerts raised, in order."""
         if not events:
             return []
-        views = [EventView.of(e) for e in events]
-        moment = max(v.time for v in views)
-        clock = moment if self.clock is None or moment > self.clock else self.clock
+        views = [EventView(e.schema, e.record) for e in events]
+        clock = views[0].time if self.clock is None else self.clock
+        for view in views:
+            if view.time > clock:
+                clock = view.time
         alerts = self._fire(clock, inclusive=False)
         self.clock = clock
         for view in views:

@@ -385,6 +385,16 @@ def _ago(now: datetime, then: datetime | None) -> str:
     return f"{seconds // 86400}d ago"
 
 
+def _every(interval: timedelta | None) -> str:
+    if interval is None:
+        return "-"
+    seconds = int(interval.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _table(headings: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headings)]
@@ -423,7 +433,7 @@ def format_table(report: StatusReport, *, top_reasons: int = 5) -> str:
                 f.messages,
                 f.rejected,
                 _ago(now, f.last_seen),
-                f"{f.expected_interval.total_seconds() / 60:g}m" if f.expected_interval else "-",
+                _every(f.expected_interval),
                 "QUIET" if f.quiet else "ok",
             ]
             for f in report.feeds

@@ -70,6 +70,9 @@ SHORT_RETENTION_MS = 30 * DAY_MS
 #: Retention of the canonical event stream (replayable from the raw archive beyond it).
 EVENTS_RETENTION_MS = 90 * DAY_MS
 
+#: Kafka's limit on the length of a topic name.
+MAX_TOPIC_NAME = 249
+
 CleanupPolicy = Literal["delete", "compact"]
 
 
@@ -124,9 +127,10 @@ def declared_topics(settings: TopicSettings) -> list[TopicSpec]:
 
 def provider_alert_topic(settings: TopicSettings, provider: str) -> TopicSpec:
     """The declaration of one recipient provider's alert topic."""
-    if not provider or not all(c.isalnum() or c in "._-" for c in provider):
-        raise ConfigError(f"provider code {provider!r} cannot be used in a topic name")
     name = TopicNames.from_settings(settings).alerts_for(provider)
+    legal = all(c.isascii() and (c.isalnum() or c in "._-") for c in provider)
+    if not provider or not legal or len(name) > MAX_TOPIC_NAME:
+        raise ConfigError(f"provider code {provider!r} cannot be used in a topic name")
     return _spec(settings, name, "delete", SHORT_RETENTION_MS)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-_WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
 _SEPARATORS = str.maketrans("", "", " -")
 
 
@@ -11,17 +10,26 @@ def normalise_nhs_number(value: str) -> str | None:
 
     Spaces and hyphens are allowed between digits (``943 476 5919``); anything else
     makes the value invalid. Valid means the modulus-11 check digit matches: the
-    first nine digits weighted 10 down to 2, summed, and ``11 - sum % 11`` (11 → 0;
-    10 is never valid) equals the tenth digit.
+    first nine digits weighted 10 down to 2, summed; ``11 - sum % 11`` (11 becomes
+    0, and 10 is never valid) must equal the tenth digit.
     """
-    digits = value.translate(_SEPARATORS)
+    digits = value if len(value) == 10 else value.translate(_SEPARATORS)
     if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
         return None
-    total = sum(int(d) * w for d, w in zip(digits, _WEIGHTS, strict=False))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    if check == 10 or check != int(digits[9]):
+    d = [c - 48 for c in digits.encode("ascii")]
+    total = (
+        10 * d[0]
+        + 9 * d[1]
+        + 8 * d[2]
+        + 7 * d[3]
+        + 6 * d[4]
+        + 5 * d[5]
+        + 4 * d[6]
+        + 3 * d[7]
+        + 2 * d[8]
+    )
+    check = (11 - total % 11) % 11
+    if check == 10 or check != d[9]:
         return None
     return digits
 

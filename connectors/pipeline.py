@@ -40,6 +40,10 @@ log = get_logger(__name__)
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
+#: Sources the sender allow-list does not apply to: whoever may write to the drop
+#: folder is trusted as any facility (file permissions are the control there).
+UNCHECKED_SOURCES = frozenset({"file"})
+
 
 class EventLike(Protocol):
     """What the translator returns: a schema name, a patient key and a record."""
@@ -200,7 +204,8 @@ class Pipeline:
         message_type = message.message_type
         self._observer.message_received(facility, message_type)
         ids = (facility, control_id, message_type)
-        if self._allowlist is not None and not self._allowlist.allows(peer, facility):
+        allowlist = None if peer.source in UNCHECKED_SOURCES else self._allowlist
+        if allowlist is not None and not allowlist.allows(peer, facility):
             refused = _not_allowed(facility, control_id)
             return await self._reject(raw, peer, received_time, refused, ids=ids, origin=origin)
         key = (facility, control_id) if control_id else None
@@ -229,11 +234,12 @@ class Pipeline:
             return await self._reject(raw, peer, received_time, failed, ids=ids, origin=origin)
         headers = _raw_headers(raw, peer, received_time, facility, control_id)
         raw_record = Record(self._topics.raw, _key(facility, control_id, origin), raw, headers)
-        attempt = asyncio.ensure_future(self._publish_accepted(raw_record, records))
-        attempt.add_done_callback(_retrieve)
+        # The raw record first, then the events, in one go: one wait for both.
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        attempt = await self._enqueue([raw_record, *records])
         if key is not None and self._dedup is not None:
             self._dedup.track(key, attempt)
-        await self._bounded(attempt)
+        await self._wait(attempt, deadline)
         self._observer.message_accepted(facility, message_type)
         return Outcome("accepted", facility, control_id, message_type, events=len(records))
 
@@ -247,7 +253,7 @@ class Pipeline:
             return False
         # An earlier copy may still land: never publish a second one meanwhile.
         try:
-            await self._bounded(earlier)
+            await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
         except PublishFailed:
             if not earlier.done():
                 raise PublishFailed(
@@ -256,16 +262,23 @@ class Pipeline:
             return False
         return True
 
-    async def _publish_accepted(self, raw_record: Record, events: list[Record]) -> None:
-        await self._publisher.publish([raw_record])
-        if events:
-            await self._publisher.publish(events)
-
-    async def _bounded(self, attempt: asyncio.Future[None]) -> None:
+    async def _enqueue(self, records: list[Record]) -> asyncio.Future[None]:
         try:
-            await asyncio.wait_for(asyncio.shield(attempt), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                attempt = await self._publisher.send(records)
         except TimeoutError:
-            raise PublishFailed(f"Kafka did not acknowledge within {self._timeout:g}s") from None
+            raise PublishFailed(f"Kafka did not take records within {self._timeout:g}s") from None
+        attempt.add_done_callback(_retrieve)
+        return attempt
+
+    async def _wait(self, attempt: asyncio.Future[None], deadline: float) -> None:
+        """Wait for ``attempt`` until ``deadline`` without cancelling it (it may still land)."""
+        if not attempt.done():
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait((attempt,), timeout=remaining)
+        if not attempt.done():
+            raise PublishFailed(f"Kafka did not acknowledge within {self._timeout:g}s")
+        attempt.result()
 
     async def _reject(
         self,
@@ -286,9 +299,8 @@ class Pipeline:
             ("carebus-detail", exc.detail.encode("utf-8", "replace")),
         )
         record = Record(self._topics.deadletter, _key(facility, control_id, origin), raw, headers)
-        attempt = asyncio.ensure_future(self._publisher.publish([record]))
-        attempt.add_done_callback(_retrieve)
-        await self._bounded(attempt)
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        await self._wait(await self._enqueue([record]), deadline)
         self._observer.dead_lettered(facility, exc.reason)
         self._observer.message_rejected(facility, message_type)
         log.info(

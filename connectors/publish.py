@@ -1,16 +1,22 @@
 """Durable publishing: an idempotent, acks=all aiokafka producer behind a small API.
 
-:meth:`Publisher.publish` enqueues records in order and returns only when Kafka has
-acknowledged every one of them (acks=all). Many concurrent callers share producer
+:meth:`Publisher.send` enqueues records in order and returns one future that
+completes when Kafka has acknowledged every one of them (acks=all), or fails with
+:class:`~carebus.errors.PublishFailed`. Many concurrent callers share producer
 batches (``linger_ms``), so throughput comes from concurrency, not from giving up
 durability. aiokafka errors are translated here, at the boundary:
 :class:`~carebus.errors.KafkaUnavailable` when the producer cannot start,
 :class:`~carebus.errors.PublishFailed` when a record was not acknowledged.
+
+The idempotent producer retries a record until Kafka takes it, so a record whose
+caller stopped waiting (a timeout while Kafka is down) may still be delivered
+later; the returned future says when.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +45,7 @@ class Record:
 
 
 class Publisher:
-    """An idempotent acks=all producer; start it, publish, stop it."""
+    """An idempotent acks=all producer; start it, send, stop it."""
 
     def __init__(
         self,
@@ -52,6 +58,8 @@ class Publisher:
         self._on_error = on_error
         self._max_request_bytes = max_request_bytes
         self._producer: AIOKafkaProducer | None = None
+        self._topics: tuple[str, ...] = ()
+        self._replacing: asyncio.Lock | None = None
 
     def producer_config(self) -> dict[str, Any]:
         """The aiokafka producer keyword arguments (idempotent, acks=all, small linger)."""
@@ -69,6 +77,10 @@ class Publisher:
 
         :class:`KafkaUnavailable` when Kafka cannot be reached or a topic is missing.
         """
+        self._topics = tuple(topics)
+        self._producer = await self._connect(timeout_s)
+
+    async def _connect(self, timeout_s: float) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(**self.producer_config())
         servers = self._settings.bootstrap_servers
         try:
@@ -76,7 +88,7 @@ class Publisher:
         except (KafkaError, OSError, TimeoutError) as exc:
             await _quietly_stop(producer, 1.0)
             raise KafkaUnavailable(f"cannot connect a producer to {servers}") from exc
-        for topic in topics:
+        for topic in self._topics:
             try:
                 await asyncio.wait_for(producer.partitions_for(topic), timeout_s)
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -84,7 +96,7 @@ class Publisher:
                 raise KafkaUnavailable(
                     f"topic {topic} is not available at {servers} (run 'carebus topics')"
                 ) from exc
-        self._producer = producer
+        return producer
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending (up to ``timeout_s``) and disconnect."""
@@ -92,38 +104,89 @@ class Publisher:
         if producer is not None:
             await _quietly_stop(producer, timeout_s)
 
-    async def publish(self, records: Sequence[Record]) -> None:
-        """Enqueue ``records`` in order and wait until Kafka acknowledged each one.
+    async def send(self, records: Sequence[Record]) -> asyncio.Future[None]:
+        """Enqueue ``records`` in order; the future completes once Kafka acknowledged all.
 
-        Raises :class:`PublishFailed` when any record was not acknowledged. Callers
-        bound the wait themselves; a record may still be delivered after they stop
-        waiting (the idempotent producer retries until it succeeds).
+        The future fails with :class:`PublishFailed`; enqueueing itself raises it
+        when the producer is not running or cannot take the records.
         """
-        producer = self._producer
-        if producer is None:
-            raise PublishFailed("the producer is not running")
-        futures = []
+        producer = await self._healthy_producer()
+        futures: list[asyncio.Future[Any]] = []
         topic = ""
         try:
             for record in records:
                 topic = record.topic
-                futures.append(
-                    await producer.send(
-                        record.topic,
-                        value=record.value,
-                        key=record.key,
-                        headers=list(record.headers),
-                    )
+                sent = await producer.send(
+                    record.topic, record.value, record.key, headers=list(record.headers)
                 )
-            for record, fut in zip(records, futures, strict=False):
-                topic = record.topic
-                await fut
+                futures.append(sent)
         except KafkaError as exc:
-            if self._on_error is not None:
-                self._on_error(topic)
-            raise PublishFailed(
-                f"Kafka did not acknowledge a record on {topic} ({type(exc).__name__})"
-            ) from exc
+            raise self._failed(topic, exc) from exc
+        return self._all_delivered(records, futures)
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Send ``records`` and wait until Kafka acknowledged each one (unbounded wait)."""
+        await (await self.send(records))
+
+    def _all_delivered(
+        self, records: Sequence[Record], futures: list[asyncio.Future[Any]]
+    ) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        remaining = len(futures)
+        if not remaining:
+            done.set_result(None)
+            return done
+
+        def settle(fut: asyncio.Future[Any], *, topic: str) -> None:
+            nonlocal remaining
+            if done.done():
+                return
+            exc = None if fut.cancelled() else fut.exception()
+            if fut.cancelled() or exc is not None:
+                failure = self._failed(topic, exc)
+                failure.__cause__ = exc
+                done.set_exception(failure)
+                return
+            remaining -= 1
+            if remaining == 0:
+                done.set_result(None)
+
+        for record, fut in zip(records, futures, strict=True):
+            fut.add_done_callback(functools.partial(settle, topic=record.topic))
+        return done
+
+    def _failed(self, topic: str, exc: BaseException | None) -> PublishFailed:
+        if self._on_error is not None:
+            self._on_error(topic)
+        name = type(exc).__name__ if exc is not None else "cancelled"
+        return PublishFailed(f"Kafka did not acknowledge a record on {topic} ({name})")
+
+    async def _healthy_producer(self) -> AIOKafkaProducer:
+        """The running producer, replaced first if its sender task died (a fatal error)."""
+        producer = self._producer
+        if producer is None:
+            raise PublishFailed("the producer is not running")
+        if not _sender_dead(producer):
+            return producer
+        self._replacing = self._replacing or asyncio.Lock()
+        async with self._replacing:
+            if self._producer is producer:
+                log.error("kafka producer failed; starting a new one")
+                asyncio.get_running_loop().create_task(_quietly_stop(producer, 5.0))
+                self._producer = None
+                try:
+                    self._producer = await self._connect(self._settings.kafka.request_timeout_s)
+                except KafkaUnavailable as exc:
+                    raise PublishFailed("the producer failed and cannot be restarted") from exc
+        if self._producer is None:
+            raise PublishFailed("the producer is not running")
+        return self._producer
+
+
+def _sender_dead(producer: AIOKafkaProducer) -> bool:
+    """True when aiokafka's background sender stopped (it then never delivers again)."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return isinstance(task, asyncio.Task) and task.done()
 
 
 async def _quietly_stop(producer: AIOKafkaProducer, timeout_s: float) -> None:

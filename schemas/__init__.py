@@ -59,7 +59,9 @@ def _version_key(version: str) -> tuple[int, ...]:
 def _load_released(directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
     if not directory.is_dir():
         return {}
-    versions = sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: _version_key(p.name))
+    versions = sorted(
+        (p for p in directory.iterdir() if p.is_dir()), key=lambda p: _version_key(p.name)
+    )
     return {path.name: _load(path) for path in versions}
 
 

@@ -6,9 +6,12 @@ Wire form (Avro specification, "Single-object encoding")::
 
 :func:`encode` writes with the current schema of the named record;
 :func:`decode` looks the fingerprint up among the current and every released
-schema, reads the body with that writer schema, and resolves it to the current
-schema of the same name, so data written by an older release still reads.
-Every schema is parsed once, at import.
+schema, reads the body with that writer schema (fastavro), and resolves it to the
+current schema of the same name, so data written by an older release still reads.
+
+Everything is prepared once, at import: schemas parsed by fastavro, and for each a
+generated writer (:mod:`schemas._writer`, byte-for-byte what fastavro writes but
+several times faster on these records).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, NamedTuple
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 import schemas
+from schemas._writer import Unsupported, Write, compile_writer
 from schemas.errors import DecodeError, EncodeError, UnknownSchema
 
 MAGIC = b"\xc3\x01"
@@ -27,15 +31,10 @@ HEADER_LENGTH = len(MAGIC) + 8
 _FIELD = re.compile(r"on field (\w+)")
 
 
-#: field name -> (record name when the field is a union holding that record, else None;
-#: whether the field is an array of records; plan for the record(s) inside).
-_Plan = dict[str, tuple[str | None, bool, "_Plan"]]
-
-
 class _Writer(NamedTuple):
     header: bytes
-    schema: Any
-    plan: _Plan
+    schema: Any  # fastavro parsed schema
+    write: Write | None  # generated writer; None means use fastavro
 
 
 class _Reader(NamedTuple):
@@ -49,6 +48,13 @@ def parse(schema_json: dict[str, Any]) -> Any:
     return parse_schema(schema_json, named_schemas={})
 
 
+def _compile(schema_json: dict[str, Any]) -> Write | None:
+    try:
+        return compile_writer(schema_json)
+    except Unsupported:
+        return None
+
+
 def _build() -> tuple[dict[str, _Writer], dict[bytes, _Reader]]:
     writers: dict[str, _Writer] = {}
     readers: dict[bytes, _Reader] = {}
@@ -56,7 +62,7 @@ def _build() -> tuple[dict[str, _Writer], dict[bytes, _Reader]]:
         current = schemas.schema(name)
         fp = schemas.fingerprint(current)
         parsed = parse(current)
-        writers[name] = _Writer(MAGIC + fp, parsed, _plan(current, {}))
+        writers[name] = _Writer(MAGIC + fp, parsed, _compile(current))
         readers[fp] = _Reader(name, parsed, None)
     for version in schemas.released_versions():
         for name in schemas.RECORD_SCHEMAS:
@@ -69,88 +75,35 @@ def _build() -> tuple[dict[str, _Writer], dict[bytes, _Reader]]:
     return writers, readers
 
 
-def _plan(record: dict[str, Any], named: dict[str, dict[str, Any]]) -> _Plan:
-    """Where ``record`` holds records inside unions, at any depth.
-
-    fastavro picks a union branch for a dict by validating the whole dict against
-    each record branch, which costs as much as writing it. Encoding tags those
-    values with their branch name (fastavro's tuple notation) instead, guided by
-    this plan; records given to :func:`encode` stay plain dicts.
-    """
-    named[_full_name(record)] = record
-    plan: _Plan = {}
-    for field in record["fields"]:
-        kind = field["type"]
-        is_array = isinstance(kind, dict) and kind.get("type") == "array"
-        if is_array:
-            kind = kind["items"]
-        branch: str | None = None
-        if isinstance(kind, list):
-            records = [_resolve(b, named) for b in kind if _resolve(b, named) is not None]
-            if len(records) != 1:
-                continue
-            target = records[0]
-            branch = _full_name(target)
-        else:
-            target = _resolve(kind, named)
-            if target is None:
-                continue
-        sub = _plan(target, named)
-        if branch is not None or sub:
-            plan[field["name"]] = (branch, is_array, sub)
-    return plan
-
-
-def _resolve(kind: Any, named: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    if isinstance(kind, str):
-        return named.get(kind)
-    if isinstance(kind, dict) and kind.get("type") == "record":
-        named[_full_name(kind)] = kind
-        return kind
-    return None
-
-
-def _full_name(record: dict[str, Any]) -> str:
-    name = str(record["name"])
-    namespace = record.get("namespace")
-    return name if "." in name or not namespace else f"{namespace}.{name}"
-
-
-def _tag(record: dict[str, Any], plan: _Plan) -> dict[str, Any]:
-    out = dict(record)
-    for name, (branch, is_array, sub) in plan.items():
-        item = record.get(name)
-        if item is None or not isinstance(item, (dict, list)):
-            continue
-        if is_array:
-            item = [_tag(x, sub) if sub and isinstance(x, dict) else x for x in item]
-        elif sub:
-            item = _tag(item, sub)
-        out[name] = (branch, item) if branch is not None else item
-    return out
-
-
 _WRITERS, _READERS = _build()
 
 
 def encode(schema_name: str, record: dict[str, Any]) -> bytes:
-    """The single-object encoding of ``record`` with the current schema ``schema_name``."""
+    """The single-object encoding of ``record`` with the current schema ``schema_name``.
+
+    :class:`EncodeError` when the record does not fit; its message names the schema
+    (and the field, when known) but never a value.
+    """
     try:
         writer = _WRITERS[schema_name]
     except KeyError:
         raise UnknownSchema(f"no schema named {schema_name}") from None
-    out = BytesIO()
-    out.write(writer.header)
     try:
-        tagged = _tag(record, writer.plan) if writer.plan else record
-        schemaless_writer(out, writer.schema, tagged)
+        if writer.write is not None:
+            out = bytearray(writer.header)
+            writer.write(record, out)
+            return bytes(out)
+        buffer = BytesIO()
+        buffer.write(writer.header)
+        schemaless_writer(buffer, writer.schema, record)
+        return buffer.getvalue()
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-        # fastavro's messages can quote field values (patient data): keep only the
-        # field name, and do not chain the original exception.
-        where = _FIELD.search(str(exc))
-        field = f" (field {where.group(1)})" if where else ""
-        raise EncodeError(f"record does not match {schema_name}{field}") from None
-    return out.getvalue()
+        # Library messages can quote values (patient data): keep at most a field name
+        # (fastavro's "on field X", or the missing key), and do not chain.
+        where = _FIELD.search(str(exc)) if not isinstance(exc, KeyError) else None
+        field = where.group(1) if where else exc.args[0] if isinstance(exc, KeyError) else None
+        detail = f" (field {field})" if isinstance(field, str) and field.isidentifier() else ""
+        raise EncodeError(f"record does not match {schema_name}{detail}") from None
 
 
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:

@@ -69,9 +69,7 @@ class ConfluentCodec:
         (schema_id,) = _ID.unpack_from(data, 1)
         reader = self._reader(schema_id)
         try:
-            record = schemaless_reader(
-                BytesIO(data[HEADER_LENGTH:]), reader.writer, reader.reader
-            )
+            record = schemaless_reader(BytesIO(data[HEADER_LENGTH:]), reader.writer, reader.reader)
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise DecodeError(f"cannot read {reader.name} body: {type(exc).__name__}") from exc
         if not isinstance(record, dict):
@@ -107,6 +105,8 @@ class ConfluentCodec:
             raise RegistryError(f"cannot fetch schema id {schema_id}: {exc.error_message}") from exc
         except OSError as exc:
             raise RegistryError(f"cannot reach the schema registry: {exc}") from exc
+        if not registered.schema_str:
+            raise DecodeError(f"schema id {schema_id} has no schema text")
         writer_json = json.loads(registered.schema_str)
         name = full_name(writer_json)
         current = schemas.schema(name)

@@ -53,17 +53,15 @@ class Alert:
         Empty recipient codes are dropped; when none is left the alert goes to
         ``fallback`` (the sending provider), as the spec requires.
         """
-        unique = sorted({r for r in recipients if r})
-        if not unique:
-            unique = [fallback or "unknown"]
+        unique = tuple(sorted({r for r in recipients if r})) or (fallback or "unknown",)
         return cls(
-            rule=rule,
-            patient=patient,
-            raised_at=from_micros(raised_at),
-            recipients=tuple(unique),
-            dedup_key=dedup_key,
-            evidence=tuple(dict.fromkeys(e for e in evidence if e)),
-            summary=summary,
+            rule,
+            patient,
+            from_micros(raised_at),
+            unique,
+            dedup_key,
+            tuple(dict.fromkeys(evidence)),
+            summary,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +69,9 @@ class Alert:
         return {
             "rule": self.rule,
             "patient": self.patient,
-            "raised_at": self.raised_at.astimezone(UTC).isoformat(),
+            "raised_at": (
+                self.raised_at if self.raised_at.tzinfo is UTC else self.raised_at.astimezone(UTC)
+            ).isoformat(),
             "recipients": list(self.recipients),
             "dedup_key": self.dedup_key,
             "evidence": list(self.evidence),
@@ -80,7 +80,7 @@ class Alert:
 
     def to_json(self) -> str:
         """One JSON line (without the newline)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Alert:

@@ -30,7 +30,7 @@ class DeadlineIndex:
         self._due: dict[int, dict[str, int]] = {}
         self._heaps: dict[int, list[tuple[int, str]]] = {}
 
-    def set(self, partition: int, key: str, due: int | None) -> None:
+    def schedule(self, partition: int, key: str, due: int | None) -> None:
         """Record that ``key``'s earliest deadline is ``due`` (None: no deadline)."""
         dues = self._due.setdefault(partition, {})
         if due is None:
@@ -48,7 +48,7 @@ class DeadlineIndex:
     def pop_due(self, partition: int, now: int) -> list[str]:
         """Patients of ``partition`` with a deadline at or before ``now``, earliest first.
 
-        They leave the index; the caller fires their deadlines and :meth:`set`\\ s
+        They leave the index; the caller fires their deadlines and :meth:`schedule`\\ s
         each patient's next one.
         """
         heap = self._heaps.get(partition)

@@ -113,4 +113,4 @@ def decode(data: bytes) -> ControlMessage:
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return (int(murmur2(key.encode("utf-8"))) & 0x7FFFFFFF) % partitions

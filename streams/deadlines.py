@@ -7,9 +7,8 @@ day is always 24 hours, whatever the clocks do in Europe/London.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -32,12 +31,12 @@ def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Deadline:
+class Deadline(NamedTuple):
     """A rule's clock running out at ``due`` for the episode ``ref`` of a patient.
 
     ``ref`` names the episode in :class:`streams.state.PatientState` (a cancer
     pathway or a hospice discharge) whose condition the rule checks when it fires.
+    Deadlines order by due time, then rule id, then episode.
     """
 
     due: int

@@ -69,7 +69,6 @@ class EventView:
         "patient_key",
         "receiver",
         "record",
-        "ref",
         "schema",
         "sender",
         "time",
@@ -89,8 +88,11 @@ class EventView:
         self.time = to_micros(header["event_time"])
         self.patient_key: str = patient["key"]
         self.nhs_number: str | None = patient.get("nhs_number")
-        #: the message, unique in the region: sending provider and MSH-10
-        self.ref = f"{self.sender}:{self.control_id}"
+
+    @property
+    def ref(self) -> str:
+        """The message, unique in the region: sending provider and MSH-10."""
+        return f"{self.sender}:{self.control_id}"
 
     @classmethod
     def of(cls, event: EventLike) -> EventView:

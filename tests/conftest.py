@@ -12,7 +12,8 @@ bootstrap servers reach a real Kafka broker:
   running and reused when it is. Sessions using it hold a lease; the last one
   out stops it if a test session started it.
 
-A broker that cannot be started is a test error, never a skip.
+A broker that cannot be started is a test error, never a skip; under ``CI=true``
+the integration tests cannot be deselected either.
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ def _leased_broker(settings: BrokerSettings) -> Iterator[None]:
             if not live and marker.exists():
                 broker.stop(settings)
                 marker.unlink()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI=true the integration tests must run: refuse to deselect them."""
+    markexpr = str(getattr(config.option, "markexpr", "") or "")
+    if os.environ.get("CI", "").lower() == "true" and "not integration" in markexpr:
+        raise pytest.UsageError("CI=true: integration tests may not be deselected")
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="region config with providers' expected_interval (default: worker.region_config)",
     )
     parser.add_argument(
+        "--feedwatch-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often the silent-feed watch checks the feeds (default 10)",
+    )
+    parser.add_argument(
         "--no-feedwatch",
         action="store_true",
         help="do not publish silent-feed alerts on the ops topic from this process",
@@ -75,7 +82,15 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
         watched = {p: i for p, i in expectations.items() if i is not None}
         if watched and not args.no_feedwatch:
             tasks.append(
-                asyncio.create_task(run_feedwatch(settings, watched, stop=stop, metrics=metrics))
+                asyncio.create_task(
+                    run_feedwatch(
+                        settings,
+                        watched,
+                        stop=stop,
+                        metrics=metrics,
+                        check_interval_s=args.feedwatch_every,
+                    )
+                )
             )
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

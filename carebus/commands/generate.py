@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.hl7.framing import frame
 
     start = parse_start(args.start)
-    per_day = args.arrivals_per_day or DEFAULT_ARRIVALS_PER_DAY
+    per_day = DEFAULT_ARRIVALS_PER_DAY if args.arrivals_per_day is None else args.arrivals_per_day
     if per_day <= 0:
         raise ConfigError("--arrivals-per-day must be positive")
     patients = args.patients
@@ -94,14 +95,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _write_text(args.region_out, region_yaml())
     feed = messages(args.seed, start, patients=patients, arrivals_per_day=per_day)
     count = 0
-    with _open_out(args.out) as out:
-        for message in feed:
-            out.write(frame(message.raw) if args.format == "mllp" else message.raw)
-            count += 1
-            if args.messages is not None and count >= args.messages:
-                break
+    try:
+        with _open_out(args.out) as out:
+            for message in feed:
+                out.write(frame(message.raw) if args.format == "mllp" else message.raw)
+                count += 1
+                if args.messages is not None and count >= args.messages:
+                    break
+    except BrokenPipeError:
+        # The reader went away (``carebus generate | head``): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     where = "standard output" if args.out == "-" else args.out
-    print(f"carebus generate: wrote {count} messages to {where}", file=sys.stderr)
+    noun = "message" if count == 1 else "messages"
+    print(f"carebus generate: wrote {count} {noun} to {where}", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,7 @@ Nothing here is real: organisations, people, addresses and NHS numbers are
 fictional (see :mod:`carebus.synth.people` and :mod:`carebus.synth.region`).
 """
 
-from carebus.synth.feed import DEFAULT_ARRIVALS_PER_DAY, generate, journeys, messages
+from carebus.synth.feed import DEFAULT_ARRIVALS_PER_DAY, generate, journeys, merge, messages
 from carebus.synth.journeys import Journey, SynthMessage
 from carebus.synth.region import REGION, SyntheticRegion, region_config, region_yaml
 
@@ -17,6 +17,7 @@ __all__ = [
     "SyntheticRegion",
     "generate",
     "journeys",
+    "merge",
     "messages",
     "region_config",
     "region_yaml",

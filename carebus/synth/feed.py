@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from carebus.synth.journeys import Journey, SynthMessage, plan_journey
@@ -61,9 +61,20 @@ def messages(
     region: SyntheticRegion = REGION,
 ) -> Iterator[SynthMessage]:
     """Every message of the region's feed, in the order sent (ties by patient, then step)."""
-    pending = journeys(
-        seed, start, patients=patients, arrivals_per_day=arrivals_per_day, region=region
+    return merge(
+        journeys(seed, start, patients=patients, arrivals_per_day=arrivals_per_day, region=region)
     )
+
+
+def merge(arrivals: Iterable[Journey]) -> Iterator[SynthMessage]:
+    """The messages of journeys, in the order sent.
+
+    ``arrivals`` must come in order of :attr:`Journey.start`, and every message of a
+    journey must be sent at or after its start. A journey is taken from
+    ``arrivals`` only when its start is due, and dropped when its last message
+    has gone, so only the journeys in progress are held.
+    """
+    pending = iter(arrivals)
     heap: list[_Entry] = []
     upcoming = next(pending, None)
     position = itertools.count()

@@ -404,7 +404,7 @@ def _order(spec: Order, person: Person, patient: _Patient) -> list[str]:
 def _result(spec: Result, person: Person, patient: _Patient) -> list[str]:
     p = spec.provider
     test = spec.test
-    placer = f"{spec.order_id}^{p.code}"
+    placer = f"{spec.order_id}^{(spec.placer or p).code}"
     filler = f"F{spec.order_id}^{p.code}"
     if test.numeric:
         obx = {

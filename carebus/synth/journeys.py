@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from carebus.synth import hl7, nhs
 from carebus.synth.messages import (
@@ -182,7 +182,14 @@ class _Planner:
         return order_id
 
     def test_result(
-        self, lab: Provider, order_id: str, test: Test, observed: datetime, reported: datetime
+        self,
+        lab: Provider,
+        order_id: str,
+        test: Test,
+        observed: datetime,
+        reported: datetime,
+        *,
+        placer: Provider | None = None,
     ) -> None:
         if test.numeric:
             abnormal = self.rng.random() < 0.3
@@ -198,8 +205,10 @@ class _Planner:
             text = "Reported. See clinic letter."
         if self.rng.random() < 0.15:
             preliminary = observed + (reported - observed) * self.rng.uniform(0.2, 0.8)
-            self.send(Result(lab, preliminary, order_id, test, observed, "P", text, abnormal))
-        self.send(Result(lab, reported, order_id, test, observed, "F", text, abnormal))
+            self.send(
+                Result(lab, preliminary, order_id, test, observed, "P", text, abnormal, placer)
+            )
+        self.send(Result(lab, reported, order_id, test, observed, "F", text, abnormal, placer))
 
     def admission(
         self,
@@ -263,7 +272,7 @@ def _cancer(pl: _Planner, start: datetime) -> None:
         prior_test = TESTS[rng.choice(("PSA", "CEA", "CA125", "HBA1C"))]
         order_id = pl.test_order(gp, t, prior_test)
         reported = t + pl.days(0.5, 2)
-        pl.test_result(local, order_id, prior_test, t + pl.hours(1, 4), reported)
+        pl.test_result(local, order_id, prior_test, t + pl.hours(1, 4), reported, placer=gp)
         t = pl.clinic_time(reported + pl.days(0.2, 3))
     referred = t
     pl.send(
@@ -503,7 +512,7 @@ def _routine(pl: _Planner, start: datetime) -> None:
         test = TESTS["HBA1C"]
         order_id = pl.test_order(gp, t, test)
         reported = t + pl.days(0.5, 2)
-        pl.test_result(local, order_id, test, t + pl.hours(1, 4), reported)
+        pl.test_result(local, order_id, test, t + pl.hours(1, 4), reported, placer=gp)
         t = pl.clinic_time(reported + pl.days(1, 5))
     if rng.random() < 0.5:
         hospital = local if rng.random() < 0.8 else pl.other_hospital(local)
@@ -523,7 +532,7 @@ def _routine(pl: _Planner, start: datetime) -> None:
             )
         )
         t = seen + pl.days(5, 20)
-    if rng.random() < 0.15:
+    if rng.random() < 0.15 or not pl.specs:
         _emergency_stay(pl, t + pl.days(1, 60))
 
 
@@ -585,7 +594,7 @@ def _with_noise(pl: _Planner, kind: str, start: datetime) -> Journey:
     seq = 0
     for spec in specs:
         seq += 1
-        stamped = spec.time + timedelta(seconds=rng.randint(5, 240))
+        stamped = (spec.time + timedelta(seconds=rng.randint(5, 240))).astimezone(UTC)
         if rng.random() < MALFORMED_RATE:
             broken = rng.choice(hl7.MALFORMED)
             steps.append(Step(stamped, stamped, spec, seq, malformed=broken))

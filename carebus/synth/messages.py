@@ -116,6 +116,8 @@ class Result:
     status: str
     value: str
     abnormal: bool = False
+    #: The provider that placed the order, when not the lab that reports it.
+    placer: Provider | None = None
 
 
 @dataclass(frozen=True, slots=True)

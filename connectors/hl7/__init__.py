@@ -11,6 +11,7 @@ from connectors.hl7.escape import escape, unescape
 from connectors.hl7.framing import FeedItem, FramingError, MllpDecoder, frame, iter_feed
 from connectors.hl7.message import Message, Segment
 from connectors.hl7.parse import parse_message
+from connectors.hl7.validate import StrictValidationFailed, StrictValidator, validate_strict
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -21,10 +22,13 @@ __all__ = [
     "Message",
     "MllpDecoder",
     "Segment",
+    "StrictValidationFailed",
+    "StrictValidator",
     "codec_for",
     "escape",
     "frame",
     "iter_feed",
     "parse_message",
     "unescape",
+    "validate_strict",
 ]

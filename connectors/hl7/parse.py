@@ -6,9 +6,14 @@ UTF-8 when valid, else with ``fallback_charset`` (see :mod:`connectors.hl7.chars
 Pure-ASCII bytes are decoded directly (every supported character set agrees on them).
 
 Segments end with CR, LF or CRLF; blank lines are skipped. A line that does not
-start like a segment (three letters or digits, then the field separator) is a line
-break inside the previous segment's data (some senders put raw line feeds in
-report text) and is kept there as ``"\\n"``.
+start like a segment (three upper-case letters or digits, then the field separator)
+is a line break inside the previous segment's data (some senders put raw line feeds
+in report text) and is kept there as ``"\\n"``.
+
+Rejected as :class:`~carebus.errors.Unparseable`, with a reason and never any
+content: empty input; no ``MSH`` first; unusable MSH-1/MSH-2; MLLP block bytes
+(``0x0B``, ``0x1C``: an unframed or truncated frame); several MSH segments or batch
+segments (FHS/BHS/BTS/FTS) in one payload, which would otherwise lose messages.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from connectors.hl7.encoding import Encoding
 from connectors.hl7.message import Message
 
 _BOM = b"\xef\xbb\xbf"
-_MLLP_BYTES = ("\x0b", "\x1c")
 _LEADING = " \t\r\n\ufeff"
+_BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 
 
 def peek_msh18(data: bytes) -> str:
@@ -89,14 +94,26 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
     for line in text.split("\r"):
         if line[3:4] == fs or len(line) == 3:
             name = line[:3]
-            if name.isalnum() and name.isascii():
+            if name.isalnum() and name.isascii() and name.isupper():
                 names.append(name)
                 lines.append(line)
                 continue
         if not line or line.isspace():
             continue
         lines[-1] = f"{lines[-1]}\n{line}"
-    return Message(names, lines, encoding, charset=charset, fallback_charset=fallback_charset)
+    message = Message(names, lines, encoding, charset=charset, fallback_charset=fallback_charset)
+    headers = names.count("MSH")
+    if headers > 1:
+        raise Unparseable(
+            f"{headers} MSH segments: several messages in one payload (split feeds with iter_feed)",
+            control_id=message.control_id or None,
+        )
+    if not _BATCH_SEGMENTS.isdisjoint(names):
+        raise Unparseable(
+            "batch segments (FHS/BHS/BTS/FTS) inside a message (split feeds with iter_feed)",
+            control_id=message.control_id or None,
+        )
+    return message
 
 
 def _decode(data: bytes, fallback: str) -> tuple[str, str]:

@@ -15,10 +15,11 @@ character set the sender used; text carebus adds itself is plain ASCII.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 AckCode = Literal["AA", "AE", "AR", "CA", "CE", "CR"]
 #: How a message ended: stored (and acknowledged), retriable failure, or rejected.
@@ -28,6 +29,9 @@ _DEFAULT_ENCODING = "^~\\&"
 _DEFAULT_VERSION = "2.5.1"
 _MAX_TEXT = 200
 _START_BLOCK = b"\x0b"
+_LEADING = b"\xef\xbb\xbf\x0b \t\r\n"
+_LEADING_BYTES = {bytes([b]) for b in _LEADING}
+_MAX_HEADER = 65536
 
 #: HL7 table 0357 (message error condition codes) texts used in ERR.
 ERROR_TEXTS = {
@@ -48,8 +52,7 @@ ERROR_TEXTS = {
 }
 
 
-@dataclass(frozen=True)
-class MshHeader:
+class MshHeader(NamedTuple):
     """The MSH fields an acknowledgement needs, raw (still escaped) as sent."""
 
     field_separator: str = "|"
@@ -96,38 +99,55 @@ class AckError:
 
 def read_header(raw: bytes) -> MshHeader | None:
     """Read MSH leniently from the start of ``raw``; None when there is no MSH to read."""
-    text = raw[:65536].lstrip(b"\xef\xbb\xbf" + _START_BLOCK + b" \t\r\n").decode("latin-1")
-    if not text.startswith("MSH") or len(text) < 8:
+    data = raw.lstrip(_LEADING) if raw[:1] in _LEADING_BYTES else raw
+    if not data.startswith(b"MSH") or len(data) < 8:
         return None
+    end = data.find(b"\r", 0, _MAX_HEADER)
+    if end < 0:
+        end = data.find(b"\n", 0, _MAX_HEADER)
+    else:
+        lf = data.find(b"\n", 0, end)
+        end = lf if lf >= 0 else end
+    text = data[: end if end >= 0 else _MAX_HEADER].decode("latin-1")
     sep = text[3]
     if sep.isalnum() or sep in "\r\n ":
         return None
-    end = min((i for i in (text.find("\r"), text.find("\n")) if i >= 0), default=len(text))
-    fields = text[:end].split(sep)
-    encoding = fields[1] if len(fields) > 1 else ""
-    if len(encoding) < 4 or sep in encoding or any(c.isalnum() for c in encoding):
+    # MSH-1 is the separator itself, so MSH-n is f[n - 1].
+    f = text.split(sep, 18)
+    if len(f) < 18:
+        f += [""] * (18 - len(f))
+    encoding = f[1]
+    if encoding not in _USUAL_ENCODINGS and not _valid_encoding(encoding, sep):
         encoding = (encoding + _DEFAULT_ENCODING[len(encoding) :])[:4]
-        if len(set(encoding)) < 4 or sep in encoding or any(c.isalnum() for c in encoding):
+        if not _valid_encoding(encoding, sep):
             encoding = _DEFAULT_ENCODING
-
-    def field(n: int) -> str:
-        # MSH-1 is the separator itself, so MSH-n is fields[n - 1].
-        return fields[n - 1] if len(fields) >= n else ""
-
+    comp = encoding[0]
     return MshHeader(
-        field_separator=sep,
-        encoding_characters=encoding,
-        sending_application=field(3),
-        sending_facility=field(4),
-        receiving_application=field(5),
-        receiving_facility=field(6),
-        message_type=field(9),
-        control_id=field(10).split(encoding[0])[0],
-        processing_id=field(11) or "P",
-        version=field(12) or _DEFAULT_VERSION,
-        accept_ack_type=field(15).split(encoding[0])[0].upper(),
-        application_ack_type=field(16).split(encoding[0])[0].upper(),
-        character_set=field(18),
+        sep,
+        encoding,
+        f[2],
+        f[3],
+        f[4],
+        f[5],
+        f[8],
+        f[9].split(comp, 1)[0],
+        f[10] or "P",
+        f[11] or _DEFAULT_VERSION,
+        f[14].split(comp, 1)[0].upper(),
+        f[15].split(comp, 1)[0].upper(),
+        f[17].split(sep, 1)[0],
+    )
+
+
+_USUAL_ENCODINGS = frozenset({"^~\\&", "^~\\&#"})
+
+
+def _valid_encoding(encoding: str, sep: str) -> bool:
+    return (
+        len(encoding) >= 4
+        and len(set(encoding[:4])) == 4
+        and sep not in encoding
+        and not any(c.isalnum() or c in "\r\n" for c in encoding)
     )
 
 
@@ -178,45 +198,57 @@ def build_ack(
     ``control_id`` is the ACK's own MSH-10; ``timestamp`` its MSH-7. A ``header`` of
     None (nothing readable) gives an ACK with default separators and an empty MSA-2.
     """
-    h = header or MshHeader()
-    sep, enc = h.field_separator, h.encoding_characters
-    comp = enc[0]
-    version = h.version
-    trigger = h.trigger_event
-    if trigger and _version_tuple(version) >= (2, 3, 1):
-        message_type = f"ACK{comp}{trigger}{comp}ACK"
-    elif trigger:
-        message_type = f"ACK{comp}{trigger}"
-    else:
-        message_type = "ACK"
-    msh = [
-        "MSH",
-        enc,
-        h.receiving_application,
-        h.receiving_facility,
-        h.sending_application,
-        h.sending_facility,
-        timestamp.strftime("%Y%m%d%H%M%S") + _offset(timestamp),
-        "",
-        message_type,
-        _escape(control_id, h),
-        h.processing_id,
-        version,
-        "",
-        "",
-        "",
-        "",
-        "",
-        h.character_set,
-    ]
+    h = header or _NO_HEADER
+    sep = h.field_separator
+    msh = [*_msh_prefix(h), _stamp(timestamp), "", _ack_type(h), _plain(control_id, h)]
+    msh += [h.processing_id, h.version, "", "", "", "", "", h.character_set]
     segments = [_join(msh, sep)]
     msa = ["MSA", code, h.control_id]
     if error is not None:
         msa.append(_escape(_ascii(f"{error.reason}: {error.detail}")[:_MAX_TEXT], h))
-    segments.append(_join(msa, sep))
+    segments.append(sep.join(msa))
     if error is not None:
         segments.append(_err_segment(error, h))
-    return ("\r".join(segments) + "\r").encode("latin-1")
+    segments.append("")
+    return "\r".join(segments).encode("latin-1")
+
+
+def _msh_prefix(h: MshHeader) -> list[str]:
+    """MSH-1 to MSH-6 of the ACK: sender and receiver swapped."""
+    return [
+        "MSH",
+        h.encoding_characters,
+        h.receiving_application,
+        h.receiving_facility,
+        h.sending_application,
+        h.sending_facility,
+    ]
+
+
+def _ack_type(h: MshHeader) -> str:
+    comp = h.encoding_characters[0]
+    trigger = h.trigger_event
+    if trigger and _version_tuple(h.version) >= (2, 3, 1):
+        return f"ACK{comp}{trigger}{comp}ACK"
+    return f"ACK{comp}{trigger}" if trigger else "ACK"
+
+
+def _stamp(ts: datetime) -> str:
+    """HL7 DTM to the second, with the offset when ``ts`` has one."""
+    return _stamp_second(ts.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=8)
+def _stamp_second(ts: datetime) -> str:
+    return ts.strftime("%Y%m%d%H%M%S%z")
+
+
+def _plain(text: str, h: MshHeader) -> str:
+    """``text`` escaped only when it contains a delimiter (ACK ids never do)."""
+    enc = h.encoding_characters
+    if h.field_separator in text or any(c in text for c in enc):
+        return _escape(text, h)
+    return text
 
 
 def _err_segment(error: AckError, h: MshHeader) -> str:
@@ -247,6 +279,7 @@ def _location(location: str | None) -> tuple[str, str, str]:
     return name, "1", number
 
 
+@functools.lru_cache(maxsize=64)
 def _version_tuple(version: str) -> tuple[int, ...]:
     head = version.split("^", 1)[0].split("&", 1)[0]
     parts: list[int] = []
@@ -255,10 +288,6 @@ def _version_tuple(version: str) -> tuple[int, ...]:
             break
         parts.append(int(piece))
     return tuple(parts) or (2, 5)
-
-
-def _offset(ts: datetime) -> str:
-    return ts.strftime("%z") if ts.tzinfo is not None else ""
 
 
 def _ascii(text: str) -> str:
@@ -284,6 +313,9 @@ def _escape(text: str, h: MshHeader) -> str:
     for ch in text:
         out.append(f"{esc}{mapping[ch]}{esc}" if ch in mapping else ch)
     return "".join(out)
+
+
+_NO_HEADER = MshHeader()
 
 
 def _join(fields: Sequence[str], sep: str) -> str:

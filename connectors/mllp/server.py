@@ -97,6 +97,7 @@ class MllpServer:
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._ack_ids = AckIds()
         self._closing = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -120,6 +121,7 @@ class MllpServer:
             ssl_handshake_timeout=10.0 if self._ssl else None,
             backlog=max(128, self._settings.max_connections),
         )
+        self._sweeper = asyncio.create_task(self._sweep_idle(), name="mllp-idle-sweeper")
         log.info(
             "mllp listening",
             host=self._settings.host,
@@ -131,6 +133,8 @@ class MllpServer:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting; let messages being processed finish (up to ``grace_s``); close."""
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for task, conn in list(self._connections.items()):
@@ -145,6 +149,20 @@ class MllpServer:
         if self._server is not None:
             await self._server.wait_closed()
         log.info("mllp stopped")
+
+    async def _sweep_idle(self) -> None:
+        """Close connections that have been waiting for data longer than the idle timeout.
+
+        One sweeper instead of a timer per read keeps the per-message cost down.
+        """
+        idle = self._settings.idle_timeout_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, idle / 4))
+            horizon = loop.time() - idle
+            for conn in list(self._connections.values()):
+                if not conn.busy and conn.last_active < horizon:
+                    conn.close_idle()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("peername") or ("?", None)
@@ -193,21 +211,25 @@ class _Connection:
         self._head = bytearray()  # the start of the frame being received, for a NAK
         self.busy = False
         self.messages = 0
+        self.last_active = asyncio.get_running_loop().time()
+        self._idle = False
+
+    def close_idle(self) -> None:
+        """Close the connection because it has been idle too long."""
+        self._idle = True
+        self._writer.close()
 
     async def run(self) -> None:
         while not self._server._closing:
             if not self._frames:
-                try:
-                    data = await asyncio.wait_for(
-                        self._reader.read(_READ_BYTES), self._settings.idle_timeout_s
-                    )
-                except TimeoutError:
-                    log.info("mllp idle timeout", peer=self._peer.describe())
-                    return
+                data = await self._reader.read(_READ_BYTES)
                 if not data:
-                    if self._decoder.buffered:
+                    if self._idle:
+                        log.info("mllp idle timeout", peer=self._peer.describe())
+                    elif self._decoder.buffered:
                         log.info("mllp peer closed mid-frame", bytes=self._decoder.buffered)
                     return
+                self.last_active = asyncio.get_running_loop().time()
                 try:
                     frames = self._decoder.feed(data)
                 except FramingError as exc:
@@ -239,14 +261,24 @@ class _Connection:
     async def _answer(self, payload: bytes) -> bool:
         """Process one frame and write its ACK(s); False when the connection must close."""
         started = time.monotonic()
-        received = datetime.now(UTC)
-        self.busy = True
+        self.busy = True  # on shutdown, let this message finish and its ACK go out
         self.messages += 1
-        header = read_header(payload)
-        error: AckError | None = None
-        result: Result
         try:
-            outcome = await self._pipeline.submit(payload, self._peer, received)
+            header = read_header(payload)
+            answer = await self._process(payload, header)
+            if answer is None:
+                return False
+            await self._reply(header, *answer, started)
+            return True
+        finally:
+            self.busy = False
+
+    async def _process(
+        self, payload: bytes, header: MshHeader | None
+    ) -> tuple[Result, AckError | None] | None:
+        """How the message ended, for its ACK; None when no ACK may be sent."""
+        try:
+            outcome = await self._pipeline.submit(payload, self._peer, datetime.now(UTC))
         except KafkaUnavailable as exc:
             log.warning(
                 "message not stored",
@@ -255,28 +287,20 @@ class _Connection:
                 peer=self._peer.describe(),
             )
             if self._settings.on_kafka_failure == "close":
-                return False
-            result, error = "error", _KAFKA_DOWN
+                return None
+            return "error", _KAFKA_DOWN
         except Exception as exc:
             log.error(
                 "message processing failed",
                 control_id=header.control_id if header else "",
                 error=type(exc).__name__,
             )
-            result, error = "error", _INTERNAL
-        else:
-            if outcome.error is not None:
-                result = "rejected"
-                rejected = outcome.error
-                error = AckError(
-                    rejected.reason, rejected.detail, rejected.hl7_error_code, rejected.field
-                )
-            else:
-                result = "accepted"
-        finally:
-            self.busy = False
-        await self._reply(header, result, error, started)
-        return True
+            return "error", _INTERNAL
+        rejected = outcome.error
+        if rejected is None:
+            return "accepted", None
+        error = AckError(rejected.reason, rejected.detail, rejected.hl7_error_code, rejected.field)
+        return "rejected", error
 
     async def _nak(self, context: bytes, detail: str) -> None:
         """Answer broken framing or an oversize frame, when a control id is readable."""
@@ -287,10 +311,9 @@ class _Connection:
             control_id=header.control_id if header else "",
             detail=detail,
         )
-        self._pipeline.observer.message_rejected(
-            header.sending_facility.split(header.component_separator)[0] if header else None,
-            None,
-        )
+        facility = header.sending_facility.split(header.component_separator)[0] if header else None
+        self._pipeline.observer.message_received(facility, None)
+        self._pipeline.observer.message_rejected(facility, None)
         if header is None or not header.control_id:
             return
         await self._reply(
@@ -313,7 +336,11 @@ class _Connection:
                 error=None if code in ("AA", "CA") else error,
             )
             self._writer.write(frame(ack.replace(b"\x0b", b"").replace(b"\x1c", b"")))
-        await asyncio.wait_for(self._writer.drain(), self._settings.idle_timeout_s)
+        if self._writer.transport.get_write_buffer_size():
+            # The peer is not reading its ACKs: wait, but not for ever.
+            async with asyncio.timeout(self._settings.idle_timeout_s):
+                await self._writer.drain()
+        self.last_active = asyncio.get_running_loop().time()
         seconds = time.monotonic() - started
         for code in codes:
             self._pipeline.observer.ack_sent(code, seconds)

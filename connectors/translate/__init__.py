@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from carebus.errors import MissingRequiredField, UnsupportedMessageType
 from connectors.hl7 import Message
 from connectors.translate import adt, documents, orders, problems, referral, results, scheduling
 from connectors.translate.common import (
@@ -20,17 +21,15 @@ from connectors.translate.common import (
     Context,
     Draft,
     Event,
+    death_evidence,
     event_id,
     event_time,
     header_base,
     patient,
-    death_evidence,
     required_time,
     value,
 )
 from connectors.translate.time import to_millis
-
-from carebus.errors import MissingRequiredField, UnsupportedMessageType
 
 Translator = Callable[[Message, Context], list[Draft]]
 
@@ -98,7 +97,9 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
         person = patient(draft.pid, draft.pd1, ctx)
         key = person["key"]
         header = dict(base, event_id=event_id(ctx, msh7, len(events)))
-        events.append(Event(draft.schema, key, {"header": header, "patient": person, **draft.fields}))
+        events.append(
+            Event(draft.schema, key, {"header": header, "patient": person, **draft.fields})
+        )
         evidence = death_evidence(draft.pid, message, ctx)
         if evidence:
             header = dict(base, event_id=event_id(ctx, msh7, len(events)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from carebus.errors import MissingRequiredField
 from connectors.hl7 import Message, Segment
 from connectors.translate.common import (
     Context,
@@ -14,8 +15,6 @@ from connectors.translate.common import (
     require_segment,
     value,
 )
-
-from carebus.errors import MissingRequiredField
 
 ENCOUNTER = "carebus.events.Encounter"
 PATIENT_DEMOGRAPHICS = "carebus.events.PatientDemographics"

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from carebus.errors import InvalidIdentifier, MissingRequiredField
 from connectors.hl7 import Message, Segment
 from connectors.nhs import normalise_nhs_number
 from connectors.translate.time import parse_date, parse_dtm
-
-from carebus.errors import InvalidIdentifier, MissingRequiredField
 
 #: Namespace of the deterministic event ids (uuid5 over facility, control id, MSH-7, index).
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2a5e-8d4b-5e7f-9a3c-2b1d0e4f6a8c")
@@ -78,7 +77,7 @@ def value(
 
 
 def component(
-    segment: Segment, parts: list[str], field: int, index: int, ctx: Context, repetition: int = 1
+    segment: Segment, parts: list[str], field: int, index: int, ctx: Context, *, repetition: int = 1
 ) -> str | None:
     """Component ``index`` (1-based) of already split ``parts``: its first sub-component.
 
@@ -214,11 +213,11 @@ def identifiers(
     failed_nhs_key: str | None = None
     for rep in range(1, segment.repetitions(field) + 1):
         parts = segment.components(field, rep)
-        ident = component(segment, parts, field, 1, ctx, rep)
+        ident = component(segment, parts, field, 1, ctx, repetition=rep)
         if ident is None:
             continue
-        authority = component(segment, parts, field, 4, ctx, rep)
-        type_code = component(segment, parts, field, 5, ctx, rep)
+        authority = component(segment, parts, field, 4, ctx, repetition=rep)
+        type_code = component(segment, parts, field, 5, ctx, repetition=rep)
         nhs_repetition = (authority or "").upper() == "NHS" or (type_code or "").upper() == "NH"
         valid = normalise_nhs_number(ident) if nhs_repetition else None
         found.append(
@@ -264,9 +263,7 @@ def demographics(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, A
     """The ``carebus.events.Demographics`` record of a PID (and PD1) segment."""
     name = pid.components(5)
     given = [
-        part
-        for part in (component(pid, name, 5, 2, ctx), component(pid, name, 5, 3, ctx))
-        if part
+        part for part in (component(pid, name, 5, 2, ctx), component(pid, name, 5, 3, ctx)) if part
     ]
     gp: str | None = None
     if pd1 is not None:

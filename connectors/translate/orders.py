@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from carebus.errors import MissingRequiredField
 from connectors.hl7 import Message, Segment
 from connectors.translate.common import Context, Draft, require_segment, value
-
-from carebus.errors import MissingRequiredField
 
 ORDER = "carebus.events.Order"
 

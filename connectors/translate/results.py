@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from carebus.errors import MissingRequiredField
 from connectors.hl7 import Message, Segment
 from connectors.translate.common import (
     HL7_NULL,
@@ -16,8 +17,6 @@ from connectors.translate.common import (
     require_segment,
     value,
 )
-
-from carebus.errors import MissingRequiredField
 
 RESULT = "carebus.events.Result"
 

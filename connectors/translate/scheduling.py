@@ -3,10 +3,9 @@ deleted (S17) and missed (S26)."""
 
 from __future__ import annotations
 
+from carebus.errors import MissingRequiredField
 from connectors.hl7 import Message, Segment
 from connectors.translate.common import Context, Draft, optional_time, require_segment, value
-
-from carebus.errors import MissingRequiredField
 
 APPOINTMENT = "carebus.events.Appointment"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -17,6 +18,7 @@ Headers = list[tuple[str, bytes]]
 
 def create_topics(settings: Settings, names: Iterable[str]) -> None:
     """Create ``names`` with the settings' partition count (they must not exist)."""
+    names = list(names)
     admin = KafkaAdminClient(**kafka_python_config(settings))
     try:
         admin.create_topics(
@@ -25,6 +27,12 @@ def create_topics(settings: Settings, names: Iterable[str]) -> None:
                 for n in names
             ]
         )
+        # Creation is acknowledged by the controller; wait until metadata shows it.
+        deadline = time.monotonic() + 30
+        while not set(names) <= set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not visible after creation: {names}")
+            time.sleep(0.1)
     finally:
         admin.close()
 
@@ -57,9 +65,7 @@ def deadletter_headers(sender: str, received: datetime, control_id: str, reason:
     ]
 
 
-def produce(
-    settings: Settings, records: Sequence[tuple[str, bytes, bytes, Headers]]
-) -> None:
+def produce(settings: Settings, records: Sequence[tuple[str, bytes, bytes, Headers]]) -> None:
     """Write ``(topic, key, value, headers)`` records and wait until all are acknowledged."""
     producer = KafkaProducer(**kafka_python_config(settings), acks="all")
     try:

@@ -176,9 +176,10 @@ def throwaway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSettin
 
 
 def wait_down(s: BrokerSettings, timeout_s: float = 10.0) -> broker.BrokerStatus:
+    """Status once the broker process has gone (a killed JVM takes a moment to exit)."""
     deadline = time.monotonic() + timeout_s
     state = broker.status(s)
-    while state.running and time.monotonic() < deadline:
+    while state.pid is not None and time.monotonic() < deadline:
         time.sleep(0.1)
         state = broker.status(s)
     return state

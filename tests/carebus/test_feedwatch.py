@@ -202,7 +202,9 @@ class TestOpsAlert:
         }
 
 
-def read_ops(settings: Settings, topic: str, want: int, timeout_s: float) -> list[dict[str, object]]:
+def read_ops(
+    settings: Settings, topic: str, want: int, timeout_s: float
+) -> list[dict[str, object]]:
     consumer = KafkaConsumer(
         **kafka_python_config(settings), group_id=None, enable_auto_commit=False
     )

@@ -111,9 +111,7 @@ class TestEndpoints:
         status, ctype, text = await get(server, "/metrics")
         assert status == 200
         assert ctype.startswith("text/plain")
-        assert (
-            'carebus_mllp_messages_received_total{message_type="ADT",provider="RX1"} 1.0' in text
-        )
+        assert 'carebus_mllp_messages_received_total{message_type="ADT",provider="RX1"} 1.0' in text
 
     async def test_no_metrics_route_without_metrics(self, serve: Any) -> None:
         """A server built without Metrics has no /metrics route."""
@@ -140,7 +138,7 @@ class TestChecks:
         """Zero partitions (or an empty assignment) is not ready; some partitions are."""
         assert (await assignment_check(lambda: 0)()).ok is False
         assert (await assignment_check(lambda: 3)()) == CheckResult(True, "3 partitions assigned")
-        assert (await assignment_check(lambda: set())()).ok is False
+        assert (await assignment_check(set)()).ok is False
         assert (await assignment_check(lambda: {("t", 0)})()).ok is True
 
 

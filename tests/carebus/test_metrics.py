@@ -6,6 +6,7 @@ import random
 import re
 import string
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,7 +57,7 @@ def exercise(m: Metrics, rng: random.Random, n: int = 300) -> None:
     m.set_deadlines_pending(3)
 
 
-def families(m: Metrics) -> dict[str, object]:
+def families(m: Metrics) -> dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(m.render().decode())}
 
 
@@ -93,10 +94,7 @@ class TestNaming:
         """What /metrics exposes is exactly the METRICS table, with the same types."""
         m = Metrics(providers=PROVIDERS)
         exercise(m, random.Random(1), n=5)
-        exposed = {
-            name: fam.type  # type: ignore[attr-defined]
-            for name, fam in families(m).items()
-        }
+        exposed = {name: fam.type for name, fam in families(m).items()}
         declared = {s.name.removesuffix("_total"): s.kind for s in METRICS}
         assert exposed == declared
 
@@ -145,27 +143,20 @@ class TestCardinality:
             "kind": len(OPS_ALERT_KINDS) + 1,
         }
         for name, fam in families(m).items():
-            for sample in fam.samples:  # type: ignore[attr-defined]
-                for label, value in sample.labels.items():
+            for sample in fam.samples:
+                for label, _value in sample.labels.items():
                     if label == "le":
                         continue
                     assert label in bounds, (name, label)
             for label, bound in bounds.items():
-                values = {
-                    s.labels[label]
-                    for s in fam.samples  # type: ignore[attr-defined]
-                    if label in s.labels
-                }
+                values = {s.labels[label] for s in fam.samples if label in s.labels}
                 assert len(values) <= bound, (name, label, len(values))
 
     def test_series_count_has_a_ceiling(self) -> None:
         """The total number of carebus series is below a fixed ceiling whatever is sent."""
         m = Metrics(providers=PROVIDERS)
         exercise(m, random.Random(3), n=800)
-        samples = sum(
-            len(fam.samples)  # type: ignore[attr-defined]
-            for fam in families(m).values()
-        )
+        samples = sum(len(fam.samples) for fam in families(m).values())
         assert samples < 2500
 
 
@@ -254,10 +245,16 @@ class TestRecording:
         assert get("carebus_mllp_open_connections") == 1
         assert get("carebus_mllp_connections_total") == 2
         assert get("carebus_mllp_ack_latency_seconds_count", {"ack_code": "AA"}) == 1
-        assert get("carebus_mllp_ack_latency_seconds_bucket", {"ack_code": "AA", "le": "0.005"}) == 1
-        assert get("carebus_worker_consumer_lag", {"topic": "carebus.events", "partition": "2"}) == 17
+        assert (
+            get("carebus_mllp_ack_latency_seconds_bucket", {"ack_code": "AA", "le": "0.005"}) == 1
+        )
+        assert (
+            get("carebus_worker_consumer_lag", {"topic": "carebus.events", "partition": "2"}) == 17
+        )
         assert get("carebus_worker_deadlines_pending") == 4
-        assert get("carebus_mllp_last_message_received_timestamp_seconds", {"provider": "RX1"}) > 0
+        assert (
+            get("carebus_mllp_last_message_received_timestamp_seconds", {"provider": "RX1"}) or 0
+        ) > 0
 
     def test_forgotten_partition_disappears(self) -> None:
         """A revoked partition's lag series is removed rather than left stale."""
@@ -265,17 +262,23 @@ class TestRecording:
         m.set_consumer_lag("carebus.events", 1, 3)
         m.forget_partition("carebus.events", 1)
         m.forget_partition("carebus.events", 1)
-        assert m.registry.get_sample_value(
-            "carebus_worker_consumer_lag", {"topic": "carebus.events", "partition": "1"}
-        ) is None
+        assert (
+            m.registry.get_sample_value(
+                "carebus_worker_consumer_lag", {"topic": "carebus.events", "partition": "1"}
+            )
+            is None
+        )
 
     def test_instances_do_not_share_state(self) -> None:
         """Two Metrics objects (two processes, or two tests) count independently."""
         a, b = Metrics(), Metrics()
         a.alert_raised("death-notified")
-        assert b.registry.get_sample_value(
-            "carebus_worker_alerts_raised_total", {"rule": "death-notified"}
-        ) is None
+        assert (
+            b.registry.get_sample_value(
+                "carebus_worker_alerts_raised_total", {"rule": "death-notified"}
+            )
+            is None
+        )
 
     def test_process_metrics_are_optional(self) -> None:
         """process_metrics=True adds the standard process and python collectors."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
@@ -97,9 +100,7 @@ class TestTally:
         t = Tally()
         t.add_raw(raw_headers("RX1", T0, "A1"), ms(T0))
         t.add_raw(raw_headers("G0001", T0 + 50 * MIN, "B1"), ms(T0))
-        feeds = t.feeds(
-            T0 + 60 * MIN, {"RX1": 15 * MIN, "G0001": 15 * MIN, "HSP01": 60 * MIN}
-        )
+        feeds = t.feeds(T0 + 60 * MIN, {"RX1": 15 * MIN, "G0001": 15 * MIN, "HSP01": 60 * MIN})
         assert [(f.provider, f.messages, f.quiet) for f in feeds] == [
             ("G0001", 1, False),
             ("HSP01", 0, True),
@@ -182,7 +183,18 @@ class TestReport:
         assert NHS not in text
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """carebus.cli.main configures logging onto the captured stderr; undo that after."""
+    saved = structlog.get_config()
+    handlers = logging.getLogger().handlers[:]
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().handlers[:] = handlers
+
+
 @pytest.mark.integration
+@pytest.mark.usefixtures("restore_logging")
 class TestStatusCommand:
     def test_json_reports_what_was_written_to_the_broker(
         self,
@@ -256,7 +268,10 @@ class TestStatusCommand:
         }
         assert body["alerts"] == {
             "total": 3,
-            "rules": [{"rule": "death-notified", "count": 2}, {"rule": "eol-admission", "count": 1}],
+            "rules": [
+                {"rule": "death-notified", "count": 2},
+                {"rule": "eol-admission", "count": 1},
+            ],
         }
         feeds = {f["provider"]: f for f in body["feeds"]}
         assert set(feeds) == {"RX1", "G0001", "HSP01", "C1"}

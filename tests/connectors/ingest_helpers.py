@@ -79,9 +79,7 @@ class TopicReader:
             batch = self._consumer.poll(timeout_ms=500)
             for records in batch.values():
                 for r in records:
-                    out.append(
-                        Rec(r.topic, r.key, r.value, {k: v for k, v in (r.headers or [])})
-                    )
+                    out.append(Rec(r.topic, r.key, r.value, {k: v for k, v in (r.headers or [])}))
         return out
 
     def events(self, topic: str) -> list[tuple[str, dict[str, object]]]:

@@ -118,7 +118,9 @@ class TestRejected:
         self, publisher: Publisher, topics: TopicNames, reader: TopicReader
     ) -> None:
         """A peer sending as a facility the allow-list does not give it is rejected."""
-        allowlist = Allowlist.from_mapping({"peers": [{"ip": "127.0.0.1", "facilities": ["RXA01"]}]})
+        allowlist = Allowlist.from_mapping(
+            {"peers": [{"ip": "127.0.0.1", "facilities": ["RXA01"]}]}
+        )
         pipeline = Pipeline(publisher, topics, publish_timeout_s=10.0, allowlist=allowlist)
         ok = await pipeline.submit(adt("AL1"), PEER, NOW)
         refused = await pipeline.submit(adt("AL2", facility="RXB02"), PEER, NOW)

@@ -9,9 +9,13 @@ from carebus.errors import Unparseable
 from connectors.hl7 import FramingError, MllpDecoder, frame, iter_feed, parse_message
 from tests.connectors.hl7.samples import ADT_A01_251, CORPUS
 
-FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 
-SEEDS = [ADT_A01_251.encode(), *(p.read_bytes() for p in sorted(CORPUS.glob("*.hl7"))[:20])]
+#: Real messages to damage: the smaller corpus files (quick to exercise fully).
+SEEDS = [
+    ADT_A01_251.encode(),
+    *(data for p in sorted(CORPUS.glob("*.hl7")) if len(data := p.read_bytes()) < 2000),
+]
 DELIMS = "|^~\\&#$*!@%\r\n"
 
 
@@ -26,7 +30,7 @@ def _exercise(raw: bytes | str) -> None:
     _ = (message.sending_facility, message.receiving_facility, message.declared_charset)
     repr(message)
     for segment in message.segments:
-        for field in range(1, segment.field_count + 2):
+        for field in range(1, min(segment.field_count, 40) + 2):
             segment.raw(field)
             segment.components(field)
             for rep in range(1, segment.repetitions(field) + 2):

@@ -67,6 +67,13 @@ class TestLineEnds:
         assert obx is not None
         assert obx.get(5) == "first line\nsecond line"
 
+    def test_a_lower_case_continuation_line_is_data(self) -> None:
+        """A three-letter lower-case line is text, not a segment."""
+        text = "\r".join([_msh(), "NTE|1||see below", "and"])
+        message = parse_message(text)
+        assert message.names == ["MSH", "NTE"]
+        assert message.segments[1].get(3) == "see below\nand"
+
     def test_leading_whitespace_is_ignored(self) -> None:
         """Whitespace and blank lines before MSH are skipped."""
         assert parse_message(b"\r\n  " + ADT_A01_251.encode()).control_id == "CTRL-251"
@@ -207,6 +214,18 @@ class TestRejections:
         with pytest.raises(Unparseable, match=reason) as info:
             parse_message(raw)
         assert info.value.reason == "unparseable"
+
+    def test_rejects_several_messages_in_one_payload(self) -> None:
+        """Two MSH segments in one payload are rejected rather than merged."""
+        with pytest.raises(Unparseable, match="2 MSH segments") as info:
+            parse_message(ADT_A01_251 + "\r" + ADT_A01_251)
+        assert info.value.control_id == "CTRL-251"
+
+    @pytest.mark.parametrize("name", ["BTS", "FTS", "BHS"])
+    def test_rejects_batch_segments_inside_a_message(self, name: str) -> None:
+        """Batch header or trailer lines inside one payload are rejected."""
+        with pytest.raises(Unparseable, match="batch segments"):
+            parse_message(ADT_A01_251 + f"\r{name}|1")
 
     def test_reason_never_contains_message_content(self) -> None:
         """The error message of a rejected message does not repeat its content."""

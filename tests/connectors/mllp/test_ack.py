@@ -73,7 +73,9 @@ class TestAckCodes:
         ("result", "expected"),
         [("accepted", ["AA"]), ("error", ["AE"]), ("rejected", ["AR"])],
     )
-    def test_original_mode_always_one_application_ack(self, result: str, expected: list[str]) -> None:
+    def test_original_mode_always_one_application_ack(
+        self, result: str, expected: list[str]
+    ) -> None:
         """Without MSH-15/16 (original mode) there is exactly one AA/AE/AR."""
         assert ack_codes(read_header(ADT), result, reject_code="AR") == expected  # type: ignore[arg-type]
 

@@ -97,15 +97,13 @@ def msa(ack: bytes) -> list[str]:
 def closed_by_server(client: hl7.client.MLLPClient, timeout: float = 5.0) -> bool:
     client.socket.settimeout(timeout)
     try:
-        return client.socket.recv(1) == b""
+        return bool(client.socket.recv(1) == b"")
     except ConnectionResetError:
         return True
 
 
 class TestOrdering:
-    async def test_pipelined_frames_answered_in_order(
-        self, server: MllpServer, sink: Sink
-    ) -> None:
+    async def test_pipelined_frames_answered_in_order(self, server: MllpServer, sink: Sink) -> None:
         """Several frames sent at once are processed and acknowledged in order."""
 
         def talk() -> list[bytes]:
@@ -155,7 +153,7 @@ class TestAnswers:
 
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return c.send_message(message("R1"))
+                return bytes(c.send_message(message("R1")))
 
         ack = await asyncio.to_thread(talk)
         assert msa(ack)[1:4] == ["AR", "R1", "missing-required-field: PID-3 is empty"]
@@ -167,7 +165,7 @@ class TestAnswers:
 
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return c.send_message(message("K1"))
+                return bytes(c.send_message(message("K1")))
 
         ack = await asyncio.to_thread(talk)
         assert msa(ack)[1:3] == ["AE", "K1"]
@@ -182,7 +180,7 @@ class TestAnswers:
 
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return c.send_message(message("K2"))
+                return bytes(c.send_message(message("K2")))
 
         assert await asyncio.to_thread(talk) == b""
 
@@ -239,7 +237,7 @@ class TestFraming:
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
                 c.socket.settimeout(5.0)
-                return c.send(b"GET / HTTP/1.1\r\n\r\n")  # the reply: b"" once closed
+                return bytes(c.send(b"GET / HTTP/1.1\r\n\r\n"))  # the reply: b"" once closed
 
         assert await asyncio.to_thread(talk) == b""
         assert sink.seen == []
@@ -293,7 +291,7 @@ class TestGuards:
 
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return c.send_message(message("S1"))
+                return bytes(c.send_message(message("S1")))
 
         reply = asyncio.create_task(asyncio.to_thread(talk))
         while not sink.seen:

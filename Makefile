@@ -1,0 +1,45 @@
+# carebus developer commands. The two that matter (see README.md):
+#   make run    set up, start the local Kafka broker and create the topics
+#   make test   set up, then lint (ruff), type-check (mypy) and run every test
+# A missing .venv is created from scratch; it is refreshed when pyproject.toml changes.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/carebus broker start
+	$(BIN)/carebus topics apply
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no tests: for this command that is a failure.
+test: lint
+	@status=0; $(BIN)/pytest || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+# Stops the local brokers of this checkout, then removes caches and broker data.
+clean:
+	-test ! -x $(BIN)/carebus || $(BIN)/carebus broker stop
+	-for home in .carebus/test-broker-*; do \
+	  test ! -d "$$home" || CAREBUS_BROKER_HOME="$$home" $(BIN)/carebus broker stop; \
+	done
+	rm -rf .carebus .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist \
+	  benchmarks/results carebus.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

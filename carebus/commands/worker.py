@@ -1,0 +1,80 @@
+"""``carebus worker``: run the Faust stream worker that raises coordination alerts.
+
+Loads and validates the region config, creates missing topics (and checks that
+the events, alerts, status and control topics are co-partitioned), then runs the
+worker of :mod:`streams.app` until SIGTERM or SIGINT, with ``/metrics``,
+``/healthz`` and ``/readyz`` on ``metrics.worker_port``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from carebus.settings import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-topics",
+        action="store_true",
+        help="do not create missing topics at start (they must exist)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+    import mode
+
+    from carebus.health import HealthServer, assignment_check, kafka_check
+    from carebus.log import get_logger
+    from carebus.metrics import Metrics
+    from carebus.topics import TopicNames
+    from streams.app import build_worker, prepare_topics
+    from streams.region import load_region
+
+    log = get_logger(__name__)
+    region = load_region(settings.worker.region_config)
+    if not args.no_topics:
+        prepare_topics(settings, region.providers)
+    names = TopicNames.from_settings(settings.topics)
+    metrics = Metrics(providers=region.providers, topics=names, process_metrics=True)
+    worker = build_worker(settings, region=region, sensors=metrics)
+    server = HealthServer(
+        metrics,
+        {
+            "kafka": kafka_check(settings, [names.events, names.alerts]),
+            "partitions": assignment_check(lambda: len(worker.delivery.assigned())),
+        },
+        host=settings.metrics.host,
+        port=settings.metrics.worker_port,
+    )
+
+    @worker.app.service
+    class Health(mode.Service):
+        """The health and metrics endpoint, for as long as the app runs."""
+
+        async def on_start(self) -> None:
+            await server.start()
+
+        async def on_stop(self) -> None:
+            await server.stop()
+
+    log.info(
+        "worker starting",
+        app_id=settings.worker.app_id,
+        store=settings.worker.store,
+        partitions=settings.topics.partitions,
+    )
+    runner: Any = faust.Worker(
+        worker.app,
+        quiet=True,
+        loglevel=settings.log.level,
+        override_logging=False,
+        redirect_stdouts=False,
+    )
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,376 @@
+"""The Faust worker: topics, tables, agents and the wall-clock timer, in one place.
+
+:func:`create_app` builds the app from a :class:`carebus.settings.Settings` (no
+environment is read here or at import). :func:`build_worker` returns the app with
+the parts tests and benchmarks look at.
+
+Topics and tables (``N`` = ``topics.partitions``; all co-partitioned, so one
+worker owns partition ``p`` of each):
+
+========================== ======================================= =================
+``{prefix}.events``        patient events, Avro                    input
+``{app_id}-control``       ticks, merge hand-overs (JSON)          input and output
+``{prefix}.alerts.status`` raised alerts and status changes        input (and output)
+``{prefix}.alerts``        alerts, partition = events partition    output (delivery)
+``{prefix}.alerts.provider.<P>`` one recipient's copy              output (delivery)
+``patients`` table         :class:`streams.coordinator.Entry`       store: ``worker.store``
+``alert-status`` table     :mod:`streams.status` values             store: ``worker.store``
+========================== ======================================= =================
+
+The agents are thin loops with ``concurrency=1`` (faust-streaming #606): the
+``coordinate`` agent hands each events or control record to the
+:class:`~streams.coordinator.Coordinator` and sends the control messages it
+returns; the ``alert-status`` agent folds status records into its table. A timer
+sends each owned partition a :class:`~streams.control.Tick` every
+``worker.tick_interval_s`` once the worker has read every event written to it
+before, so after a restart the backlog is worked through by event time before
+the wall clock fires anything. Alerts are published by
+:class:`~streams.delivery.AlertDelivery`. The web endpoint
+``GET /alerts/{dedup_key}/`` returns an alert's status (routed to the worker
+that owns the key).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+import mode
+
+import schemas.codec
+from carebus.errors import ConfigError
+from carebus.kafka import common_config
+from carebus.log import get_logger
+from carebus.settings import Settings
+from carebus.topics import (
+    DAY_MS,
+    TopicNames,
+    TopicReport,
+    TopicSpec,
+    declared_topics,
+    ensure,
+    provider_alert_topic,
+)
+from schemas.errors import DecodeError, UnknownSchema
+from streams import status
+from streams.control import Tick
+from streams.control import encode as encode_control
+from streams.coordinator import Coordinator
+from streams.delivery import AlertDelivery
+from streams.engine import Engine
+from streams.region import Region, load_region
+from streams.sensors import NullSensors, WorkerSensors
+
+log = get_logger(__name__)
+
+#: How long a stopping worker waits for queued alerts to be published.
+DRAIN_ON_STOP_S = 5.0
+
+
+def control_topic_name(settings: Settings) -> str:
+    """The worker's internal control topic (Faust's naming: ``{app_id}-control``)."""
+    return f"{settings.worker.app_id}-control"
+
+
+def wall_micros() -> int:
+    """The wall clock in epoch microseconds (the worker's edge reads it, nothing else)."""
+    return time.time_ns() // 1000
+
+
+@dataclass
+class Worker:
+    """The app and the parts it is wired from."""
+
+    app: faust.App
+    coordinator: Coordinator
+    delivery: AlertDelivery
+    patients: Any
+    statuses: Any
+    names: TopicNames
+    control_topic: str
+
+
+def create_app(
+    settings: Settings,
+    *,
+    region: Region | None = None,
+    sensors: WorkerSensors | None = None,
+) -> faust.App:
+    """The Faust app of the stream worker (see the module docstring)."""
+    return build_worker(settings, region=region, sensors=sensors).app
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    region: Region | None = None,
+    sensors: WorkerSensors | None = None,
+    delivery: AlertDelivery | None = None,
+) -> Worker:
+    """Build the app; ``region`` defaults to the file ``worker.region_config``."""
+    w = settings.worker
+    if w.tick_interval_s <= 0:
+        raise ConfigError("worker.tick_interval_s must be positive")
+    sensors = sensors or NullSensors()
+    region = region if region is not None else load_region(w.region_config)
+    app = faust.App(w.app_id, **_app_config(settings))
+    topology = _declare(app, settings)
+    delivery = delivery or AlertDelivery(settings, app_id=w.app_id, sensors=sensors)
+    coordinator = Coordinator(
+        Engine(region), delivery, partitions=settings.topics.partitions, sensors=sensors
+    )
+    _add_agents(app, topology, coordinator)
+    _add_clock(app, topology, w.tick_interval_s, sensors)
+    _add_lifecycle(app, topology, coordinator, delivery)
+    _add_web(app, topology)
+    return Worker(
+        app,
+        coordinator,
+        delivery,
+        topology.patients,
+        topology.statuses,
+        topology.names,
+        topology.control.get_topic_name(),
+    )
+
+
+@dataclass
+class _Topology:
+    names: TopicNames
+    source: Any
+    control: Any
+    status: Any
+    patients: Any
+    statuses: Any
+
+
+def _declare(app: faust.App, settings: Settings) -> _Topology:
+    """Every topic and table of the worker."""
+    names = TopicNames.from_settings(settings.topics)
+    partitions = settings.topics.partitions
+    control_name = control_topic_name(settings)
+    return _Topology(
+        names=names,
+        source=app.topic(names.events, control_name, key_serializer="raw", value_serializer="raw"),
+        control=app.topic(
+            control_name, partitions=partitions, key_serializer="raw", value_serializer="raw"
+        ),
+        status=app.topic(names.alert_status, key_serializer="raw", value_serializer="raw"),
+        patients=app.Table("patients", partitions=partitions, schema=_json_values()),
+        statuses=app.Table("alert-status", partitions=partitions, schema=_json_values()),
+    )
+
+
+def _json_values() -> Any:
+    """Table keys are UTF-8 strings, values JSON objects."""
+    return faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+
+
+def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -> None:
+    events_topic = topology.names.events
+    patients, statuses, control = topology.patients, topology.statuses, topology.control
+
+    @app.agent(topology.source, name="coordinate", concurrency=1)
+    async def coordinate(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            coordinator.scan_if_needed(patients)
+            now = wall_micros()
+            if message.topic == events_topic:
+                key = event.key.decode("utf-8") if isinstance(event.key, bytes) else None
+                out = coordinator.on_event(
+                    patients,
+                    message.partition,
+                    message.offset,
+                    key=key,
+                    value=event.value,
+                    now=now,
+                )
+            else:
+                out = coordinator.on_control(
+                    patients, message.partition, message.offset, value=event.value, now=now
+                )
+            for item in out:
+                await control.send(
+                    key=item.key.encode("utf-8") if item.key is not None else None,
+                    value=encode_control(item.message),
+                    partition=item.partition,
+                )
+
+    @app.agent(topology.status, name="alert-status", concurrency=1)
+    async def track_status(stream: Any) -> None:
+        async for event in stream.events():
+            fold_status(statuses, event.key, event.value, event.message.offset)
+
+
+def _add_clock(
+    app: faust.App, topology: _Topology, interval_s: float, sensors: WorkerSensors
+) -> None:
+    events_topic, control = topology.names.events, topology.control
+
+    @app.timer(interval_s, name="clock")  # type: ignore[untyped-decorator]
+    async def clock() -> None:
+        tps = [tp for tp in app.assignor.assigned_actives() if tp.topic == events_topic]
+        if not tps:
+            return
+        ends = await app.consumer.highwaters(*tps)
+        now = wall_micros()
+        for tp in sorted(tps):
+            position = await app.consumer.position(tp)
+            end = ends.get(tp)
+            if position is None or end is None:
+                continue
+            sensors.set_consumer_lag(tp.topic, tp.partition, max(0, end - position))
+            if position >= end:
+                await control.send(value=encode_control(Tick(now)), partition=tp.partition)
+
+
+def _add_lifecycle(
+    app: faust.App, topology: _Topology, coordinator: Coordinator, delivery: AlertDelivery
+) -> None:
+    events_topic = topology.names.events
+
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        revoked: Iterable[Any] = args[0]
+        delivery.pause(tp.partition for tp in revoked if tp.topic == events_topic)
+
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+        assigned: Iterable[Any] = args[0]
+        owned = sorted({tp.partition for tp in assigned if tp.topic == events_topic})
+        log.info("events partitions assigned", partitions=owned)
+        delivery.assign(owned)
+        coordinator.assign(owned)
+
+    # (mode's receiver type does not admit coroutine functions; they are supported.)
+    app.on_partitions_revoked.connect(cast(Any, on_revoked), weak=False)
+    app.on_partitions_assigned.connect(cast(Any, on_assigned), weak=False)
+
+    @app.service
+    class DeliveryLifecycle(mode.Service):
+        """Publish what is queued, then stop the alert publishers, when the app stops."""
+
+        async def on_stop(self) -> None:
+            await delivery.drain(DRAIN_ON_STOP_S)
+            await delivery.stop()
+
+
+def _add_web(app: faust.App, topology: _Topology) -> None:
+    statuses = topology.statuses
+
+    @app.page("/alerts/{dedup_key}/")
+    @app.table_route(table=statuses, match_info="dedup_key")
+    async def alert_status(web: Any, request: Any, dedup_key: str) -> Any:
+        value = statuses.get(dedup_key)
+        if value is None:
+            return web.json(status.new_status(dedup_key), status=404)
+        return web.json(value)
+
+
+#: Retention of the control topic: ticks and merge hand-overs are consumed at once.
+CONTROL_RETENTION_MS = 7 * DAY_MS
+
+#: The topics that must have ``topics.partitions`` partitions (co-partitioned).
+_COPARTITIONED = ("events", "alerts", "alert_status")
+
+
+def prepare_topics(settings: Settings, providers: Iterable[str]) -> list[TopicReport]:
+    """Create the worker's missing topics; ``ConfigError`` when partition counts differ.
+
+    Besides the declared carebus topics, these are the control topic and the alert
+    topic of every recipient ``providers`` (codes that cannot name a topic are
+    skipped; the worker creates other recipients' topics on first use).
+    """
+    names = TopicNames.from_settings(settings.topics)
+    t = settings.topics
+    specs = [
+        *declared_topics(t),
+        TopicSpec(
+            control_topic_name(settings),
+            t.partitions,
+            t.replication_factor,
+            retention_ms=CONTROL_RETENTION_MS,
+            min_insync_replicas=t.min_insync_replicas,
+        ),
+    ]
+    for provider in sorted(set(providers)):
+        try:
+            specs.append(provider_alert_topic(t, provider))
+        except ConfigError:
+            log.warning("provider code cannot name a topic", provider=provider)
+    reports = ensure(settings, specs)
+    must_match = {getattr(names, attr) for attr in _COPARTITIONED}
+    must_match.add(control_topic_name(settings))
+    for report in reports:
+        for drift in report.drift:
+            if drift.setting == "partitions" and report.name in must_match:
+                raise ConfigError(
+                    f"topic {report.name} has {drift.actual} partitions, the worker needs "
+                    f"{drift.declared} (topics.partitions) on the events, alerts, status "
+                    "and control topics"
+                )
+    return reports
+
+
+def fold_status(statuses: Any, key: bytes | None, value: bytes | None, offset: int) -> None:
+    """Apply one record of the status topic to the status table."""
+    if key is None or value is None:
+        return
+    dedup_key = key.decode("utf-8", errors="replace")
+    try:
+        schema, record = schemas.codec.decode(value)
+        new = status.apply(statuses.get(dedup_key), dedup_key, schema, record)
+    except (DecodeError, UnknownSchema, status.BadStatusRecord, KeyError, ValueError) as exc:
+        log.warning("status record skipped", offset=offset, error=type(exc).__name__)
+        return
+    if new is not None:
+        statuses[dedup_key] = new
+
+
+def _app_config(settings: Settings) -> dict[str, Any]:
+    """Faust settings from carebus settings."""
+    w = settings.worker
+    servers = [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()]
+    return {
+        "broker": [f"aiokafka://{s}" for s in servers],
+        "broker_credentials": _credentials(settings),
+        "store": w.store,
+        "datadir": str(w.data_dir),
+        "autodiscover": False,
+        "topic_partitions": settings.topics.partitions,
+        "topic_replication_factor": settings.topics.replication_factor,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "processing_guarantee": "at_least_once",
+        "producer_acks": -1,
+        "broker_commit_interval": 1.0,
+        "broker_session_timeout": w.session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, w.session_timeout_s / 3),
+        "web_enabled": True,
+        "web_bind": w.web_host,
+        "web_host": w.web_host,
+        "web_port": w.web_port,
+        "canonical_url": f"http://{w.web_host}:{w.web_port}",
+        "web_in_thread": False,
+    }
+
+
+def _credentials(settings: Settings) -> Any:
+    """Faust broker credentials for the configured security protocol (None: plaintext)."""
+    k = settings.kafka
+    protocol = k.security_protocol.upper()
+    ssl_context = common_config(settings).get("ssl_context")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password,
+            ssl_context=ssl_context,
+            mechanism=k.sasl_mechanism or "PLAIN",
+        )
+    raise ConfigError(f"kafka.security_protocol {k.security_protocol!r} is not supported")

@@ -1,0 +1,447 @@
+"""Between the Faust agent and the rule engine: one consumed record at a time.
+
+The agent hands every record of the events and control topics to a
+:class:`Coordinator`, together with the patient table (a Faust table, or any
+mapping in tests) and the wall clock. The coordinator loads the patient's
+:class:`Entry`, runs the pure :class:`streams.engine.Engine`, writes the entry back
+and hands new alerts to the :class:`AlertSink` (``streams.delivery``). It returns
+the control messages to send (merges and forwarded events); it never does I/O.
+
+An entry is written as one table value, so these travel together through the
+table's changelog:
+
+- ``state``: the engine's :class:`PatientState`;
+- ``outbox``: alerts raised but not yet known to be published. Alerts are
+  published asynchronously, so after a crash the outbox, not a reprocessed event
+  (the engine remembers raised dedup keys and would not raise them again), is
+  what gets them out. Entries leave the outbox once the sink confirms them;
+- ``applied``: the offset of the last event (``e``) and control record (``c``)
+  applied, so a record reprocessed after a crash is not applied twice;
+- ``alias``/``moved``/``absorbed``: ``ADT^A40`` merges (see :meth:`Coordinator.on_event`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import schemas.codec
+from carebus.log import get_logger
+from schemas.errors import DecodeError, UnknownSchema
+from streams.alert import Alert
+from streams.clock import DeadlineIndex, PartitionClocks
+from streams.control import (
+    BadControlMessage,
+    ControlMessage,
+    Forwarded,
+    MergeRequest,
+    StateMove,
+    Tick,
+    partition_for,
+)
+from streams.control import decode as decode_control
+from streams.engine import Engine
+from streams.sensors import NullSensors, WorkerSensors
+from streams.state import PatientState
+from streams.view import MERGED, SCHEMAS, EventView
+
+log = get_logger(__name__)
+
+ENTRY_VERSION = 1
+#: Give up on an event forwarded this many times (a chain of merges, or a bug).
+MAX_HOPS = 8
+
+
+class AlertSink(Protocol):
+    """Where new alerts go: ``streams.delivery.AlertDelivery``."""
+
+    def submit(self, partition: int, alerts: Sequence[Alert]) -> None:
+        """Publish these alerts of ``partition`` (at most once per dedup key)."""
+
+    def is_published(self, partition: int, dedup_key: str) -> bool:
+        """True when the alert is known to be on the alert topic."""
+
+    def take_confirmed(self, partition: int) -> set[str]:
+        """Patient keys with alerts published since the last call."""
+
+
+class PatientTable(Protocol):
+    """The patient table: a Faust table of JSON values, keyed by patient key."""
+
+    def get(self, key: str) -> Any:
+        """The value of ``key``, or None."""
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        """Write the value of ``key``."""
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        """Every (key, value) this worker holds."""
+
+
+class Outgoing(NamedTuple):
+    """A control message to send to ``partition`` of the control topic."""
+
+    partition: int
+    key: str | None
+    message: ControlMessage
+
+
+@dataclass
+class Entry:
+    """One patient's value in the table (see the module docstring)."""
+
+    partition: int
+    state: dict[str, Any] | None = None
+    next_due: int | None = None
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+    alias: str | None = None
+    moved: dict[str, Any] | None = None
+    absorbed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return {
+            "v": ENTRY_VERSION,
+            "p": self.partition,
+            "state": self.state,
+            "due": self.next_due,
+            "outbox": self.outbox,
+            "applied": self.applied,
+            "alias": self.alias,
+            "moved": self.moved,
+            "absorbed": self.absorbed,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Entry:
+        """Inverse of :meth:`to_dict`; ``ValueError`` for an unknown format."""
+        if raw.get("v") != ENTRY_VERSION:
+            raise ValueError(f"unknown patient entry format {raw.get('v')!r}")
+        return cls(
+            partition=int(raw["p"]),
+            state=raw["state"],
+            next_due=None if raw["due"] is None else int(raw["due"]),
+            outbox=list(raw["outbox"]),
+            applied={str(k): int(v) for k, v in raw["applied"].items()},
+            alias=raw["alias"],
+            moved=raw["moved"],
+            absorbed=[str(k) for k in raw["absorbed"]],
+        )
+
+
+class Coordinator:
+    """Applies events, ticks and merge messages to the patient table."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sink: AlertSink,
+        *,
+        partitions: int,
+        sensors: WorkerSensors | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sink = sink
+        self.partitions = partitions
+        self.sensors: WorkerSensors = sensors or NullSensors()
+        self.index = DeadlineIndex()
+        self.clocks = PartitionClocks()
+        self.active: frozenset[int] = frozenset()
+        self._needs_scan = True
+        self.skipped = 0
+
+    # -- assignment ----------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """These events partitions are now this worker's; rescan before the next record."""
+        self.active = frozenset(partitions)
+        self.index.forget(self.index.partitions())
+        self.clocks.forget(range(self.partitions))
+        self._needs_scan = True
+
+    def scan_if_needed(self, table: PatientTable) -> None:
+        """After an assignment: index the deadlines and resubmit the outboxes of the table."""
+        if not self._needs_scan:
+            return
+        self._needs_scan = False
+        patients = pending = 0
+        for key, raw in table.items():
+            if raw is None:
+                continue
+            entry = Entry.from_dict(raw)
+            if entry.partition not in self.active:
+                continue
+            patients += 1
+            self.index.schedule(entry.partition, key, entry.next_due)
+            if entry.outbox:
+                pending += len(entry.outbox)
+                self.sink.submit(entry.partition, _alerts(entry.outbox))
+        self.sensors.set_deadlines_pending(len(self.index))
+        log.info(
+            "patient table scanned",
+            partitions=sorted(self.active),
+            patients=patients,
+            deadlines=len(self.index),
+            unconfirmed_alerts=pending,
+        )
+
+    # -- records -------------------------------------------------------------------
+
+    def on_event(
+        self,
+        table: PatientTable,
+        partition: int,
+        offset: int,
+        *,
+        key: str | None,
+        value: bytes,
+        now: int,
+    ) -> list[Outgoing]:
+        """Apply one record of the events topic; ``now`` is the wall clock (epoch µs).
+
+        Deadlines of the partition due strictly before the event's time (capped at
+        ``now``) fire first. An ``ADT^A40`` merge whose retired key belongs to
+        another partition returns a :class:`MergeRequest` for it.
+        """
+        view = self._view(value, partition, offset)
+        if view is None:
+            return []
+        self._advance(table, partition, view.time, now)
+        target = key or view.patient_key
+        return self._apply(table, partition, ("e", offset), target, view, value=value, hops=0)
+
+    def on_control(
+        self,
+        table: PatientTable,
+        partition: int,
+        offset: int,
+        *,
+        value: bytes,
+        now: int,
+    ) -> list[Outgoing]:
+        """Apply one record of the control topic."""
+        try:
+            message = decode_control(value)
+        except BadControlMessage as exc:
+            self._skip("bad-control-message", partition, offset, exc)
+            return []
+        if isinstance(message, Tick):
+            self.on_tick(table, partition, message.now)
+            return []
+        if isinstance(message, MergeRequest):
+            return self._on_merge_request(table, partition, message)
+        if isinstance(message, StateMove):
+            return self._on_state_move(table, partition, message)
+        view = self._view(message.value, partition, offset)
+        if view is None:
+            return []
+        self._advance(table, partition, view.time, now)
+        return self._apply(
+            table,
+            partition,
+            ("c", offset),
+            message.target,
+            view,
+            value=message.value,
+            hops=message.hops,
+        )
+
+    def on_tick(self, table: PatientTable, partition: int, now: int) -> None:
+        """The wall clock reached ``now`` in ``partition``: fire what is due, tidy outboxes."""
+        for key in self.sink.take_confirmed(partition):
+            raw = table.get(key)
+            if raw is None:
+                continue
+            entry = Entry.from_dict(raw)
+            published = self.sink.is_published
+            kept = [a for a in entry.outbox if not published(partition, a["dedup_key"])]
+            if len(kept) != len(entry.outbox):
+                entry.outbox = kept
+                table[key] = entry.to_dict()
+        self._fire(table, partition, self.index.pop_due(partition, now), now)
+        self.sensors.set_deadlines_pending(len(self.index))
+
+    # -- internals -----------------------------------------------------------------
+
+    def _view(self, value: bytes, partition: int, offset: int) -> EventView | None:
+        try:
+            schema, record = schemas.codec.decode(value)
+        except (DecodeError, UnknownSchema) as exc:
+            self._skip("undecodable-event", partition, offset, exc)
+            return None
+        view_schema = schema.rpartition(".")[2]
+        if not schema.startswith("carebus.events.") or view_schema not in SCHEMAS:
+            self._skip("not-an-event", partition, offset, None)
+            return None
+        try:
+            return EventView(schema, record)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._skip("malformed-event", partition, offset, exc)
+            return None
+
+    def _skip(self, reason: str, partition: int, offset: int, exc: Exception | None) -> None:
+        self.skipped += 1
+        log.warning(
+            "record skipped",
+            reason=reason,
+            partition=partition,
+            offset=offset,
+            error=type(exc).__name__ if exc else None,
+        )
+
+    def _advance(self, table: PatientTable, partition: int, time: int, now: int) -> None:
+        moved = self.clocks.advance(partition, time, now)
+        if moved is not None:
+            self._fire(table, partition, self.index.pop_due(partition, moved - 1), moved - 1)
+
+    def _fire(self, table: PatientTable, partition: int, keys: Sequence[str], now: int) -> None:
+        for key in keys:
+            entry = self._load(table, key, partition)
+            if entry.alias is not None or entry.state is None:
+                continue
+            state = PatientState.from_dict(entry.state)
+            alerts = self.engine.fire_due_micros(state, now)
+            self._save(table, partition, key, entry, state=state, alerts=alerts)
+
+    def _load(self, table: PatientTable, key: str, partition: int) -> Entry:
+        raw = table.get(key)
+        return Entry(partition) if raw is None else Entry.from_dict(raw)
+
+    def _save(
+        self,
+        table: PatientTable,
+        partition: int,
+        key: str,
+        entry: Entry,
+        *,
+        state: PatientState | None,
+        alerts: Sequence[Alert],
+    ) -> None:
+        if state is not None:
+            entry.state = state.to_dict()
+            entry.next_due = state.next_deadline()
+        is_published = self.sink.is_published
+        entry.outbox = [a for a in entry.outbox if not is_published(partition, a["dedup_key"])]
+        entry.outbox.extend(a.to_dict() for a in alerts)
+        entry.partition = partition
+        table[key] = entry.to_dict()
+        self.index.schedule(partition, key, entry.next_due)
+        if alerts:
+            self.sink.submit(partition, alerts)
+
+    def _apply(
+        self,
+        table: PatientTable,
+        partition: int,
+        position: tuple[str, int],
+        key: str,
+        view: EventView,
+        *,
+        value: bytes,
+        hops: int,
+    ) -> list[Outgoing]:
+        kind, offset = position
+        entry = self._load(table, key, partition)
+        if entry.alias is not None:
+            if hops >= MAX_HOPS:
+                self._skip("too-many-forwards", partition, offset, None)
+                return []
+            target = entry.alias
+            forwarded = Forwarded(target, value, hops + 1)
+            return [Outgoing(partition_for(target, self.partitions), target, forwarded)]
+        if entry.applied.get(kind, -1) >= offset:
+            # Applied before a crash, but perhaps not yet in the changelog or published.
+            table[key] = entry.to_dict()
+            if entry.outbox:
+                self.sink.submit(partition, _alerts(entry.outbox))
+            return []
+        state = PatientState(key) if entry.state is None else PatientState.from_dict(entry.state)
+        try:
+            alerts = self.engine.process_view(state, view)
+        except Exception as exc:  # a bug in one rule must not stop the region's alerts
+            log.exception("rule engine failed on an event", partition=partition, offset=offset)
+            self._skip("engine-error", partition, offset, exc)
+            return []
+        out: list[Outgoing] = []
+        if view.schema == MERGED:
+            out = self._merge(table, partition, key, state=state, entry=entry, view=view)
+        entry.applied[kind] = offset
+        self._save(table, partition, key, entry, state=state, alerts=alerts)
+        self.sensors.event_processed(view.schema)
+        return out
+
+    def _merge(
+        self,
+        table: PatientTable,
+        partition: int,
+        survivor: str,
+        *,
+        state: PatientState,
+        entry: Entry,
+        view: EventView,
+    ) -> list[Outgoing]:
+        retired = view.record.get("retired_key") or ""
+        if not retired or retired == survivor or retired in entry.absorbed:
+            return []
+        where = partition_for(retired, self.partitions)
+        if where != partition:
+            return [Outgoing(where, retired, MergeRequest(retired, survivor))]
+        moved = self._retire(table, partition, retired, survivor)
+        self._absorb(state, entry, retired, moved)
+        return []
+
+    def _retire(
+        self, table: PatientTable, partition: int, retired: str, survivor: str
+    ) -> dict[str, Any] | None:
+        """Alias ``retired`` to ``survivor``; return the state it held (kept for resends)."""
+        entry = self._load(table, retired, partition)
+        if entry.alias == survivor:
+            return entry.moved
+        if entry.alias is not None:
+            log.warning("merge of a key already retired into another", partition=partition)
+            return None
+        entry.alias, entry.moved, entry.state, entry.next_due = survivor, entry.state, None, None
+        self._save(table, partition, retired, entry, state=None, alerts=())
+        return entry.moved
+
+    def _absorb(
+        self, state: PatientState, entry: Entry, retired: str, moved: dict[str, Any] | None
+    ) -> None:
+        if moved is not None:
+            self.engine.absorb(state, PatientState.from_dict(moved))
+        entry.absorbed.append(retired)
+
+    def _on_merge_request(
+        self, table: PatientTable, partition: int, message: MergeRequest
+    ) -> list[Outgoing]:
+        moved = self._retire(table, partition, message.retired, message.survivor)
+        move = StateMove(message.retired, message.survivor, moved)
+        return [Outgoing(partition_for(message.survivor, self.partitions), message.survivor, move)]
+
+    def _on_state_move(
+        self, table: PatientTable, partition: int, message: StateMove
+    ) -> list[Outgoing]:
+        entry = self._load(table, message.survivor, partition)
+        if entry.alias is not None:
+            if entry.alias == message.retired:
+                log.warning("merge would make an alias cycle; ignored", partition=partition)
+                return []
+            target = entry.alias
+            move = StateMove(message.retired, target, message.state)
+            return [Outgoing(partition_for(target, self.partitions), target, move)]
+        if message.retired in entry.absorbed:
+            return []
+        state = (
+            PatientState(message.survivor)
+            if entry.state is None
+            else PatientState.from_dict(entry.state)
+        )
+        self._absorb(state, entry, message.retired, message.state)
+        self._save(table, partition, message.survivor, entry, state=state, alerts=())
+        return []
+
+
+def _alerts(outbox: Iterable[dict[str, Any]]) -> list[Alert]:
+    return [Alert.from_dict(a) for a in outbox]

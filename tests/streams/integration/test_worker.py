@@ -1,0 +1,144 @@
+"""The live worker on a real broker: events in, the expected alerts out, status queryable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from carebus.settings import Settings
+from carebus.topics import TopicNames
+from streams.control import partition_for
+from tests.streams.integration.live import (
+    EXAMPLES,
+    REPO_ROOT,
+    Workers,
+    example_events,
+    keys,
+    produce,
+    read_topic,
+    settings_env,
+    wait_for,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+FEEDS = ("E1-hospice-handoff-missed", "E4-death-pending-appointment")
+
+
+@pytest.fixture
+def workers(kafka: Settings, unique_topic_prefix: str, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(worker_settings(kafka, unique_topic_prefix, tmp_path / "data"), tmp_path)
+    w.prepare_topics()
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def expected_alerts() -> set[tuple[str, str, str, tuple[str, ...]]]:
+    """(rule, patient, raised_at to the minute, recipients) from the examples' expected files."""
+    out = set()
+    for name in FEEDS:
+        for line in (EXAMPLES / f"{name}.expected.jsonl").read_text().splitlines():
+            a = json.loads(line)
+            at = datetime.fromisoformat(a["raised_at"].replace("Z", "+00:00"))
+            out.add(
+                (a["rule"], a["patient"], at.strftime("%Y-%m-%dT%H:%M"), tuple(a["recipients"]))
+            )
+    return out
+
+
+def carebus(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
+    env.update(settings_env(settings))
+    return subprocess.run(
+        [sys.executable, "-m", "carebus", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+class TestLiveWorker:
+    def test_events_in_expected_alerts_out_on_alert_and_recipient_topics(
+        self, workers: Workers
+    ) -> None:
+        """The examples' events give exactly their expected alerts, once each, within a minute."""
+        s = workers.settings
+        names = TopicNames.from_settings(s.topics)
+        workers.start()
+        start = time.monotonic()
+        produce(s, example_events(*FEEDS))
+        want = expected_alerts()
+
+        def summary(records: list) -> set[tuple[str, str, str, tuple[str, ...]]]:
+            return {
+                (
+                    r.record["rule"],
+                    r.record["patient"],
+                    r.record["raised_at"].strftime("%Y-%m-%dT%H:%M"),
+                    tuple(r.record["recipients"]),
+                )
+                for r in records
+            }
+
+        alerts = wait_for(s, names.alerts, lambda rs: summary(rs) >= want, timeout_s=60)
+        assert time.monotonic() - start < 60
+        assert summary(alerts) == want
+        assert len(keys(alerts)) == len(set(keys(alerts))) == len(want)
+        for record in alerts:
+            assert record.key == record.record["patient"]
+            assert record.partition == partition_for(record.record["patient"], 2)
+        for provider in ("RX1", "G0001"):
+            copies = read_topic(s, names.alerts_for(provider))
+            assert sorted(keys(copies)) == sorted(
+                r.dedup_key for r in alerts if provider in r.record["recipients"]
+            )
+        status = read_topic(s, names.alert_status)
+        assert sorted(keys(status)) == sorted(keys(alerts))
+
+    def test_alert_status_can_be_acknowledged_and_shown(self, workers: Workers) -> None:
+        """`carebus alerts ack` changes what `carebus alerts show` reports for the alert."""
+        s = workers.settings
+        names = TopicNames.from_settings(s.topics)
+        proc = workers.start()
+        produce(s, example_events("E1-hospice-handoff-missed"))
+        alerts = wait_for(s, names.alerts, lambda rs: len(rs) >= 1, timeout_s=60)
+        key = alerts[0].dedup_key
+
+        deadline = time.monotonic() + 30
+        shown = carebus(s, "alerts", "show", key)
+        while shown.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            shown = carebus(s, "alerts", "show", key)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["status"] == "OPEN"
+
+        acked = carebus(s, "alerts", "ack", key, "--by", "integration-test", "--note", "seen")
+        assert acked.returncode == 0, acked.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            body = json.loads(carebus(s, "alerts", "show", key).stdout)
+            if body["status"] == "ACKNOWLEDGED":
+                break
+            time.sleep(0.5)
+        assert body["status"] == "ACKNOWLEDGED"
+        assert body["history"][0]["by"] == "integration-test"
+        assert body["alert"]["rule"] == "hospice-handoff-missed"
+
+        unknown = carebus(s, "alerts", "show", "no-such-alert")
+        assert unknown.returncode == 1
+        assert json.loads(unknown.stdout)["status"] == "UNKNOWN"
+        assert workers.stop(proc) == 0

@@ -1,0 +1,171 @@
+"""Tests for streams/app.py: the app factory and its agents, with the memory store.
+
+The agents run under ``agent.test_context()`` (no broker); alerts go to an
+``AlertDelivery`` over in-memory clients (tests/streams/fakes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import Message
+
+import schemas.codec
+from carebus.errors import ConfigError
+from carebus.settings import Settings, TopicSettings, WorkerSettings
+from streams.app import Worker, build_worker, control_topic_name, create_app
+from streams.control import Tick, encode, partition_for
+from streams.coordinator import Entry
+from streams.delivery import AlertDelivery
+from streams.region import Region
+from streams.status import CHANGE
+from tests.streams.events import Feed
+from tests.streams.fakes import FakeKafka
+
+PARTITIONS = 2
+
+
+def settings(tmp_path: Path, **worker: Any) -> Settings:
+    return Settings(
+        topics=TopicSettings(prefix="t", partitions=PARTITIONS),
+        worker=WorkerSettings(app_id="test-worker", store="memory://", data_dir=tmp_path, **worker),
+    )
+
+
+@pytest.fixture
+def kafka() -> FakeKafka:
+    return FakeKafka()
+
+
+@pytest.fixture
+async def worker(tmp_path: Path, region: Region, kafka: FakeKafka) -> Any:
+    s = settings(tmp_path)
+    delivery = AlertDelivery(s, app_id="test-worker", clients=kafka, retry_backoff_s=0.01)
+    built = build_worker(s, region=region, delivery=delivery)
+    built.app.finalize()
+    built.app.flow_control.resume()
+    delivery.assign(range(PARTITIONS))
+    built.coordinator.assign(range(PARTITIONS))
+    yield built
+    await delivery.stop()
+
+
+async def put(
+    agent: Any, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
+) -> None:
+    """Deliver one consumed record to a test agent and wait until it is processed."""
+    message = Message(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=time.time(),
+        timestamp_type=0,
+        headers=None,
+        key=key,
+        value=value,
+        checksum=b"",
+        serialized_key_size=0,
+        serialized_value_size=0,
+        generation_id=agent.app.consumer_generation_id,
+    )
+    channel = agent.stream().channel
+    await channel.put(await channel.decode(message))
+    async with agent.new_value_processed:
+        await asyncio.wait_for(agent.new_value_processed.wait(), 10)
+
+
+class TestCreateApp:
+    def test_app_is_configured_from_settings(self, tmp_path: Path, region: Region) -> None:
+        """App id, store, partitions and the web port come from the settings."""
+        app = create_app(settings(tmp_path, web_port=16123), region=region)
+        assert app.conf.id == "test-worker"
+        assert str(app.conf.store) == "memory:"
+        assert app.conf.topic_partitions == PARTITIONS
+        assert app.conf.web_port == 16123
+        assert app.conf.consumer_auto_offset_reset == "earliest"
+        assert set(app.agents) == {"coordinate", "alert-status"}
+        assert set(app.tables) == {"patients", "alert-status"}
+
+    def test_agents_read_events_control_and_status_topics(
+        self, tmp_path: Path, region: Region
+    ) -> None:
+        """The coordinate agent consumes events and control; the status agent the status topic."""
+        s = settings(tmp_path)
+        app = create_app(s, region=region)
+        coordinate = app.agents["coordinate"].channel.topics  # type: ignore[attr-defined]
+        status = app.agents["alert-status"].channel.topics  # type: ignore[attr-defined]
+        assert set(coordinate) == {"t.events", control_topic_name(s)}
+        assert control_topic_name(s) == "test-worker-control"
+        assert list(status) == ["t.alerts.status"]
+
+    def test_tick_interval_must_be_positive(self, tmp_path: Path, region: Region) -> None:
+        """A zero tick interval is refused with a clear error."""
+        with pytest.raises(ConfigError, match="tick_interval_s"):
+            create_app(settings(tmp_path, tick_interval_s=0), region=region)
+
+    def test_a_missing_region_config_is_a_config_error(self, tmp_path: Path) -> None:
+        """Without an explicit region the file worker.region_config is loaded and validated."""
+        with pytest.raises(ConfigError):
+            create_app(settings(tmp_path, region_config=tmp_path / "missing.yaml"))
+
+
+class TestCoordinateAgent:
+    async def test_events_update_the_table_and_alerts_are_published(
+        self, worker: Worker, kafka: FakeKafka
+    ) -> None:
+        """An event record becomes a table entry and its alert reaches the alert topic."""
+        feed = Feed("RX1:MRN7", verified=False)
+        event = feed.adt("A01", "RX1", "2026-02-09 09:00")
+        partition = partition_for(feed.key, PARTITIONS)
+        async with worker.app.agents["coordinate"].test_context() as agent:
+            value = schemas.codec.encode(event.schema, event.record)
+            await put(agent, "t.events", partition, 4, feed.key.encode(), value)
+            entry = Entry.from_dict(worker.patients[feed.key])
+            assert entry.applied == {"e": 4}
+            assert await worker.delivery.drain(5.0)
+        assert [k.split(":")[0] for k in kafka.dedup_keys("t.alerts")] == ["identity-unverified"]
+
+    async def test_a_tick_on_the_control_topic_fires_due_deadlines(
+        self, worker: Worker, kafka: FakeKafka
+    ) -> None:
+        """A Tick record fires a deadline that has passed, and the alert is published."""
+        feed = Feed("9434797373")
+        partition = partition_for(feed.key, PARTITIONS)
+        events = [
+            feed.adt("A01", "RX1", "2026-02-09 09:00"),
+            feed.adt("A03", "RX1", "2026-02-12 11:00", discharge_destination="88"),
+        ]
+        async with worker.app.agents["coordinate"].test_context() as agent:
+            for offset, event in enumerate(events):
+                value = schemas.codec.encode(event.schema, event.record)
+                await put(agent, "t.events", partition, offset, feed.key.encode(), value)
+            assert kafka.dedup_keys("t.alerts") == []
+            tick = encode(Tick(time.time_ns() // 1000))
+            await put(agent, worker.control_topic, partition, 0, None, tick)
+            assert await worker.delivery.drain(5.0)
+            await asyncio.sleep(0.02)
+        assert [k.split(":")[0] for k in kafka.dedup_keys("t.alerts")] == ["hospice-handoff-missed"]
+
+
+class TestStatusAgent:
+    async def test_status_records_are_folded_into_the_status_table(self, worker: Worker) -> None:
+        """An acknowledgement on the status topic shows in the status table."""
+        key = "death-notified:9434765919:HSP01:MSG0001"
+        change = {
+            "dedup_key": key,
+            "action": "ACKNOWLEDGED",
+            "by": "ann",
+            "at": 1_771_491_600_000,
+            "note": None,
+        }
+        async with worker.app.agents["alert-status"].test_context() as agent:
+            await put(
+                agent, "t.alerts.status", 0, 0, key.encode(), schemas.codec.encode(CHANGE, change)
+            )
+            await put(agent, "t.alerts.status", 0, 1, key.encode(), b"not avro")
+            assert worker.statuses[key]["status"] == "ACKNOWLEDGED"
+            assert worker.statuses[key]["history"][0]["by"] == "ann"

@@ -1,0 +1,312 @@
+"""Tests for streams/coordinator.py: events, ticks and merges against a plain dict table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import schemas.codec
+from streams.alert import Alert
+from streams.control import Forwarded, MergeRequest, StateMove, Tick, encode, partition_for
+from streams.coordinator import Coordinator, Entry, Outgoing
+from streams.deadlines import to_micros
+from streams.engine import Engine
+from streams.view import StreamEvent
+from tests.streams.events import Feed, london
+
+PARTITIONS = 2
+#: A wall clock well after every event of these tests.
+NOW = to_micros(london("2026-06-01 00:00"))
+
+
+class Sink:
+    """Records submitted alerts; 'publishes' on request."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[int, Alert]] = []
+        self.published: set[str] = set()
+        self.confirmed: dict[int, set[str]] = {}
+
+    def submit(self, partition: int, alerts: Sequence[Alert]) -> None:
+        self.submitted.extend((partition, a) for a in alerts)
+
+    def is_published(self, partition: int, dedup_key: str) -> bool:
+        return dedup_key in self.published
+
+    def take_confirmed(self, partition: int) -> set[str]:
+        return self.confirmed.pop(partition, set())
+
+    def publish_all(self) -> None:
+        for partition, alert in self.submitted:
+            self.published.add(alert.dedup_key)
+            self.confirmed.setdefault(partition, set()).add(alert.patient)
+
+    def rules(self) -> list[str]:
+        return [a.rule for _, a in self.submitted]
+
+
+def keys_in(partition: int, count: int = 1, prefix: str = "RX1:MRN") -> list[str]:
+    """Patient keys that the default partitioner puts in ``partition``."""
+    found = [
+        f"{prefix}{n}"
+        for n in range(1000)
+        if partition_for(f"{prefix}{n}", PARTITIONS) == partition
+    ]
+    return found[:count]
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def coordinator(engine: Engine, sink: Sink) -> Coordinator:
+    c = Coordinator(engine, sink, partitions=PARTITIONS)
+    c.assign(range(PARTITIONS))
+    return c
+
+
+def feed_event(
+    coordinator: Coordinator, table: dict[str, Any], event: StreamEvent, offset: int, now: int = NOW
+) -> list[Outgoing]:
+    """Hand one event to the coordinator as the agent would."""
+    partition = partition_for(event.key, PARTITIONS)
+    value = schemas.codec.encode(event.schema, event.record)
+    return coordinator.on_event(table, partition, offset, key=event.key, value=value, now=now)
+
+
+def deliver(
+    coordinator: Coordinator, table: dict[str, Any], out: Outgoing, offset: int
+) -> list[Outgoing]:
+    """Hand one control message to the coordinator of its partition."""
+    return coordinator.on_control(table, out.partition, offset, value=encode(out.message), now=NOW)
+
+
+def hospice_discharge(feed: Feed) -> list[StreamEvent]:
+    return [
+        feed.adt("A01", "RX1", "2026-02-09 09:00"),
+        feed.adt("A03", "RX1", "2026-02-12 11:00", discharge_destination="88"),
+    ]
+
+
+class TestEvents:
+    def test_alert_is_submitted_and_kept_in_the_outbox(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """An event rule's alert goes to the sink and stays in the entry until confirmed."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(0)[0], verified=False)
+        feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), offset=7)
+        assert sink.rules() == ["identity-unverified"]
+        entry = Entry.from_dict(table[feed.key])
+        assert [a["rule"] for a in entry.outbox] == ["identity-unverified"]
+        assert entry.applied == {"e": 7}
+        assert entry.partition == 0
+
+    def test_reprocessed_event_is_not_applied_again_but_its_outbox_is_resubmitted(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """A record at or below the applied offset changes nothing and resends the outbox."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(0)[0], verified=False)
+        event = feed.adt("A01", "RX1", "2026-02-09 09:00")
+        feed_event(coordinator, table, event, offset=3)
+        before = dict(table)
+        feed_event(coordinator, table, event, offset=3)
+        assert table == before
+        assert sink.rules() == ["identity-unverified", "identity-unverified"]
+        assert len({a.dedup_key for _, a in sink.submitted}) == 1
+
+    def test_confirmed_alerts_leave_the_outbox_on_the_next_tick(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """Once the sink confirms an alert, a tick removes it from the patient's entry."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(1)[0], verified=False)
+        feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), offset=0)
+        sink.publish_all()
+        coordinator.on_tick(table, 1, NOW)
+        assert Entry.from_dict(table[feed.key]).outbox == []
+
+    def test_undecodable_record_is_skipped(self, coordinator: Coordinator) -> None:
+        """Bytes that are not an Avro event are counted and skipped."""
+        table: dict[str, Any] = {}
+        out = coordinator.on_event(table, 0, 0, key="k", value=b"garbage", now=NOW)
+        assert out == []
+        assert table == {}
+        assert coordinator.skipped == 1
+
+
+class TestDeadlines:
+    def test_tick_fires_a_deadline_at_its_event_time_moment(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """A wall-clock tick past the deadline raises the alert with the deadline as raised_at."""
+        table: dict[str, Any] = {}
+        feed = Feed("9434797373")
+        for offset, event in enumerate(hospice_discharge(feed)):
+            feed_event(coordinator, table, event, offset)
+        assert sink.rules() == []
+        partition = partition_for(feed.key, PARTITIONS)
+        coordinator.on_tick(table, partition, to_micros(london("2026-02-13 10:59")))
+        assert sink.rules() == []
+        coordinator.on_tick(table, partition, to_micros(london("2026-02-13 11:00")))
+        assert sink.rules() == ["hospice-handoff-missed"]
+        alert = sink.submitted[0][1]
+        assert alert.raised_at == london("2026-02-13 11:00")
+        assert Entry.from_dict(table[feed.key]).next_due is None
+
+    def test_a_later_event_in_the_partition_fires_other_patients_deadlines(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """The partition's event clock fires a quiet patient's deadline before the event."""
+        table: dict[str, Any] = {}
+        quiet, busy = keys_in(0, 2)
+        for offset, event in enumerate(hospice_discharge(Feed(quiet))):
+            feed_event(coordinator, table, event, offset)
+        feed_event(coordinator, table, Feed(busy).adt("A01", "RX1", "2026-02-14 09:00"), 5)
+        assert "hospice-handoff-missed" in sink.rules()
+        assert sink.submitted[0][1].patient == quiet
+
+    def test_the_event_clock_does_not_run_ahead_of_the_wall_clock(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """An event stamped in the future cannot fire deadlines that are not due by now."""
+        table: dict[str, Any] = {}
+        quiet, busy = keys_in(0, 2)
+        for offset, event in enumerate(hospice_discharge(Feed(quiet))):
+            feed_event(coordinator, table, event, offset)
+        wall = to_micros(london("2026-02-12 12:00"))
+        feed_event(
+            coordinator, table, Feed(busy).adt("A01", "RX1", "2030-01-01 09:00"), 5, now=wall
+        )
+        assert "hospice-handoff-missed" not in sink.rules()
+
+    def test_scan_after_assignment_indexes_deadlines_and_resubmits_outboxes(
+        self, engine: Engine, sink: Sink, coordinator: Coordinator
+    ) -> None:
+        """A new coordinator over a table finds its pending deadlines and unconfirmed alerts."""
+        table: dict[str, Any] = {}
+        feed = Feed("9434797373")
+        for offset, event in enumerate(hospice_discharge(feed)):
+            feed_event(coordinator, table, event, offset)
+        other = Feed(keys_in(0)[0], verified=False)
+        feed_event(coordinator, table, other.adt("A01", "RX1", "2026-02-09 09:00"), 9)
+        fresh_sink = Sink()
+        fresh = Coordinator(engine, fresh_sink, partitions=PARTITIONS)
+        fresh.assign([0, 1])
+        fresh.scan_if_needed(table)
+        assert fresh_sink.rules() == ["identity-unverified"]
+        fresh.on_tick(table, partition_for(feed.key, PARTITIONS), NOW)
+        assert fresh_sink.rules() == ["identity-unverified", "hospice-handoff-missed"]
+
+    def test_scan_ignores_partitions_not_assigned(
+        self, engine: Engine, coordinator: Coordinator
+    ) -> None:
+        """Entries of partitions owned elsewhere are neither indexed nor resubmitted."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(1)[0], verified=False)
+        feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), 0)
+        fresh_sink = Sink()
+        fresh = Coordinator(engine, fresh_sink, partitions=PARTITIONS)
+        fresh.assign([0])
+        fresh.scan_if_needed(table)
+        assert fresh_sink.submitted == []
+
+
+class TestMerges:
+    def test_merge_within_a_partition_moves_state_and_aliases_the_retired_key(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """The survivor absorbs the retired state; the retired key becomes an alias."""
+        table: dict[str, Any] = {}
+        survivor, retired = keys_in(0, 2)
+        for offset, event in enumerate(hospice_discharge(Feed(retired))):
+            feed_event(coordinator, table, event, offset)
+        out = feed_event(
+            coordinator,
+            table,
+            Feed(survivor).merged("RX1", "2026-02-12 12:00", retired_key=retired),
+            5,
+        )
+        assert out == []
+        assert Entry.from_dict(table[retired]).alias == survivor
+        merged = Entry.from_dict(table[survivor])
+        assert merged.absorbed == [retired]
+        assert merged.next_due is not None
+        coordinator.on_tick(table, 0, NOW)
+        assert [
+            (a.rule, a.patient) for _, a in sink.submitted if a.rule == "hospice-handoff-missed"
+        ] == [("hospice-handoff-missed", survivor)]
+
+    def test_merge_across_partitions_hands_the_state_over(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """Merge request to the retired key's partition, state move back to the survivor's."""
+        table: dict[str, Any] = {}
+        survivor, retired = keys_in(0)[0], keys_in(1)[0]
+        for offset, event in enumerate(hospice_discharge(Feed(retired))):
+            feed_event(coordinator, table, event, offset)
+        out = feed_event(
+            coordinator,
+            table,
+            Feed(survivor).merged("RX1", "2026-02-12 12:00", retired_key=retired),
+            5,
+        )
+        assert out == [Outgoing(1, retired, MergeRequest(retired, survivor))]
+        moves = deliver(coordinator, table, out[0], offset=0)
+        assert len(moves) == 1 and moves[0].partition == 0
+        assert isinstance(moves[0].message, StateMove) and moves[0].message.state is not None
+        assert Entry.from_dict(table[retired]).alias == survivor
+        assert deliver(coordinator, table, moves[0], offset=0) == []
+        assert Entry.from_dict(table[survivor]).absorbed == [retired]
+        due = Entry.from_dict(table[survivor]).next_due
+        assert deliver(coordinator, table, moves[0], offset=1) == []
+        assert Entry.from_dict(table[survivor]).next_due == due
+
+    def test_a_repeated_merge_request_resends_the_same_state(
+        self, coordinator: Coordinator
+    ) -> None:
+        """A merge request reprocessed after a crash moves the kept state again."""
+        table: dict[str, Any] = {}
+        survivor, retired = keys_in(0)[0], keys_in(1)[0]
+        feed_event(coordinator, table, Feed(retired).adt("A01", "RX1", "2026-02-09 09:00"), 0)
+        request = Outgoing(1, retired, MergeRequest(retired, survivor))
+        first = deliver(coordinator, table, request, offset=0)
+        again = deliver(coordinator, table, request, offset=0)
+        assert first == again
+
+    def test_events_under_a_retired_key_are_forwarded_to_the_survivor(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """An event keyed by a retired key is forwarded, then applied to the survivor."""
+        table: dict[str, Any] = {}
+        survivor, retired = keys_in(0)[0], keys_in(1)[0]
+        feed_event(coordinator, table, Feed(retired).adt("A01", "RX1", "2026-02-09 09:00"), 0)
+        request = Outgoing(1, retired, MergeRequest(retired, survivor))
+        deliver(coordinator, table, deliver(coordinator, table, request, 0)[0], 0)
+        late = Feed(retired).adt("A03", "RX1", "2026-02-12 11:00", discharge_destination="88")
+        out = feed_event(coordinator, table, late, offset=1)
+        assert len(out) == 1 and isinstance(out[0].message, Forwarded)
+        assert out[0].partition == 0 and out[0].message.target == survivor
+        assert deliver(coordinator, table, out[0], offset=1) == []
+        assert Entry.from_dict(table[survivor]).applied == {"c": 1}
+        coordinator.on_tick(table, 0, NOW)
+        assert [a.patient for _, a in sink.submitted if a.rule == "hospice-handoff-missed"] == [
+            survivor
+        ]
+
+    def test_a_tick_message_on_the_control_topic_fires_deadlines(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """A Tick record on the control topic is the wall clock for its partition."""
+        table: dict[str, Any] = {}
+        feed = Feed("9434797373")
+        for offset, event in enumerate(hospice_discharge(feed)):
+            feed_event(coordinator, table, event, offset)
+        partition = partition_for(feed.key, PARTITIONS)
+        deliver(coordinator, table, Outgoing(partition, None, Tick(NOW)), offset=0)
+        assert sink.rules() == ["hospice-handoff-missed"]
