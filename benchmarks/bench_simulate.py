@@ -14,9 +14,9 @@ Measured in one run over the same file (wall clock, best of one):
 
 1. baseline, *parse only*: ``iter_feed`` + ``parse_message``;
 2. parse + ``connectors.translate.translate``;
-3. ``carebus simulate`` as the command runs it (:class:`carebus.simulate.FeedRun`:
-   parse, translate, rules, every alert serialised to a JSON line, written to a
-   null sink).
+3. ``carebus simulate`` as the command runs it (:class:`carebus.simulate.FeedRun`
+   under :func:`carebus.simulate.batch_gc`: parse, translate, rules, every alert
+   serialised to a JSON line, written to a null sink).
 
 The ratio of 3 to 1 says what the whole pipeline costs against just reading HL7;
 the differences say where the time goes. Run with ``python -m benchmarks simulate``.
@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from carebus.errors import MessageRejected
-from carebus.simulate import FeedRun
+from carebus.simulate import FeedRun, batch_gc
 from connectors.hl7 import iter_feed, parse_message
 from connectors.translate import translate
 from streams.alert import Alert
@@ -328,7 +328,8 @@ def simulate(data: bytes, region: Region) -> FeedRun:
             sink.write("\n")
 
         run = FeedRun(region=region, received_time=RECEIVED, on_alert=emit, on_rejection=print)
-        run.run([("bench", data)])
+        with batch_gc():
+            run.run([("bench", data)])
     return run
 
 

@@ -300,7 +300,7 @@ def start(settings: BrokerSettings, *, reset: bool = False) -> StartResult:
         log.info("broker.spawned", pid=pid, address=addr)
         try:
             _wait_ready(settings, paths, pid, t0)
-        except BrokerError:
+        except BaseException:  # not ready, or interrupted: leave nothing half-started
             _terminate(pid, settings.stop_timeout_s)
             paths.pid_file.unlink(missing_ok=True)
             raise

@@ -30,7 +30,8 @@ folded to a bounded set and no patient data can reach a label::
 Label folding: ``provider`` is one of the region's providers or ``other``;
 ``message_type`` one of :data:`MESSAGE_TYPES` or ``other``; ``event_type`` one of
 :data:`EVENT_TYPES`; ``rule`` one of :data:`RULES`; ``reason`` a
-:class:`carebus.errors.MessageRejected` reason (or one passed in ``reasons``);
+:class:`carebus.errors.MessageRejected` reason, one of :data:`INGEST_REASONS` (or one
+passed in ``reasons``);
 ``topic`` a carebus topic; ``ack_code`` an HL7 acknowledgement code. Anything else
 becomes ``other``. ``docs/operations.md`` lists every metric.
 """
@@ -63,6 +64,7 @@ __all__ = [
     "ACK_LATENCY_BUCKETS",
     "CONTENT_TYPE",
     "EVENT_TYPES",
+    "INGEST_REASONS",
     "MESSAGE_TYPES",
     "METRICS",
     "OPS_ALERT_KINDS",
@@ -116,6 +118,18 @@ RULES: tuple[str, ...] = (
 
 #: HL7 acknowledgement codes (MSA-1), original and enhanced mode.
 ACK_CODES: tuple[str, ...] = ("AA", "AE", "AR", "CA", "CE", "CR")
+
+#: Reason codes the ingest edge uses besides the ``MessageRejected`` ones it may not
+#: have imported yet: MLLP framing, translator defects, the AE reasons of an MLLP
+#: ACK when Kafka is down or processing failed, the allow-list, and resends.
+INGEST_REASONS: tuple[str, ...] = (
+    "duplicate",
+    "framing-error",
+    "internal-error",
+    "kafka-unavailable",
+    "sender-not-allowed",
+    "translation-failed",
+)
 
 #: Kinds of operational alert published on the ops topic.
 OPS_ALERT_KINDS: tuple[str, ...] = ("feed-silent", "feed-resumed")
@@ -281,9 +295,9 @@ class Metrics:
 
     ``providers`` are the sending provider codes of the region config (the only
     values the ``provider`` label takes besides ``other``). ``reasons`` adds
-    dead-letter reason codes to those of :func:`known_reasons`. Set
-    ``process_metrics`` to also expose the standard ``process_*`` and ``python_*``
-    collectors.
+    dead-letter reason codes to those of :func:`known_reasons` and
+    :data:`INGEST_REASONS`. Set ``process_metrics`` to also expose the standard
+    ``process_*`` and ``python_*`` collectors.
     """
 
     def __init__(
@@ -306,7 +320,7 @@ class Metrics:
         self.message_types = frozenset(message_types)
         self.event_types = frozenset(event_types)
         self.rules = frozenset(rules)
-        self._extra_reasons = frozenset(reasons)
+        self._extra_reasons = frozenset(reasons) | frozenset(INGEST_REASONS)
         self._reasons = known_reasons() | self._extra_reasons
         names = topics or TopicNames()
         self.topics = frozenset(

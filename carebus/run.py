@@ -11,16 +11,15 @@ In order:
    ``CAREBUS_WORKER_REGION_CONFIG`` naming that file; each one's output goes to
    ``RUN_DIR/logs/NAME.log``:
 
-   ============ ===================== =============================================
-   ``listener`` ``carebus listen``    ready when ``mllp.port`` accepts a connection
-   ``worker``   ``carebus worker``    ready when ``/readyz`` on ``metrics.worker_port``
-                                      answers 200
-   ``dashboard`` ``carebus dashboard`` ready when ``/readyz`` on
-                                      ``metrics.dashboard_port`` answers 200
-   ============ ===================== =============================================
+   - ``listener``: ``carebus listen``, ready when ``/readyz`` on
+     ``metrics.listener_port`` answers 200 (Kafka reached, MLLP port listening);
+   - ``worker``: ``carebus worker``, ready when ``/readyz`` on ``metrics.worker_port``
+     answers 200;
+   - ``dashboard``: ``carebus dashboard``, ready when ``/readyz`` on
+     ``metrics.dashboard_port`` answers 200;
 
-4. an alert reader: every alert committed to the alerts topic from now on, one
-   line each (:func:`alert_line`: no patient key, no NHS number);
+4. an alert reader: every alert committed to the alerts topic from now on, handed
+   to the :class:`Reporter` (the terminal prints one line each, without the patient);
 5. the demo feed: :func:`carebus.synth.messages` sent over MLLP with
    :func:`carebus.replay.replay` at the chosen rate, with a progress bar.
 
@@ -47,10 +46,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from carebus.commands.generate import DEFAULT_START
 from carebus.errors import CarebusError, ConfigError, KafkaUnavailable
 from carebus.log import get_logger
 from carebus.settings import Settings
@@ -68,7 +68,7 @@ _COMMANDS = {"listener": "listen", "worker": "worker", "dashboard": "dashboard"}
 REGION_ENV = "CAREBUS_WORKER_REGION_CONFIG"
 #: When the demo feed's first patient arrives: ``carebus generate``'s default, so
 #: ``carebus run --seed S --patients N`` sends what ``carebus generate`` writes.
-FEED_START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+FEED_START = datetime.fromisoformat(DEFAULT_START)
 ALERT_SCHEMA = "carebus.alerts.Alert"
 _POLL_S = 0.25
 
@@ -118,22 +118,17 @@ class RunPaths:
 
 @dataclass(frozen=True)
 class Probe:
-    """How to tell a child is ready: a TCP port accepts, or an HTTP GET answers 200."""
+    """How to tell a child is ready: ``GET http://host:port/path`` answers 200."""
 
-    kind: Literal["tcp", "http"]
     host: str
     port: int
-    path: str = ""
+    path: str = "/readyz"
 
     def __str__(self) -> str:
-        if self.kind == "tcp":
-            return f"{self.host}:{self.port}"
         return f"http://{self.host}:{self.port}{self.path}"
 
     async def check(self, timeout_s: float = 2.0) -> bool:
-        """True when the child answers."""
-        if self.kind == "tcp":
-            return await port_accepts(self.host, self.port, timeout_s)
+        """True when the child answers 200."""
         return await asyncio.to_thread(_http_ok, str(self), timeout_s)
 
 
@@ -185,9 +180,9 @@ def child_specs(
         prefix += ("--config", str(options.config.resolve()))
     m = settings.metrics
     probes = {
-        "listener": Probe("tcp", reachable(settings.mllp.host), settings.mllp.port),
-        "worker": Probe("http", reachable(m.host), m.worker_port, "/readyz"),
-        "dashboard": Probe("http", reachable(m.host), m.dashboard_port, "/readyz"),
+        "listener": Probe(reachable(m.host), m.listener_port),
+        "worker": Probe(reachable(m.host), m.worker_port),
+        "dashboard": Probe(reachable(m.host), m.dashboard_port),
     }
     return [
         ChildSpec(name, (*prefix, _COMMANDS[name]), env, paths.log_file(name), probes[name])
@@ -200,6 +195,7 @@ def ports_to_bind(settings: Settings) -> dict[str, tuple[str, int]]:
     m = settings.metrics
     ports = {
         "mllp.port": (settings.mllp.host, settings.mllp.port),
+        "metrics.listener_port": (m.host, m.listener_port),
         "metrics.worker_port": (m.host, m.worker_port),
         "worker.web_port": (settings.worker.web_host, settings.worker.web_port),
         "metrics.dashboard_port": (m.host, m.dashboard_port),
@@ -234,18 +230,6 @@ def describe_status(status: int | None) -> str:
 
 
 # -- I/O helpers -------------------------------------------------------------------
-
-
-async def port_accepts(host: str, port: int, timeout_s: float = 2.0) -> bool:
-    """True when a TCP connection to ``host:port`` opens."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
 def _http_ok(url: str, timeout_s: float) -> bool:
@@ -337,6 +321,7 @@ class Supervisor:
         self.pids_file = pids_file
         self.children: list[Child] = []
         self._pids: dict[str, int] = {"run": run_pid}
+        self._written = False
 
     def spawn(self, spec: ChildSpec) -> Child:
         """Start ``spec`` in its own session, output to its log file."""
@@ -364,6 +349,7 @@ class Supervisor:
         partial = self.pids_file.with_suffix(".partial")
         partial.write_text(json.dumps(self._pids) + "\n", encoding="utf-8")
         partial.replace(self.pids_file)
+        self._written = True
 
     def exited(self) -> Child | None:
         """The first child that is no longer running, if any."""
@@ -401,8 +387,9 @@ class Supervisor:
         return outcome
 
     def clear(self) -> None:
-        """Remove the pids file (everything it named has stopped)."""
-        self.pids_file.unlink(missing_ok=True)
+        """Remove the pids file this supervisor wrote (everything it named has stopped)."""
+        if self._written:
+            self.pids_file.unlink(missing_ok=True)
 
 
 # -- what a person sees -------------------------------------------------------------
@@ -669,9 +656,9 @@ class _Run:
         while not self.stop.is_set():
             child = self.supervisor.exited()
             if child is not None:
+                status = describe_status(child.exit_status())
                 self._fail(
-                    f"the {child.name} exited unexpectedly ({describe_status(child.exit_status())}); "
-                    f"see {child.spec.log_file}"
+                    f"the {child.name} exited unexpectedly ({status}); see {child.spec.log_file}"
                 )
                 return
             await asyncio.sleep(_POLL_S)
@@ -767,10 +754,7 @@ class _Run:
         from carebus.synth import messages
 
         o = self.options
-        feed = (
-            Outgoing(m.raw, index)
-            for index, m in enumerate(messages(o.seed, FEED_START, patients=o.patients), 1)
-        )
+        feed = (Outgoing(m.raw) for m in messages(o.seed, FEED_START, patients=o.patients))
         replay_options = ReplayOptions(
             host=reachable(self.settings.mllp.host),
             port=self.settings.mllp.port,

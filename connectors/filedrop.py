@@ -106,7 +106,13 @@ class FileDrop:
         for path in self._ready_files(settle=settle):
             if self._stopping:
                 break
-            report = await self.process_file(path)
+            try:
+                report = await self.process_file(path)
+            except OSError as exc:  # unreadable, or moved away meanwhile: try next poll
+                log.warning(
+                    "file drop cannot process file", file=path.name, error=type(exc).__name__
+                )
+                continue
             if report is not None:
                 reports.append(report)
         return reports

@@ -2,10 +2,14 @@
 
 :class:`Ingest` is what ``carebus listen`` (and ``carebus run``) start and stop::
 
-    ingest = Ingest(settings, http=True, filedrop=False)
+    ingest = Ingest(settings, http=True, filedrop=False, observer=metrics)
     await ingest.start()      # producer first: nothing is accepted without Kafka
+    ingest.listening          # True while the MLLP socket accepts connections
     ...
     await ingest.stop()       # stop taking messages, let those in flight finish, flush
+
+``observer`` (a :class:`carebus.metrics.Metrics` in ``carebus listen``) is told about
+every message, dead letter, produce error, ACK and connection of every connector.
 """
 
 from __future__ import annotations
@@ -64,8 +68,21 @@ class Ingest:
         self.filedrop = FileDrop(settings.filedrop, self.pipeline) if use_drop else None
         self._drop_task: asyncio.Task[None] | None = None
 
+    @property
+    def listening(self) -> bool:
+        """True while the MLLP socket is bound and accepting connections."""
+        try:
+            return self.mllp.port > 0
+        except RuntimeError:  # not started yet, or closed
+            return False
+
     async def start(self) -> None:
-        """Connect the producer, then open the listeners."""
+        """Connect the producer, then open the listeners.
+
+        Raises :class:`~carebus.errors.KafkaUnavailable`, with nothing opened, when
+        Kafka cannot be reached or a topic is missing; ``start`` may then be called
+        again.
+        """
         t = self.topics
         await self.publisher.start([t.raw, t.events, t.deadletter])
         try:

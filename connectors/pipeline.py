@@ -2,20 +2,29 @@
 
 For each message, :meth:`Pipeline.submit`:
 
-1. parses it once, and checks the peer may send as its sending facility (MSH-4.1);
+1. parses it once, and checks that the peer may send as its sending facility
+   (MSH-4.1; the allow-list applies to network peers, not to the drop folder);
 2. answers a resend of an already published (sending facility, MSH-10) as a
-   duplicate, without publishing it again;
+   duplicate, without publishing it again (:mod:`connectors.dedup`);
 3. translates it to events;
-4. publishes the raw bytes (with sender, peer, received time ... as headers) to the
-   raw archive topic and waits until Kafka acknowledged them (acks=all), then
-   publishes the events to the events topic keyed by patient and waits again;
+4. enqueues, in this order, the raw bytes (with sender, peer, received time, ...
+   as headers) for the raw archive topic and the events for the events topic keyed
+   by patient, on the idempotent acks=all producer, and waits until Kafka has
+   acknowledged every one of them;
 5. only then returns ``accepted``.
 
-A message that can never be accepted (unparseable, untranslatable, a sender it may
-not use) goes with its reason to the dead-letter topic, and only once that is
-acknowledged does ``submit`` return ``rejected``. When Kafka is down or too slow,
-``submit`` raises :class:`~carebus.errors.KafkaUnavailable` (retriable) and returns
-nothing: the edge must not claim success, and the sender should resend.
+A message that can never be accepted (unparseable, untranslatable, a facility the
+peer may not use) goes with its reason to the dead-letter topic, and only once that
+is acknowledged does ``submit`` return ``rejected``. When Kafka is down or too slow,
+``submit`` raises :class:`~carebus.errors.KafkaUnavailable` (retriable) instead: the
+edge must not claim success, and the sender should resend. A copy whose wait timed
+out may still be delivered later; a resend meanwhile waits for it rather than
+publishing a second copy.
+
+Records of one message are enqueued together (not raw first and then events after
+its acknowledgement) so that concurrent messages share producer batches; a failure
+part-way means no success answer, and the resend is recognised or republished with
+the same deterministic event ids.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ The agents are thin loops with ``concurrency=1`` (faust-streaming #606): the
 :class:`~streams.coordinator.Coordinator` and sends the control messages it
 returns; the ``alert-status`` agent folds status records into its table. A timer
 sends each owned partition a :class:`~streams.control.Tick` every
-``worker.tick_interval_s`` once the worker has read every event written to it
-before, so after a restart the backlog is worked through by event time before
-the wall clock fires anything. Alerts are published by
+``worker.tick_interval_s`` while the worker is caught up with it (everything read,
+or the last event processed was written at most :data:`CAUGHT_UP_S` ago), so after
+a restart or an outage the backlog is worked through by event time before the
+wall clock fires anything. Alerts are published by
 :class:`~streams.delivery.AlertDelivery`. The web endpoint
 ``GET /alerts/{dedup_key}/`` returns an alert's status (routed to the worker
 that owns the key).
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -68,6 +69,10 @@ log = get_logger(__name__)
 
 #: How long a stopping worker waits for queued alerts to be published.
 DRAIN_ON_STOP_S = 5.0
+#: A partition counts as caught up (the wall clock may fire its deadlines) when all
+#: of it was read, or the last event processed was written at most this long ago
+#: (or two tick intervals, if longer).
+CAUGHT_UP_S = 10.0
 
 
 def control_topic_name(settings: Settings) -> str:
@@ -145,6 +150,8 @@ class _Topology:
     status: Any
     patients: Any
     statuses: Any
+    #: events partition -> Kafka timestamp (epoch s) of the last event processed there
+    last_event_ts: dict[int, float] = field(default_factory=dict)
 
 
 def _declare(app: faust.App, settings: Settings) -> _Topology:
@@ -180,6 +187,8 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
             coordinator.scan_if_needed(patients)
             now = wall_micros()
             if message.topic == events_topic:
+                if message.timestamp:
+                    topology.last_event_ts[message.partition] = message.timestamp
                 key = event.key.decode("utf-8") if isinstance(event.key, bytes) else None
                 out = coordinator.on_event(
                     patients,
@@ -210,6 +219,7 @@ def _add_clock(
     app: faust.App, topology: _Topology, interval_s: float, sensors: WorkerSensors
 ) -> None:
     events_topic, control = topology.names.events, topology.control
+    tolerance_s = max(CAUGHT_UP_S, 2 * interval_s)
 
     @app.timer(interval_s, name="clock")  # type: ignore[untyped-decorator]
     async def clock() -> None:
@@ -224,7 +234,9 @@ def _add_clock(
             if position is None or end is None:
                 continue
             sensors.set_consumer_lag(tp.topic, tp.partition, max(0, end - position))
-            if position >= end:
+            last = topology.last_event_ts.get(tp.partition)
+            recent = last is not None and now / 1e6 - last <= tolerance_s
+            if position >= end or recent:
                 await control.send(value=encode_control(Tick(now)), partition=tp.partition)
 
 

@@ -21,6 +21,9 @@ from streams.rules.base import OnEvent, Rule
 from streams.state import PatientState
 from streams.view import SCHEMAS, EventLike, EventView
 
+#: at most this many (schema, trigger) pairs are remembered by the dispatch table
+_DISPATCH_LIMIT = 1024
+
 
 class Engine:
     """Runs the rules of ``rules`` (default: all fourteen) for ``region``."""
@@ -31,12 +34,8 @@ class Engine:
         ids = [r.id for r in self.rules]
         if len(set(ids)) != len(ids):
             raise ValueError("rule ids must be unique")
-        self._on_event: dict[str, tuple[OnEvent, ...]] = {
-            schema: tuple(
-                r.on_event for r in self.rules if r.on_event is not None and schema in r.schemas
-            )
-            for schema in SCHEMAS
-        }
+        #: (schema, trigger) -> the event checks that want it, built on first use
+        self._dispatch: dict[tuple[str, str], tuple[OnEvent, ...]] = {}
         self._deadline_rules = {r.id: r for r in self.rules if r.on_deadline is not None}
         self._clocks: dict[str, tuple[Rule, ...]] = {}
         for rule in self._deadline_rules.values():
@@ -68,7 +67,10 @@ class Engine:
         """:meth:`process` for an event already wrapped in an :class:`EventView`."""
         alerts = self.fire_due_micros(state, view.time - 1) if state.deadlines else []
         region = self.region
-        for check in self._on_event.get(view.schema, ()):
+        checks = self._dispatch.get((view.schema, view.trigger))
+        if checks is None:
+            checks = self._checks_for(view.schema, view.trigger)
+        for check in checks:
             raised = check(view, state, region)
             if raised:
                 alerts.extend(_keep_new(state, raised))
@@ -76,6 +78,18 @@ class Engine:
             for rule in self._clocks.get(opened.kind, ()):
                 state.add_deadline(Deadline(opened.start + rule.delay, rule.id, opened.ref))
         return alerts
+
+    def _checks_for(self, schema: str, trigger: str) -> tuple[OnEvent, ...]:
+        checks = tuple(
+            r.on_event
+            for r in self.rules
+            if r.on_event is not None
+            and schema in r.schemas
+            and (r.triggers is None or trigger in r.triggers)
+        )
+        if schema in SCHEMAS and len(self._dispatch) < _DISPATCH_LIMIT:
+            self._dispatch[(schema, trigger)] = checks
+        return checks
 
     def fire_due_micros(self, state: PatientState, now: int) -> list[Alert]:
         """:meth:`fire_due` with ``now`` in epoch microseconds."""

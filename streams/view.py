@@ -60,14 +60,13 @@ def short_name(schema: str) -> str:
 
 
 class EventView:
-    """The fields of one event that the engine and rules read, computed once."""
+    """The fields of one event that the engine and rules read most, computed once."""
 
     __slots__ = (
         "control_id",
-        "message_type",
+        "header",
         "nhs_number",
         "patient_key",
-        "receiver",
         "record",
         "schema",
         "sender",
@@ -78,16 +77,25 @@ class EventView:
     def __init__(self, schema: str, record: Mapping[str, Any]) -> None:
         header = record["header"]
         patient = record["patient"]
-        self.schema = short_name(schema)
+        self.schema = _SHORT_NAMES.get(schema) or short_name(schema)
         self.record = record
-        self.message_type: str = header["message_type"] or ""
+        self.header: Mapping[str, Any] = header
         self.trigger: str = header["trigger_event"] or ""
         self.control_id: str = header["control_id"] or ""
         self.sender: str = header["sending_facility"] or ""
-        self.receiver: str = header["receiving_facility"] or ""
         self.time = to_micros(header["event_time"])
         self.patient_key: str = patient["key"]
-        self.nhs_number: str | None = patient.get("nhs_number")
+        self.nhs_number: str | None = patient["nhs_number"]
+
+    @property
+    def message_type(self) -> str:
+        """MSH-9.1."""
+        return str(self.header["message_type"] or "")
+
+    @property
+    def receiver(self) -> str:
+        """The receiving facility, MSH-6.1 (``""`` when absent)."""
+        return str(self.header["receiving_facility"] or "")
 
     @property
     def ref(self) -> str:

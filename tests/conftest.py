@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from carebus import broker
 from carebus.settings import BrokerSettings, Settings, load_settings
@@ -89,6 +91,18 @@ def _leased_broker(settings: BrokerSettings) -> Iterator[None]:
             if not live and marker.exists():
                 broker.stop(settings)
                 marker.unlink()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo any logging set-up a test did (``carebus.cli.main`` configures logging
+    against the stderr pytest captures, which is closed once the test ends)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
 
 
 def pytest_configure(config: pytest.Config) -> None:

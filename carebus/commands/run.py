@@ -160,7 +160,8 @@ def feed_bar(summary: ReplaySummary, total: int | None, width: int = _BAR_WIDTH)
     counts = f"{summary.line()}  {rate:.0f} msg/s"
     if not total:
         return f"feed {counts}"
-    fraction = min(summary.progress / total, 1.0)
+    # Messages sent, not ``progress``: with several connections one may run ahead.
+    fraction = min(summary.sent / total, 1.0)
     filled = round(fraction * width)
     return f"feed [{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%} {counts}"
 

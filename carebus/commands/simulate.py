@@ -14,7 +14,6 @@ unreadable feed or region config (the readable feeds are still simulated).
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -65,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from carebus.simulate import FeedRun, Rejection
+    from carebus.simulate import FeedRun, Rejection, batch_gc
     from streams.alert import Alert
     from streams.region import load_region
 
@@ -92,9 +91,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             yield name, data
 
-    # A replay allocates millions of short-lived, acyclic objects that reference
-    # counting frees; run the cycle collector far less often than the default.
-    gc.set_threshold(50_000, 20, 100)
     feed_run = FeedRun(
         region=region,
         received_time=datetime.now(UTC),
@@ -102,7 +98,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         on_alert=alert,
         on_rejection=rejection,
     )
-    feed_run.run(feeds(args.feeds), until=args.until)
+    with batch_gc():
+        feed_run.run(feeds(args.feeds), until=args.until)
     out.flush()
     stats = feed_run.stats
     err.write(

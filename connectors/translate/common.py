@@ -31,7 +31,11 @@ HL7_NULL = '""'
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One translated event: full Avro schema name, patient key, Avro record as a dict."""
+    """One translated event: full Avro schema name, patient key, Avro record as a dict.
+
+    Events of one message share parts of their records (the patient, for one):
+    treat records as read-only.
+    """
 
     schema: str
     key: str

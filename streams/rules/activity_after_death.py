@@ -45,4 +45,9 @@ def _is_new_activity(view: EventView) -> bool:
     return view.schema == REFERRAL
 
 
-RULE: Final = Rule(id=ID, schemas=frozenset({APPOINTMENT, ORDER, REFERRAL}), on_event=check)
+RULE: Final = Rule(
+    id=ID,
+    schemas=frozenset({APPOINTMENT, ORDER, REFERRAL}),
+    triggers=frozenset({"S12", "O01", "O21", "I12"}),
+    on_event=check,
+)

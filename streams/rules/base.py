@@ -3,8 +3,9 @@
 A rule is pure: given an event (or one of its deadlines), the patient's state as
 it was before that event, and the region, it returns alerts. It never changes the
 state and never reads the clock. An *event rule* sets ``on_event`` and names the
-event ``schemas`` it wants; a *deadline rule* names the ``episode`` kind whose
-start starts its clock, the ``delay`` after that start, and ``on_deadline``.
+event ``schemas`` (and, to save work, the ``triggers``) it wants; a *deadline
+rule* names the ``episode`` kind whose start starts its clock, the ``delay`` after
+that start, and ``on_deadline``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Rule:
     id: str
     schemas: frozenset[str] = frozenset()
     on_event: OnEvent | None = None
+    #: the trigger events (MSH-9.2) ``on_event`` can react to; None for any
+    triggers: frozenset[str] | None = None
     episode: str | None = None
     delay: int = 0
     on_deadline: OnDeadline | None = None

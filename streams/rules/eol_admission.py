@@ -37,4 +37,6 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
     ]
 
 
-RULE: Final = Rule(id=ID, schemas=frozenset({ENCOUNTER}), on_event=check)
+RULE: Final = Rule(
+    id=ID, schemas=frozenset({ENCOUNTER}), triggers=frozenset({"A01"}), on_event=check
+)

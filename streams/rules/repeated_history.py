@@ -56,4 +56,9 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
     ]
 
 
-RULE: Final = Rule(id=ID, schemas=frozenset({ENCOUNTER, DEMOGRAPHICS, REFERRAL}), on_event=check)
+RULE: Final = Rule(
+    id=ID,
+    schemas=frozenset({ENCOUNTER, DEMOGRAPHICS, REFERRAL}),
+    triggers=TRIGGERS | {"I12"},
+    on_event=check,
+)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -37,13 +36,6 @@ def log_output(fmt: Literal["json", "console"], *, mask: bool = True) -> str:
         sending_facility="RJE",
     )
     return stream.getvalue()
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Leave logging configured as the other tests expect it."""
-    yield
-    configure_logging(LogSettings(format="console"), stream=io.StringIO())
 
 
 class TestMasking:

@@ -130,3 +130,12 @@ class TestRejected:
         [rec] = reader.read(topics.deadletter)
         assert rec.headers["carebus-reason"] == b"sender-not-allowed"
         assert reader.end_offsets(topics.raw) == 1
+
+    async def test_allow_list_does_not_apply_to_the_drop_folder(
+        self, publisher: Publisher, topics: TopicNames
+    ) -> None:
+        """Files dropped in the folder are trusted as any facility (folder permissions rule)."""
+        allowlist = Allowlist.from_mapping({"peers": [{"ip": "10.0.0.0/8", "facilities": ["X"]}]})
+        pipeline = Pipeline(publisher, topics, publish_timeout_s=10.0, allowlist=allowlist)
+        outcome = await pipeline.submit(adt("AL3"), Peer("file", "/drop"), NOW)
+        assert outcome.status == "accepted"

@@ -50,6 +50,7 @@ class TestListenCommand:
             "CAREBUS_TOPICS_PREFIX": kafka_isolated.topics.prefix,
             "CAREBUS_MLLP_PORT": str(mllp_port),
             "CAREBUS_HTTP_PORT": str(http_port),
+            "CAREBUS_METRICS_LISTENER_PORT": str(_free_port()),
             "CAREBUS_LOG_FORMAT": "json",
         }
         proc = subprocess.Popen(

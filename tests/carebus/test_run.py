@@ -1,0 +1,534 @@
+"""Tests for carebus/run.py: ``carebus run``, the whole region in one command.
+
+The pure parts (child specs, ports, pids file) are tested directly; the supervisor
+with real, small child processes; the whole command end to end against a real
+broker, as a subprocess that is sent SIGINT.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from carebus.cli import main
+from carebus.run import (
+    CHILDREN,
+    FEED_START,
+    REGION_ENV,
+    ChildSpec,
+    Probe,
+    RunOptions,
+    Supervisor,
+    busy_ports,
+    child_env,
+    child_specs,
+    count_messages,
+    dashboard_url,
+    describe_status,
+    ports_to_bind,
+    reachable,
+    read_pids,
+)
+from carebus.settings import MetricsSettings, MllpSettings, Settings
+from carebus.synth import messages
+
+NHS_LIKE = re.compile(r"(?<!\d)\d{10}(?!\d)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class TestReachable:
+    def test_wildcards_map_to_loopback(self) -> None:
+        """A wildcard bind address is reached on this machine's loopback."""
+        assert reachable("0.0.0.0") == "127.0.0.1"
+        assert reachable("") == "127.0.0.1"
+        assert reachable("::") == "::1"
+
+    def test_named_hosts_are_kept(self) -> None:
+        """A specific bind address is connected to as it is."""
+        assert reachable("10.1.2.3") == "10.1.2.3"
+        assert reachable("localhost") == "localhost"
+
+    def test_dashboard_url_uses_the_dashboard_port(self) -> None:
+        """The address shown for the dashboard is its bind host and port."""
+        settings = Settings(metrics=MetricsSettings(host="0.0.0.0", dashboard_port=8123))
+        assert dashboard_url(settings) == "http://127.0.0.1:8123/"
+
+
+class TestChildSpecs:
+    def specs(self, tmp_path: Path, **options: object) -> list[ChildSpec]:
+        settings = Settings(
+            mllp=MllpSettings(host="0.0.0.0", port=12575),
+            metrics=MetricsSettings(listener_port=19464, worker_port=19465, dashboard_port=18088),
+        )
+        return child_specs(
+            settings,
+            RunOptions(run_dir=tmp_path / "run", **options),  # type: ignore[arg-type]
+            python="/opt/py/bin/python",
+            base_env={"PATH": "/usr/bin", REGION_ENV: "/elsewhere/region.yaml"},
+        )
+
+    def test_listener_worker_dashboard_in_start_order(self, tmp_path: Path) -> None:
+        """The children are the listener, worker and dashboard, each `python -m carebus CMD`."""
+        specs = self.specs(tmp_path)
+        assert [s.name for s in specs] == list(CHILDREN) == ["listener", "worker", "dashboard"]
+        assert [s.argv for s in specs] == [
+            ("/opt/py/bin/python", "-m", "carebus", "listen"),
+            ("/opt/py/bin/python", "-m", "carebus", "worker"),
+            ("/opt/py/bin/python", "-m", "carebus", "dashboard"),
+        ]
+
+    def test_config_file_is_passed_on_absolute(self, tmp_path: Path) -> None:
+        """A --config file given to run is given to every child, as an absolute path."""
+        specs = self.specs(tmp_path, config=Path("conf/carebus.toml"))
+        expected = str(Path("conf/carebus.toml").resolve())
+        for spec in specs:
+            assert spec.argv[3:5] == ("--config", expected)
+            assert Path(spec.argv[4]).is_absolute()
+
+    def test_environment_is_the_callers_with_the_generated_region(self, tmp_path: Path) -> None:
+        """Children inherit the environment, with the worker's region set to the generated file."""
+        for spec in self.specs(tmp_path):
+            assert spec.env["PATH"] == "/usr/bin"
+            assert spec.env[REGION_ENV] == str((tmp_path / "run" / "region.yaml").resolve())
+
+    def test_logs_go_to_files_under_the_run_directory(self, tmp_path: Path) -> None:
+        """Each child has its own log file in RUN_DIR/logs."""
+        logs = [s.log_file for s in self.specs(tmp_path)]
+        assert logs == [tmp_path / "run" / "logs" / f"{n}.log" for n in CHILDREN]
+
+    def test_readiness_probes_follow_the_settings(self, tmp_path: Path) -> None:
+        """Each child is ready when /readyz on its own metrics port answers."""
+        probes = [s.probe for s in self.specs(tmp_path)]
+        assert probes == [
+            Probe("127.0.0.1", 19464),
+            Probe("127.0.0.1", 19465),
+            Probe("127.0.0.1", 18088),
+        ]
+        assert str(probes[1]) == "http://127.0.0.1:19465/readyz"
+
+    def test_child_env_does_not_change_the_base(self) -> None:
+        """Building the children's environment leaves the caller's mapping alone."""
+        base = {"A": "1"}
+        env = child_env(base, Path("region.yaml"))
+        assert base == {"A": "1"}
+        assert env["A"] == "1"
+        assert env[REGION_ENV] == str(Path("region.yaml").resolve())
+
+
+class TestProbe:
+    @pytest.fixture
+    def server(self) -> Iterator[tuple[int, list[int]]]:
+        """A local HTTP server answering /readyz with the status at the head of a list."""
+        statuses = [503]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(statuses[0] if self.path == "/readyz" else 404)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield int(httpd.server_address[1]), statuses
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+
+    async def test_ready_only_on_200(self, server: tuple[int, list[int]]) -> None:
+        """/readyz answering 503 is not ready; answering 200 is."""
+        port, statuses = server
+        probe = Probe("127.0.0.1", port)
+        assert not await probe.check()
+        statuses[0] = 200
+        assert await probe.check()
+        assert not await Probe("127.0.0.1", port, "/other").check()
+
+    async def test_nothing_listening_is_not_ready(self) -> None:
+        """A port nobody listens on is not ready (and raises nothing)."""
+        assert not await Probe("127.0.0.1", free_port()).check(timeout_s=0.5)
+
+
+class TestPorts:
+    def test_a_held_port_is_reported_with_its_setting(self) -> None:
+        """A port another socket holds is named by the setting that chose it."""
+        with socket.create_server(("127.0.0.1", 0)) as held:
+            port = held.getsockname()[1]
+            free = free_port()
+            busy = busy_ports({"mllp.port": ("127.0.0.1", port), "x.port": ("127.0.0.1", free)})
+        assert busy == [f"mllp.port {port}"]
+
+    def test_ports_to_bind_name_every_listening_child(self) -> None:
+        """The ports checked are the listener's two, the worker's two and the dashboard's."""
+        assert set(ports_to_bind(Settings())) == {
+            "mllp.port",
+            "metrics.listener_port",
+            "metrics.worker_port",
+            "worker.web_port",
+            "metrics.dashboard_port",
+        }
+
+    @pytest.mark.parametrize(
+        ("name", "value"), [("CAREBUS_MLLP_PORT", "mllp"), ("CAREBUS_WORKER_WEB_PORT", "worker")]
+    )
+    def test_run_refuses_to_start_on_a_busy_port(
+        self,
+        name: str,
+        value: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """`carebus run` stops with a usage error naming the busy port, starting nothing."""
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+        with socket.create_server(("127.0.0.1", 0)) as held:
+            port = held.getsockname()[1]
+            monkeypatch.setenv(name, str(port))
+            assert main(["run", "--no-feed"]) == 2
+        err = capsys.readouterr().err
+        assert f"{port}" in err and "in use" in err
+        assert not (tmp_path / ".carebus" / "run" / "pids").exists()
+        assert not (tmp_path / ".carebus" / "run" / "logs").exists()
+
+
+class TestPidsFile:
+    def test_missing_or_broken_files_read_as_empty(self, tmp_path: Path) -> None:
+        """No pids file, or one that is not a JSON object of pids, means no pids."""
+        path = tmp_path / "pids"
+        assert read_pids(path) == {}
+        path.write_text("not json")
+        assert read_pids(path) == {}
+        path.write_text("[1, 2]")
+        assert read_pids(path) == {}
+
+    def test_only_positive_integer_pids_are_kept(self, tmp_path: Path) -> None:
+        """Entries that are not positive integers are ignored."""
+        path = tmp_path / "pids"
+        path.write_text(json.dumps({"run": 10, "worker": "x", "listener": 0, "dashboard": 12}))
+        assert read_pids(path) == {"run": 10, "dashboard": 12}
+
+    def test_a_live_earlier_run_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A second run in the same directory while the first runs is a usage error."""
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+        other = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(30)", "carebus"],
+        )
+        try:
+            run_dir = tmp_path / ".carebus" / "run"
+            run_dir.mkdir(parents=True)
+            (run_dir / "pids").write_text(json.dumps({"run": other.pid}))
+            assert main(["run", "--no-feed"]) == 2
+            assert f"another carebus run (pid {other.pid})" in capsys.readouterr().err
+        finally:
+            other.kill()
+            other.wait()
+
+    def test_children_an_earlier_killed_run_left_are_stopped(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A child named in the pids file of a run that is gone is stopped by the next run."""
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+        # A leftover "worker": its command line names carebus, as a real one does.
+        leftover = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "carebus", "worker"],
+            start_new_session=True,
+        )
+        try:
+            run_dir = tmp_path / ".carebus" / "run"
+            run_dir.mkdir(parents=True)
+            (run_dir / "pids").write_text(json.dumps({"run": 2**22 + 7, "worker": leftover.pid}))
+            with socket.create_server(("127.0.0.1", 0)) as held:
+                # A busy port ends this run right after the clean-up, before any start.
+                monkeypatch.setenv("CAREBUS_MLLP_PORT", str(held.getsockname()[1]))
+                assert main(["run", "--no-feed"]) == 2
+            assert leftover.wait(10) is not None
+        finally:
+            if leftover.poll() is None:
+                leftover.kill()
+                leftover.wait()
+
+
+def sleeper_spec(tmp_path: Path, name: str, code: str = "import time; time.sleep(60)") -> ChildSpec:
+    return ChildSpec(
+        name=name,
+        argv=(sys.executable, "-c", code),
+        env={"PATH": os.defpath, "CHILD_NAME": name},
+        log_file=tmp_path / "logs" / f"{name}.log",
+        probe=Probe("127.0.0.1", 1),
+    )
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
+    sup = Supervisor(tmp_path / "pids", run_pid=os.getpid())
+    try:
+        yield sup
+    finally:
+        sup.stop_all(1.0)
+
+
+class TestSupervisor:
+    def test_spawn_writes_pids_and_logs_to_the_file(
+        self, tmp_path: Path, supervisor: Supervisor
+    ) -> None:
+        """A started child's pid is in the pids file and its output in its log file."""
+        code = "import os, sys; print('hello from', os.environ['CHILD_NAME'], flush=True)"
+        child = supervisor.spawn(sleeper_spec(tmp_path, "talker", code))
+        assert child.proc.wait(10) == 0
+        assert read_pids(tmp_path / "pids") == {"run": os.getpid(), "talker": child.pid}
+        assert (tmp_path / "logs" / "talker.log").read_text() == "hello from talker\n"
+
+    def test_stop_all_stops_in_reverse_order(self, tmp_path: Path, supervisor: Supervisor) -> None:
+        """Children stop last started first, with SIGTERM, and are gone afterwards."""
+        children = [supervisor.spawn(sleeper_spec(tmp_path, n)) for n in ("a", "b", "c")]
+        outcomes = supervisor.stop_all(5.0)
+        assert outcomes == [("c", "stopped"), ("b", "stopped"), ("a", "stopped")]
+        assert all(c.proc.returncode == -signal.SIGTERM for c in children)
+        assert not any(alive(c.pid) for c in children)
+
+    def test_a_child_ignoring_sigterm_is_killed_after_the_timeout(
+        self, tmp_path: Path, supervisor: Supervisor
+    ) -> None:
+        """SIGKILL follows when SIGTERM is not obeyed within the stop timeout."""
+        code = (
+            "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)"
+        )
+        child = supervisor.spawn(sleeper_spec(tmp_path, "stubborn", code))
+        deadline = time.monotonic() + 10
+        while "ready" not in (tmp_path / "logs" / "stubborn.log").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert supervisor.stop(child, 0.5) == "killed"
+        assert 0.5 <= time.monotonic() - started < 10
+        assert child.proc.returncode == -signal.SIGKILL
+
+    def test_what_a_child_started_goes_with_it(
+        self, tmp_path: Path, supervisor: Supervisor
+    ) -> None:
+        """A grandchild in the child's session is killed when the child is stopped."""
+        code = (
+            "import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print(p.pid, flush=True); time.sleep(60)"
+        )
+        log = tmp_path / "logs" / "parent.log"
+        supervisor.spawn(sleeper_spec(tmp_path, "parent", code))
+        deadline = time.monotonic() + 10
+        while not log.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        grandchild = int(log.read_text().split()[0])
+        assert alive(grandchild)
+        supervisor.stop_all(5.0)
+        assert wait_gone(grandchild)
+
+    def test_exited_names_a_child_that_stopped_on_its_own(
+        self, tmp_path: Path, supervisor: Supervisor
+    ) -> None:
+        """A child that exits is reported, with its status, and not signalled again."""
+        supervisor.spawn(sleeper_spec(tmp_path, "steady"))
+        quitter = supervisor.spawn(sleeper_spec(tmp_path, "quitter", "raise SystemExit(3)"))
+        quitter.proc.wait(10)
+        assert supervisor.exited() is quitter
+        outcomes = dict(supervisor.stop_all(5.0))
+        assert outcomes == {"steady": "stopped", "quitter": "had exited (status 3)"}
+
+    def test_clear_removes_the_pids_file(self, tmp_path: Path, supervisor: Supervisor) -> None:
+        """Once everything has stopped the pids file is removed."""
+        supervisor.record("x", 123)
+        assert (tmp_path / "pids").exists()
+        supervisor.clear()
+        assert not (tmp_path / "pids").exists()
+
+
+class TestDescribeStatus:
+    def test_exit_statuses_and_signals_in_words(self) -> None:
+        """Exit codes read as a status, negative ones as the signal that killed."""
+        assert describe_status(0) == "status 0"
+        assert describe_status(2) == "status 2"
+        assert describe_status(-9) == "killed by SIGKILL"
+        assert describe_status(None) == "running"
+
+
+class TestCountMessages:
+    def test_counts_the_messages_the_feed_sends(self) -> None:
+        """The progress bar's total is the number of messages of the same feed."""
+        options = RunOptions(patients=15, seed=3)
+        expected = sum(1 for _ in messages(3, FEED_START, patients=15))
+        assert count_messages(options, threading.Event()) == expected > 15
+
+    def test_a_cancelled_count_gives_up(self) -> None:
+        """Counting stops early (None) once cancelled."""
+        cancel = threading.Event()
+        cancel.set()
+        assert count_messages(RunOptions(patients=300, seed=1), cancel) is None
+
+
+# -- end to end ----------------------------------------------------------------------
+
+
+def run_env(kafka: Settings, prefix: str) -> dict[str, str]:
+    """The environment of a `carebus run` on the test broker with its own names and ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("CAREBUS_KAFKA_")})
+    env.update(
+        {
+            "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "CAREBUS_TOPICS_PREFIX": prefix,
+            "CAREBUS_TOPICS_PARTITIONS": "2",
+            "CAREBUS_WORKER_APP_ID": f"{prefix}-worker",
+            "CAREBUS_WORKER_TICK_INTERVAL_S": "1",
+            "CAREBUS_MLLP_PORT": str(free_port()),
+            "CAREBUS_METRICS_LISTENER_PORT": str(free_port()),
+            "CAREBUS_WORKER_WEB_PORT": str(free_port()),
+            "CAREBUS_METRICS_WORKER_PORT": str(free_port()),
+            "CAREBUS_METRICS_DASHBOARD_PORT": str(free_port()),
+        }
+    )
+    return env
+
+
+def read_lines(stream: object, into: queue.Queue[str | None]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        into.put(line.rstrip("\n"))
+    into.put(None)
+
+
+@pytest.mark.integration
+class TestRunEndToEnd:
+    def test_feed_alerts_and_ctrl_c_leave_nothing_running(
+        self, kafka: Settings, unique_topic_prefix: str, tmp_path: Path
+    ) -> None:
+        """`carebus run` prints alerts from its feed, and SIGINT stops every process it started."""
+        err = (tmp_path / "stderr.txt").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carebus", "run", "--patients", "20", "--rate", "200"],
+            cwd=tmp_path,
+            env=run_env(kafka, unique_topic_prefix),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=read_lines, args=(proc.stdout, lines), daemon=True).start()
+        seen: list[str] = []
+        pids: dict[str, int] = {}
+        try:
+            deadline = time.monotonic() + 120
+            while not any(line.startswith("alert ") for line in seen):
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"no alert within 120 s; output: {seen[-10:]}"
+                try:
+                    line = lines.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                assert line is not None, f"run exited early: {seen[-10:]}"
+                seen.append(line)
+            pids = read_pids(tmp_path / ".carebus" / "run" / "pids")
+            assert set(pids) == {"run", *CHILDREN}
+            assert pids["run"] == proc.pid
+            assert all(alive(pid) for pid in pids.values())
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(90) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            err.close()
+        seen += [line for line in iter(lines.get, None)]
+        for name in CHILDREN:
+            assert wait_gone(pids[name], 5.0), f"{name} (pid {pids[name]}) is still running"
+        assert not (tmp_path / ".carebus" / "run" / "pids").exists()
+        alerts = [line for line in seen if line.startswith("alert ")]
+        assert alerts and all(re.match(r"alert [a-z-]+ -> [A-Z0-9,]+ raised ", a) for a in alerts)
+        assert not any(NHS_LIKE.search(line) for line in seen)
+        assert any(line.startswith("  dashboard  http://127.0.0.1:") for line in seen)
+        assert [line.split()[0] for line in seen[-3:]] == ["dashboard", "worker", "listener"]
+        for name in CHILDREN:
+            assert (tmp_path / ".carebus" / "run" / "logs" / f"{name}.log").stat().st_size > 0
+
+    def test_a_child_that_dies_stops_the_run_with_a_failure(
+        self, kafka: Settings, unique_topic_prefix: str, tmp_path: Path
+    ) -> None:
+        """When a child exits on its own, run says which, stops the others and exits 1."""
+        stderr = tmp_path / "stderr.txt"
+        with stderr.open("w") as err_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "carebus", "run", "--no-feed"],
+                cwd=tmp_path,
+                env=run_env(kafka, unique_topic_prefix),
+                stdout=subprocess.PIPE,
+                stderr=err_file,
+                text=True,
+            )
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=read_lines, args=(proc.stdout, lines), daemon=True).start()
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+                assert line is not None, "run exited before it was ready"
+                if "Ctrl-C stops everything" in line:
+                    break
+            pids = read_pids(tmp_path / ".carebus" / "run" / "pids")
+            os.kill(pids["worker"], signal.SIGKILL)
+            assert proc.wait(90) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = stderr.read_text()
+        assert "the worker exited unexpectedly (killed by SIGKILL)" in err
+        assert "worker.log" in err
+        for name in ("listener", "dashboard"):
+            assert wait_gone(pids[name], 5.0), f"{name} (pid {pids[name]}) is still running"
