@@ -1,6 +1,8 @@
 # carebus developer commands. The two that matter (see README.md):
-#   make run    set up, start the local Kafka broker and create the topics
-#   make test   set up, then lint (ruff), type-check (mypy) and run every test
+#   make run    set up, then run a whole region: broker, topics, listener, worker,
+#               dashboard and a demo feed (carebus run); Ctrl-C stops everything
+#   make test   set up (including the headless browser for the dashboard test),
+#               then lint (ruff), type-check (mypy) and run every test
 # A missing .venv is created from scratch; it is refreshed when pyproject.toml changes.
 
 SHELL := /bin/bash
@@ -9,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +19,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/carebus broker start
-	$(BIN)/carebus topics apply
+	$(BIN)/carebus run
+
+# Debian's chromium, for the dashboard's end-to-end test (a no-op when present).
+browser:
+	bash .ci/install-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests: for this command that is a failure.
-test: lint
+test: lint browser
 	@status=0; $(BIN)/pytest || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

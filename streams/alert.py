@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from streams.deadlines import from_micros
+
+#: JSON string literal of a str (the C encoder ``json.dumps`` uses itself)
+_str: Callable[[str], str] = encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +82,18 @@ class Alert:
         }
 
     def to_json(self) -> str:
-        """One JSON line (without the newline)."""
-        return json.dumps(self.to_dict())
+        """One JSON line (without the newline); the same text as ``json.dumps(to_dict())``."""
+        raised_at = self.raised_at
+        if raised_at.tzinfo is not UTC:
+            raised_at = raised_at.astimezone(UTC)
+        return (
+            f'{{"rule": {_str(self.rule)}, "patient": {_str(self.patient)}, '
+            f'"raised_at": "{raised_at.isoformat()}", '
+            f'"recipients": [{", ".join(map(_str, self.recipients))}], '
+            f'"dedup_key": {_str(self.dedup_key)}, '
+            f'"evidence": [{", ".join(map(_str, self.evidence))}], '
+            f'"summary": {_str(self.summary)}}}'
+        )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Alert:

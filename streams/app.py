@@ -69,6 +69,8 @@ log = get_logger(__name__)
 
 #: How long a stopping worker waits for queued alerts to be published.
 DRAIN_ON_STOP_S = 5.0
+#: How long Faust's producer (table changelogs, control topic) waits to fill a batch.
+PRODUCER_LINGER_S = 0.02
 #: A partition counts as caught up (the wall clock may fire its deadlines) when all
 #: of it was read, or the last event processed was written at most this long ago
 #: (or two tick intervals, if longer).
@@ -357,6 +359,9 @@ def _app_config(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "processing_guarantee": "at_least_once",
         "producer_acks": -1,
+        # Batch changelog and control records (one produce request per record is
+        # the worker's largest cost otherwise); they are not latency-critical.
+        "producer_linger": PRODUCER_LINGER_S,
         "broker_commit_interval": 1.0,
         "broker_session_timeout": w.session_timeout_s,
         "broker_heartbeat_interval": min(3.0, w.session_timeout_s / 3),

@@ -38,7 +38,9 @@ _TOP_KEYS: Final = frozenset(
     }
 )
 _CANCER_KEYS: Final = frozenset({"priorities", "outcome_document_types"})
-_PROVIDER_KEYS: Final = frozenset({"name", "kind"})
+# ``expected_interval`` belongs to ops (carebus.feedwatch validates and uses it);
+# the rules accept it so one region file serves every process.
+_PROVIDER_KEYS: Final = frozenset({"name", "kind", "expected_interval"})
 
 
 @dataclass(frozen=True)

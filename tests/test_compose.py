@@ -13,7 +13,7 @@ from carebus.cli import COMMANDS
 from carebus.settings import BrokerSettings, env_names, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CAREBUS_SERVICES = ("topics", "listener", "worker")
+CAREBUS_SERVICES = ("topics", "listener", "worker", "dashboard")
 
 
 @pytest.fixture(scope="module")

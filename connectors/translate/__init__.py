@@ -62,8 +62,9 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
     control_id = value(msh, 10)
     if control_id is None:
         raise MissingRequiredField("MSH-10 (message control id) is empty", field="MSH-10")
+    evn = message.first("EVN")
     message_type = (value(msh, 9, 1) or "").upper()
-    trigger = (value(msh, 9, 2) or value(message.first("EVN"), 1) or "").upper()
+    trigger = (value(msh, 9, 2) or value(evn, 1) or "").upper()
     if not message_type or not trigger:
         raise MissingRequiredField(
             "MSH-9 (message type and trigger event) is empty", control_id=control_id, field="MSH-9"
@@ -84,12 +85,12 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
         message_type=message_type,
         trigger_event=trigger,
         sending_facility=facility,
-        event_time=event_time(message, message_time, control_id),
+        event_time=event_time(evn, message_time, control_id),
         subcomponent=message.encoding.subcomponent,
     )
     drafts = translator(message, ctx)
     base = header_base(
-        message, ctx, message_time=message_time, received_time=to_millis(received_time), raw=raw
+        msh, ctx, message_time=message_time, received_time=to_millis(received_time), raw=raw
     )
     msh7 = msh.get(7)
     events: list[Event] = []
@@ -100,7 +101,7 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
         events.append(
             Event(draft.schema, key, {"header": header, "patient": person, **draft.fields})
         )
-        evidence = death_evidence(draft.pid, message, ctx)
+        evidence = death_evidence(draft.pid, person, message, ctx)
         if evidence:
             header = dict(base, event_id=event_id(ctx, msh7, len(events)))
             died = {

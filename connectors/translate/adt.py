@@ -9,7 +9,7 @@ from connectors.hl7 import Message, Segment
 from connectors.translate.common import (
     Context,
     Draft,
-    component,
+    component_values,
     identifiers,
     optional_time,
     require_segment,
@@ -84,10 +84,7 @@ def location(segment: Segment | None, field: int, ctx: Context) -> dict[str, Any
     """A PL field as a ``carebus.events.Location``, or None when empty."""
     if segment is None:
         return None
-    parts = segment.components(field)
-    point_of_care, room, bed, facility = (
-        component(segment, parts, field, index, ctx) for index in range(1, 5)
-    )
+    point_of_care, room, bed, facility = component_values(segment, field, 4, ctx)
     if point_of_care is room is bed is facility is None:
         return None
     return {"point_of_care": point_of_care, "room": room, "bed": bed, "facility": facility}

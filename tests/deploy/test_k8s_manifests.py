@@ -21,9 +21,7 @@ def _documents() -> list[dict[str, Any]]:
 
 
 def _by_kind_name(kind: str, name: str) -> dict[str, Any]:
-    matches = [
-        d for d in _documents() if d["kind"] == kind and d["metadata"]["name"] == name
-    ]
+    matches = [d for d in _documents() if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
     return matches[0]
 
@@ -118,3 +116,26 @@ class TestKafkaCluster:
         """Each of the three brokers' ordinals is in the KRaft controller quorum."""
         voters = _env(_by_kind_name("StatefulSet", "kafka"))["KAFKA_CONTROLLER_QUORUM_VOTERS"]
         assert f"{node}@kafka-{node}." in voters
+
+
+class TestRegionConfig:
+    @pytest.mark.parametrize(
+        ("kind", "name"),
+        [
+            ("Deployment", "carebus-listener"),
+            ("StatefulSet", "carebus-worker"),
+            ("Deployment", "carebus-dashboard"),
+        ],
+    )
+    def test_region_config_is_mounted_where_settings_expect_it(self, kind: str, name: str) -> None:
+        """Each carebus process mounts the region ConfigMap at the configured path."""
+        path = Path(_config_env()["CAREBUS_WORKER_REGION_CONFIG"])
+        spec = _by_kind_name(kind, name)["spec"]["template"]["spec"]
+        volumes = {
+            v["name"]
+            for v in spec["volumes"]
+            if v.get("configMap", {}).get("name") == "carebus-region"
+        }
+        (c,) = spec["containers"]
+        mounts = {m["mountPath"] for m in c["volumeMounts"] if m["name"] in volumes}
+        assert str(path.parent) in mounts

@@ -39,6 +39,20 @@ class TestAlert:
             "summary": "Discharged to hospice 24 h ago; no hospice admission received",
         }
 
+    def test_to_json_is_json_dumps_of_to_dict(self) -> None:
+        """The fast serialiser writes exactly what json.dumps would, escapes included."""
+        alert = Alert.create(
+            rule="repeated-test",
+            patient='RX1:MRN"7\\é',
+            raised_at=to_micros(AT) + 123,
+            recipients=["R\u00e9X", "G1"],
+            fallback="RX1",
+            dedup_key="k\n",
+            evidence=["a", "b"],
+            summary='Test 4548-4 ordered; "quoted"',
+        )
+        assert alert.to_json() == json.dumps(alert.to_dict())
+
     def test_recipients_are_sorted_and_unique(self) -> None:
         """Duplicate and empty recipient codes collapse to a sorted unique tuple."""
         assert _alert(["RX1", "G0001", "RX1", ""]).recipients == ("G0001", "RX1")

@@ -109,3 +109,10 @@ class TestValidation:
         region = parse_region(_with(eol_register_codes=None, suspected_cancer=None))
         assert region.eol_register_codes == {"1403151000000103"}
         assert region.cancer_priorities == {"2WW"}
+
+    def test_ops_feed_expectation_is_accepted_beside_the_rules_keys(self) -> None:
+        """A provider's ``expected_interval`` (read by the feed watch) is not an error."""
+        region = parse_region(
+            {"providers": {"RX1": {"name": "H", "kind": "hospital", "expected_interval": "15m"}}}
+        )
+        assert region.kind("RX1") == "hospital"

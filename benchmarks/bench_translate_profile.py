@@ -1,0 +1,139 @@
+"""Per-message cost of ``connectors.translate.translate`` alone, and where it goes.
+
+Not registered in :mod:`benchmarks.__main__`: a tool for working on the translator.
+Three feeds, parsed once outside the timing (each message is parsed again per round,
+untimed, so that lazily split segments start cold as in production):
+
+* ``translate``: :func:`benchmarks.bench_translate.build_feed` (corpus-derived and
+  NHS-style messages);
+* ``simulate``: the journeys of :mod:`benchmarks.bench_simulate`;
+* ``synth``: :func:`carebus.synth.generate`, the demo feed.
+
+Prints the best-of-rounds µs per message (parse excluded) for each feed. With
+``--profile`` it also runs cProfile over the ``translate`` and ``synth`` feeds and
+prints the top functions by own time.
+
+Run with ``python -m benchmarks.bench_translate_profile [--size N] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from carebus.errors import MessageRejected
+from connectors.hl7 import Message, parse_message
+from connectors.translate import translate
+
+RECEIVED = datetime(2026, 1, 5, tzinfo=UTC)
+ROUNDS = 5
+
+
+def _feeds(size: int) -> dict[str, list[bytes]]:
+    from benchmarks import bench_simulate, bench_translate
+    from carebus.synth import generate
+
+    start = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    return {
+        "translate": bench_translate.build_feed(size),
+        "simulate": list(bench_simulate.messages(size)),
+        "synth": [raw for _, raw in generate(11, start, messages_limit=size)],
+    }
+
+
+def _parsed(feed: list[bytes]) -> list[tuple[bytes, Message]]:
+    pairs = []
+    for raw in feed:
+        try:
+            pairs.append((raw, parse_message(raw)))
+        except MessageRejected:
+            continue
+    return pairs
+
+
+def _translate_all(pairs: list[tuple[bytes, Message]]) -> int:
+    events = 0
+    for raw, message in pairs:
+        try:
+            events += len(translate(message, raw=raw, received_time=RECEIVED))
+        except MessageRejected:
+            pass
+    return events
+
+
+def _parse_all(feed: list[bytes]) -> int:
+    count = 0
+    for raw in feed:
+        try:
+            parse_message(raw)
+        except MessageRejected:
+            continue
+        count += 1
+    return count
+
+
+def _parse_translate_all(feed: list[bytes]) -> int:
+    events = 0
+    for raw in feed:
+        try:
+            events += len(translate(parse_message(raw), raw=raw, received_time=RECEIVED))
+        except MessageRejected:
+            continue
+    return events
+
+
+def _best_us(feed: list[bytes], rounds: int) -> tuple[float, float, int]:
+    """Best µs per message of parse alone and of parse + translate, and the events.
+
+    Messages are parsed and translated one at a time and dropped, as a connector
+    does: holding thousands of parsed messages would time the garbage collector.
+    """
+    parse = both = float("inf")
+    events = 0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        _parse_all(feed)
+        middle = time.perf_counter()
+        events = _parse_translate_all(feed)
+        end = time.perf_counter()
+        parse = min(parse, (middle - start) / len(feed) * 1e6)
+        both = min(both, (end - middle) / len(feed) * 1e6)
+    return parse, both, events
+
+
+def _profile(name: str, feed: list[bytes], top: int) -> None:
+    pairs = _parsed(feed)
+    profiler = cProfile.Profile()
+    run: Callable[[], int] = lambda: _translate_all(pairs)  # noqa: E731
+    profiler.runcall(run)
+    print(f"-- cProfile, feed {name} ({len(pairs):,} messages), by own time --", flush=True)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_translate_profile")
+    parser.add_argument("--size", type=int, default=20_000, help="messages per feed")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--profile", action="store_true", help="also print cProfile tables")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+    feeds = _feeds(args.size)
+    for name, feed in feeds.items():
+        parse, both, events = _best_us(feed, args.rounds)
+        print(
+            f"{name:<10} {len(feed):>7,} messages {events:>7,} events  parse {parse:5.1f} us, "
+            f"parse + translate {both:6.1f} us: translate {both - parse:6.1f} us/message "
+            f"(best of {args.rounds})",
+            flush=True,
+        )
+    if args.profile:
+        for name in ("translate", "synth"):
+            _profile(name, feeds[name], args.top)
+
+
+if __name__ == "__main__":
+    main()
