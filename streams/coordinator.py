@@ -22,6 +22,7 @@ table's changelog:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -51,6 +52,8 @@ log = get_logger(__name__)
 ENTRY_VERSION = 1
 #: Give up on an event forwarded this many times (a chain of merges, or a bug).
 MAX_HOPS = 8
+#: Patients whose decoded entry and state are kept in memory (the table stays the truth).
+CACHE_SIZE = 20_000
 
 
 class AlertSink(Protocol):
@@ -151,12 +154,15 @@ class Coordinator:
         self.active: frozenset[int] = frozenset()
         self._needs_scan = True
         self.skipped = 0
+        #: key -> (entry, state): what was last written for recently seen patients
+        self._cache: OrderedDict[str, tuple[Entry, PatientState | None]] = OrderedDict()
 
     # -- assignment ----------------------------------------------------------------
 
     def assign(self, partitions: Iterable[int]) -> None:
         """These events partitions are now this worker's; rescan before the next record."""
         self.active = frozenset(partitions)
+        self._cache.clear()
         self.index.forget(self.index.partitions())
         self.clocks.forget(range(self.partitions))
         self._needs_scan = True
@@ -250,12 +256,9 @@ class Coordinator:
 
     def on_tick(self, table: PatientTable, partition: int, now: int) -> None:
         """The wall clock reached ``now`` in ``partition``: fire what is due, tidy outboxes."""
+        published = self.sink.is_published
         for key in self.sink.take_confirmed(partition):
-            raw = table.get(key)
-            if raw is None:
-                continue
-            entry = Entry.from_dict(raw)
-            published = self.sink.is_published
+            entry = self._load(table, key, partition)
             kept = [a for a in entry.outbox if not published(partition, a["dedup_key"])]
             if len(kept) != len(entry.outbox):
                 entry.outbox = kept
@@ -301,13 +304,30 @@ class Coordinator:
             entry = self._load(table, key, partition)
             if entry.alias is not None or entry.state is None:
                 continue
-            state = PatientState.from_dict(entry.state)
-            alerts = self.engine.fire_due_micros(state, now)
+            state = self._state(key, entry)
+            try:
+                alerts = self.engine.fire_due_micros(state, now)
+            except Exception as exc:  # a bug in one rule must not stop the region's alerts
+                self._cache.pop(key, None)
+                log.exception("rule engine failed on a deadline", partition=partition)
+                self._skip("engine-error", partition, -1, exc)
+                continue
             self._save(table, partition, key, entry, state=state, alerts=alerts)
 
     def _load(self, table: PatientTable, key: str, partition: int) -> Entry:
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached[0]
         raw = table.get(key)
         return Entry(partition) if raw is None else Entry.from_dict(raw)
+
+    def _state(self, key: str, entry: Entry) -> PatientState:
+        """The live state of ``entry`` (cached with it, else decoded, else new)."""
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is entry and cached[1] is not None:
+            return cached[1]
+        return PatientState(key) if entry.state is None else PatientState.from_dict(entry.state)
 
     def _save(
         self,
@@ -327,6 +347,10 @@ class Coordinator:
         entry.outbox.extend(a.to_dict() for a in alerts)
         entry.partition = partition
         table[key] = entry.to_dict()
+        self._cache[key] = (entry, state)
+        self._cache.move_to_end(key)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
         self.index.schedule(partition, key, entry.next_due)
         if alerts:
             self.sink.submit(partition, alerts)
@@ -357,10 +381,11 @@ class Coordinator:
             if entry.outbox:
                 self.sink.submit(partition, _alerts(entry.outbox))
             return []
-        state = PatientState(key) if entry.state is None else PatientState.from_dict(entry.state)
+        state = self._state(key, entry)
         try:
             alerts = self.engine.process_view(state, view)
         except Exception as exc:  # a bug in one rule must not stop the region's alerts
+            self._cache.pop(key, None)
             log.exception("rule engine failed on an event", partition=partition, offset=offset)
             self._skip("engine-error", partition, offset, exc)
             return []
@@ -433,11 +458,7 @@ class Coordinator:
             return [Outgoing(partition_for(target, self.partitions), target, move)]
         if message.retired in entry.absorbed:
             return []
-        state = (
-            PatientState(message.survivor)
-            if entry.state is None
-            else PatientState.from_dict(entry.state)
-        )
+        state = self._state(message.survivor, entry)
         self._absorb(state, entry, message.retired, message.state)
         self._save(table, partition, message.survivor, entry, state=state, alerts=())
         return []

@@ -235,8 +235,8 @@ class AlertDelivery:
         app_id: str,
         clients: Clients | None = None,
         sensors: WorkerSensors | None = None,
-        batch_max: int = 500,
-        linger_s: float = 0.005,
+        batch_max: int = 1000,
+        linger_s: float = 0.05,
         retry_backoff_s: float = 0.5,
         fenced_backoff_s: float = 5.0,
     ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from carebus.errors import ConfigError
 from carebus.settings import Settings
 
 
@@ -35,6 +36,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     log = get_logger(__name__)
     region = load_region(settings.worker.region_config)
+    try:
+        settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create worker.data_dir {settings.worker.data_dir}") from exc
     if not args.no_topics:
         prepare_topics(settings, region.providers)
     names = TopicNames.from_settings(settings.topics)

@@ -112,6 +112,54 @@ class Segment:
         self, field: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
     ) -> str:
         """One value, unescaped; ``""`` when absent. All positions are 1-based."""
+        if component == 1 and subcomponent == 1 and repetition == 1 and field > 0:
+            # The usual question, a field's first value: no need to split it fully.
+            fields = self._fields or self._split()
+            if field >= len(fields):
+                return ""
+            value = fields[field]
+            if not value or value.isalnum():  # delimiters are never alphanumeric
+                return value
+            if self._header and field <= 2:
+                return value
+            ctx = self._ctx
+            if ctx.rs in value:
+                value = value.split(ctx.rs, 1)[0]
+            if ctx.cs in value:
+                value = value.split(ctx.cs, 1)[0]
+            if ctx.ss in value:
+                value = value.split(ctx.ss, 1)[0]
+            return ctx.unescape(value) if ctx.es in value else value
+        return self._get(field, component, subcomponent, repetition)
+
+    def first_values(self, *fields: int) -> list[str]:
+        """``[self.get(field) for field in fields]`` in one call: each field's first value.
+
+        Reading a segment's fields in one go is the translator's hot path.
+        """
+        split = self._fields or self._split()
+        count = len(split)
+        ctx = self._ctx
+        header = self._header
+        values = []
+        for field in fields:
+            if field < 1:
+                raise ValueError("HL7 positions start at 1")
+            value = split[field] if field < count else ""
+            # As in get(): delimiters are never alphanumeric; MSH-1 and MSH-2 are whole.
+            if value and not value.isalnum() and not (header and field <= 2):
+                if ctx.rs in value:
+                    value = value.split(ctx.rs, 1)[0]
+                if ctx.cs in value:
+                    value = value.split(ctx.cs, 1)[0]
+                if ctx.ss in value:
+                    value = value.split(ctx.ss, 1)[0]
+                if ctx.es in value:
+                    value = ctx.unescape(value)
+            values.append(value)
+        return values
+
+    def _get(self, field: int, component: int, subcomponent: int, repetition: int) -> str:
         if field < 1 or component < 1 or subcomponent < 1 or repetition < 1:
             raise ValueError("HL7 positions start at 1")
         fields = self._fields or self._split()
@@ -166,7 +214,10 @@ class Segment:
         A component's sub-components stay joined by the sub-component separator
         (use :meth:`get` with ``subcomponent`` to pick one).
         """
-        value = self.raw(field)
+        if field < 1:
+            raise ValueError("HL7 field numbers start at 1")
+        fields = self._fields or self._split()
+        value = fields[field] if field < len(fields) else ""
         if not value:
             return []
         if self._header and field <= 2:

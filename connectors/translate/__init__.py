@@ -10,6 +10,7 @@ received time is passed in, every other time comes from the message.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -23,10 +24,9 @@ from connectors.translate.common import (
     Event,
     death_evidence,
     event_id,
-    event_time,
-    header_base,
     patient,
-    required_time,
+    required,
+    texts,
     value,
 )
 from connectors.translate.time import to_millis
@@ -59,12 +59,15 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
     when MSH-10 could be read.
     """
     msh = message.msh
-    control_id = value(msh, 10)
-    if control_id is None:
+    application, facility, receiver_application, receiver, msh7, control_id, version = texts(
+        msh, 3, 4, 5, 6, 7, 10, 12
+    )
+    if not control_id:
         raise MissingRequiredField("MSH-10 (message control id) is empty", field="MSH-10")
     evn = message.first("EVN")
+    evn_type, recorded, occurred = texts(evn, 1, 2, 6)
     message_type = (value(msh, 9, 1) or "").upper()
-    trigger = (value(msh, 9, 2) or value(evn, 1) or "").upper()
+    trigger = (value(msh, 9, 2) or evn_type).upper()
     if not message_type or not trigger:
         raise MissingRequiredField(
             "MSH-9 (message type and trigger event) is empty", control_id=control_id, field="MSH-9"
@@ -74,25 +77,35 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
         raise UnsupportedMessageType(
             f"{message_type}^{trigger} is not translated", control_id=control_id, field="MSH-9"
         )
-    facility = value(msh, 4)
-    if facility is None:
+    if not facility:
         raise MissingRequiredField(
             "MSH-4 (sending facility) is empty", control_id=control_id, field="MSH-4"
         )
-    message_time = required_time(msh, 7, "MSH-7", control_id)
-    ctx = Context(
-        control_id=control_id,
-        message_type=message_type,
-        trigger_event=trigger,
-        sending_facility=facility,
-        event_time=event_time(evn, message_time, control_id),
-        subcomponent=message.encoding.subcomponent,
-    )
+    message_time = required(msh7, "MSH-7", control_id)
+    # EVN-6, else EVN-2, else MSH-7: a present but unreadable EVN time is rejected.
+    if occurred:
+        when = required(occurred, "EVN-6", control_id)
+    elif recorded:
+        when = required(recorded, "EVN-2", control_id)
+    else:
+        when = message_time
+    ctx = Context(control_id, message_type, trigger, facility, when, message.encoding.subcomponent)
     drafts = translator(message, ctx)
-    base = header_base(
-        msh, ctx, message_time=message_time, received_time=to_millis(received_time), raw=raw
-    )
-    msh7 = msh.get(7)
+    base = {
+        "event_id": "",
+        "message_type": message_type,
+        "trigger_event": trigger,
+        "control_id": control_id,
+        "sending_application": application or None,
+        "sending_facility": facility,
+        "receiving_application": receiver_application or None,
+        "receiving_facility": receiver or None,
+        "hl7_version": version,
+        "event_time": when,
+        "message_time": message_time,
+        "received_time": to_millis(received_time),
+        "raw_sha256": hashlib.sha256(raw).hexdigest(),
+    }
     events: list[Event] = []
     for draft in drafts:
         person = patient(draft.pid, draft.pd1, ctx)
@@ -107,7 +120,7 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
             died = {
                 "header": header,
                 "patient": person,
-                "death_time": person["death_time"] or ctx.event_time,
+                "death_time": person["death_time"] or when,
                 "evidence": evidence,
             }
             events.append(Event(PATIENT_DIED, key, died))

@@ -9,11 +9,11 @@ from connectors.hl7 import Message, Segment
 from connectors.translate.common import (
     Context,
     Draft,
-    component_values,
+    as_time,
+    component_texts,
     identifiers,
-    optional_time,
     require_segment,
-    value,
+    texts,
 )
 
 ENCOUNTER = "carebus.events.Encounter"
@@ -36,17 +36,20 @@ def encounter(message: Message, ctx: Context) -> list[Draft]:
     """One ``Encounter`` from PID and PV1."""
     pid = require_segment(message, "PID", ctx)
     pv1 = message.first("PV1")
+    patient_class, admission_type, visit, disposition, destination, admitted, discharged = texts(
+        pv1, 2, 4, 19, 36, 37, 44, 45
+    )
     fields: dict[str, Any] = {
         "kind": ENCOUNTER_KINDS[ctx.trigger_event],
-        "visit_number": value(pv1, 19),
-        "patient_class": value(pv1, 2),
-        "admission_type": value(pv1, 4),
+        "visit_number": visit or None,
+        "patient_class": patient_class or None,
+        "admission_type": admission_type or None,
         "location": location(pv1, 3, ctx),
         "prior_location": location(pv1, 6, ctx),
-        "discharge_disposition": value(pv1, 36),
-        "discharge_destination": value(pv1, 37),
-        "admit_time": optional_time(pv1, 44),
-        "discharge_time": optional_time(pv1, 45),
+        "discharge_disposition": disposition or None,
+        "discharge_destination": destination or None,
+        "admit_time": as_time(admitted),
+        "discharge_time": as_time(discharged),
     }
     return [Draft(ENCOUNTER, pid, fields, message.first("PD1"))]
 
@@ -84,7 +87,12 @@ def location(segment: Segment | None, field: int, ctx: Context) -> dict[str, Any
     """A PL field as a ``carebus.events.Location``, or None when empty."""
     if segment is None:
         return None
-    point_of_care, room, bed, facility = component_values(segment, field, 4, ctx)
-    if point_of_care is room is bed is facility is None:
+    point_of_care, room, bed, facility = component_texts(segment, field, 4, ctx)
+    if not (point_of_care or room or bed or facility):
         return None
-    return {"point_of_care": point_of_care, "room": room, "bed": bed, "facility": facility}
+    return {
+        "point_of_care": point_of_care or None,
+        "room": room or None,
+        "bed": bed or None,
+        "facility": facility or None,
+    }

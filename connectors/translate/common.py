@@ -5,17 +5,20 @@ Translators (one module per message family) return :class:`Draft` family events;
 built here. Everything is pure: time comes from the message and the caller.
 Rejection messages name fields and control ids, never values.
 
-This is the hot path of every connector and of ``carebus simulate``: fields with
-several components are split once (:func:`component_values`) rather than read
-one :func:`value` at a time.
+This is the hot path of every connector and of ``carebus simulate``, so segments
+are read a few fields at a time: :func:`texts` gives the first value of several
+fields in one call and :func:`component_texts` several components of one field
+from one split. Both give ``""`` where :func:`value` gives None, so a record
+field is ``text or None``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
-from datetime import date, datetime
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from carebus.errors import InvalidIdentifier, MissingRequiredField
@@ -34,6 +37,9 @@ PATIENT_DIED = "carebus.events.PatientDied"
 
 #: HL7's explicit null: "delete this value". Treated as empty everywhere.
 HL7_NULL = '""'
+
+#: NHS number validation, memoised: a feed repeats each patient's number.
+_nhs_number = functools.lru_cache(maxsize=16_384)(normalise_nhs_number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,9 @@ class Draft:
     pd1: Segment | None = None
 
 
+# -- reading values -------------------------------------------------------------------
+
+
 def value(
     segment: Segment | None,
     field: int,
@@ -88,25 +97,38 @@ def value(
     return text if text and text != HL7_NULL else None
 
 
-def component_values(
-    segment: Segment, field: int, count: int, ctx: Context, *, repetition: int = 1
-) -> list[str | None]:
-    """Components 1 to ``count`` of one repetition, each as :func:`value` reads it.
+def texts(segment: Segment | None, *fields: int) -> list[str]:
+    """The first value of each field, unescaped; ``""`` where :func:`value` gives None."""
+    if segment is None:
+        return [""] * len(fields)
+    found = segment.first_values(*fields)
+    if HL7_NULL in found:
+        return ["" if text == HL7_NULL else text for text in found]
+    return found
 
-    Always ``count`` items; an absent, empty or HL7-null component is None. The
-    field is split once: much cheaper than one :func:`value` per component.
+
+def component_texts(
+    segment: Segment, field: int, count: int, ctx: Context, *, repetition: int = 1
+) -> list[str]:
+    """Components 1 to ``count`` of one repetition, each as :func:`component` reads it.
+
+    Always ``count`` items, with ``""`` where :func:`component` gives None. The
+    field is split once, and in the usual case (no HL7 null, no sub-components)
+    nothing else is done per component.
     """
-    parts = segment.components(field, repetition)[:count]
+    parts = segment.components(field, repetition)
+    size = len(parts)
+    if size < count:
+        parts.extend([""] * (count - size))
+    elif size > count:
+        del parts[count:]
     subcomponent = ctx.subcomponent
-    if subcomponent and subcomponent in "".join(parts):  # rare: take the first sub-component
+    if HL7_NULL in parts or (subcomponent and subcomponent in "".join(parts)):
         return [
-            component(segment, parts, field, index, ctx, repetition=repetition)
+            component(segment, parts, field, index, ctx, repetition=repetition) or ""
             for index in range(1, count + 1)
         ]
-    values: list[str | None] = [text if text and text != HL7_NULL else None for text in parts]
-    if len(values) < count:
-        values.extend([None] * (count - len(values)))
-    return values
+    return parts
 
 
 def component(
@@ -114,8 +136,7 @@ def component(
 ) -> str | None:
     """Component ``index`` (1-based) of already split ``parts``: its first sub-component.
 
-    ``parts`` is ``segment.components(field, repetition)``; splitting a field once
-    and picking several components is much cheaper than one :func:`value` each.
+    ``parts`` is ``segment.components(field, repetition)``.
     """
     if index > len(parts):
         return None
@@ -127,10 +148,9 @@ def component(
     return text
 
 
-def optional_time(segment: Segment | None, field: int, component: int = 1) -> datetime | None:
-    """A date/time (UTC) or None when absent or not a valid HL7 date/time."""
-    text = value(segment, field, component)
-    if text is None:
+def as_time(text: str) -> datetime | None:
+    """``text`` as a date/time (UTC), or None when empty or not a valid HL7 date/time."""
+    if not text:
         return None
     try:
         return parse_dtm(text)
@@ -138,10 +158,15 @@ def optional_time(segment: Segment | None, field: int, component: int = 1) -> da
         return None
 
 
-def required_time(segment: Segment, field: int, label: str, control_id: str) -> datetime:
-    """A date/time (UTC); :class:`MissingRequiredField` when absent or unreadable."""
-    text = value(segment, field)
-    if text is None:
+def optional_time(segment: Segment | None, field: int, component: int = 1) -> datetime | None:
+    """A date/time (UTC) or None when absent or not a valid HL7 date/time."""
+    return as_time(value(segment, field, component) or "")
+
+
+def required(text: str, label: str, control_id: str) -> datetime:
+    """``text`` (field ``label``) as a date/time (UTC); :class:`MissingRequiredField`
+    when it is empty or unreadable."""
+    if not text:
         raise MissingRequiredField(f"{label} is empty", control_id=control_id, field=label)
     try:
         return parse_dtm(text)
@@ -151,10 +176,9 @@ def required_time(segment: Segment, field: int, label: str, control_id: str) -> 
         ) from None
 
 
-def optional_date(segment: Segment | None, field: int) -> date | None:
-    """A calendar date (day precision at least), or None."""
-    text = value(segment, field)
-    if text is None:
+def as_date(text: str) -> date | None:
+    """``text`` as a calendar date (day precision at least), or None."""
+    if not text:
         return None
     try:
         return parse_date(text)
@@ -174,42 +198,7 @@ def require_segment(message: Message, name: str, ctx: Context) -> Segment:
     return segment
 
 
-# -- event time and header ------------------------------------------------------------
-
-
-def event_time(evn: Segment | None, message_time: datetime, control_id: str) -> datetime:
-    """EVN-6, else EVN-2, else MSH-7 (already parsed as ``message_time``)."""
-    if evn is not None:
-        for field in (6, 2):
-            if value(evn, field) is not None:
-                return required_time(evn, field, f"EVN-{field}", control_id)
-    return message_time
-
-
-def header_base(
-    msh: Segment,
-    ctx: Context,
-    *,
-    message_time: datetime,
-    received_time: datetime,
-    raw: bytes,
-) -> dict[str, Any]:
-    """The header fields every event of one message shares (all but ``event_id``)."""
-    return {
-        "event_id": "",
-        "message_type": ctx.message_type,
-        "trigger_event": ctx.trigger_event,
-        "control_id": ctx.control_id,
-        "sending_application": value(msh, 3),
-        "sending_facility": ctx.sending_facility,
-        "receiving_application": value(msh, 5),
-        "receiving_facility": value(msh, 6),
-        "hl7_version": value(msh, 12) or "",
-        "event_time": ctx.event_time,
-        "message_time": message_time,
-        "received_time": received_time,
-        "raw_sha256": hashlib.sha256(raw).hexdigest(),
-    }
+# -- event ids ------------------------------------------------------------------------
 
 
 def event_id(ctx: Context, msh7: str, index: int) -> str:
@@ -244,18 +233,16 @@ def identifiers(
     local_key: str | None = None
     failed_nhs_key: str | None = None
     for rep in range(1, segment.repetitions(field) + 1):
-        ident, _, _, authority, type_code = component_values(
-            segment, field, 5, ctx, repetition=rep
-        )
-        if ident is None:
+        ident, _, _, authority, type_code = component_texts(segment, field, 5, ctx, repetition=rep)
+        if not ident:
             continue
-        nhs_repetition = (authority or "").upper() == "NHS" or (type_code or "").upper() == "NH"
-        valid = normalise_nhs_number(ident) if nhs_repetition else None
+        nhs_repetition = authority.upper() == "NHS" or type_code.upper() == "NH"
+        valid = _nhs_number(ident) if nhs_repetition else None
         found.append(
             {
                 "value": ident,
-                "authority": authority,
-                "type_code": type_code,
+                "authority": authority or None,
+                "type_code": type_code or None,
                 "valid_nhs_number": valid is not None,
             }
         )
@@ -278,13 +265,13 @@ def identifiers(
 def patient(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, Any]:
     """The ``carebus.events.Patient`` record of a PID (and PD1) segment."""
     found, key, nhs_number = identifiers(pid, 3, "PID-3", ctx)
-    indicator = value(pid, 30)
+    died, indicator, status = texts(pid, 29, 30, 32)
     return {
         "key": key,
         "nhs_number": nhs_number,
-        "nhs_number_status": value(pid, 32),
+        "nhs_number_status": status or None,
         "identifiers": found,
-        "death_time": optional_time(pid, 29),
+        "death_time": as_time(died),
         "death_indicator": True if indicator == "Y" else False if indicator == "N" else None,
         "demographics": demographics(pid, pd1, ctx),
     }
@@ -292,19 +279,19 @@ def patient(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, Any]:
 
 def demographics(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, Any]:
     """The ``carebus.events.Demographics`` record of a PID (and PD1) segment."""
-    family, given, middle, _, title = component_values(pid, 5, 5, ctx)
-    gp: str | None = None
-    practitioner: str | None = None
+    family, given, middle, _, title = component_texts(pid, 5, 5, ctx)
+    birth, sex = texts(pid, 7, 8)
+    gp = practitioner = None
     if pd1 is not None:
-        practice = component_values(pd1, 3, 10, ctx)
-        gp = practice[2] or practice[9] or practice[0]
+        practice = component_texts(pd1, 3, 10, ctx)
+        gp = practice[2] or practice[9] or practice[0] or None
         practitioner = value(pd1, 4)
     return {
-        "family_name": family,
+        "family_name": family or None,
         "given_names": [name for name in (given, middle) if name],
-        "title": title,
-        "birth_date": optional_date(pid, 7),
-        "sex": value(pid, 8),
+        "title": title or None,
+        "birth_date": as_date(birth),
+        "sex": sex or None,
         "address": address(pid, 11, ctx),
         "registered_gp": gp,
         "registered_gp_practitioner": practitioner,
@@ -313,25 +300,27 @@ def demographics(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, A
 
 def address(segment: Segment, field: int, ctx: Context) -> dict[str, Any] | None:
     """The first repetition of an XAD field as a ``carebus.events.Address``, or None."""
-    first, second, city, county, postcode, country = component_values(segment, field, 6, ctx)
-    if first is second is city is county is postcode is country is None:
+    first, second, city, county, postcode, country = component_texts(segment, field, 6, ctx)
+    if not (first or second or city or county or postcode or country):
         return None
     return {
         "lines": [line for line in (first, second) if line],
-        "city": city,
-        "county": county,
-        "postcode": postcode,
-        "country": country,
+        "city": city or None,
+        "county": county or None,
+        "postcode": postcode or None,
+        "country": country or None,
     }
 
 
 # -- death ----------------------------------------------------------------------------
 
 
-def death_evidence(pid: Segment, person: dict[str, Any], message: Message, ctx: Context) -> list[str]:
+def death_evidence(
+    pid: Segment, person: dict[str, Any], message: Message, ctx: Context
+) -> list[str]:
     """What in the message shows the patient dead (empty when nothing does).
 
-    ``person`` is :func:`patient` of ``pid``: its death indicator is PID-30 read once.
+    ``person`` is :func:`patient` of ``pid``: its death indicator is PID-30 as read.
     """
     evidence = []
     if person["death_indicator"] is True:
