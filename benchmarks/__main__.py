@@ -14,6 +14,7 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "translate": "benchmarks.bench_translate",
     "mllp": "benchmarks.bench_mllp",
+    "worker": "benchmarks.bench_worker",
     "simulate": "benchmarks.bench_simulate",
 }
 

@@ -1,17 +1,19 @@
 """Per-message cost of ``connectors.translate.translate`` alone, and where it goes.
 
 Not registered in :mod:`benchmarks.__main__`: a tool for working on the translator.
-Three feeds, parsed once outside the timing (each message is parsed again per round,
-untimed, so that lazily split segments start cold as in production):
+Three feeds:
 
 * ``translate``: :func:`benchmarks.bench_translate.build_feed` (corpus-derived and
   NHS-style messages);
 * ``simulate``: the journeys of :mod:`benchmarks.bench_simulate`;
 * ``synth``: :func:`carebus.synth.generate`, the demo feed.
 
-Prints the best-of-rounds µs per message (parse excluded) for each feed. With
-``--profile`` it also runs cProfile over the ``translate`` and ``synth`` feeds and
-prints the top functions by own time.
+Each round times parsing every message of a feed, then parsing and translating
+every message; the difference is the translation, segments split cold as in a
+connector. Messages are dropped as they are done (holding thousands of parsed
+messages would time the garbage collector instead). Prints the best round's µs
+per message. With ``--profile`` it also runs cProfile over the ``translate`` and
+``synth`` feeds and prints the top functions by own time.
 
 Run with ``python -m benchmarks.bench_translate_profile [--size N] [--profile]``.
 """
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from carebus.errors import MessageRejected
-from connectors.hl7 import Message, parse_message
+from connectors.hl7 import parse_message
 from connectors.translate import translate
 
 RECEIVED = datetime(2026, 1, 5, tzinfo=UTC)
@@ -45,27 +47,8 @@ def _feeds(size: int) -> dict[str, list[bytes]]:
     }
 
 
-def _parsed(feed: list[bytes]) -> list[tuple[bytes, Message]]:
-    pairs = []
-    for raw in feed:
-        try:
-            pairs.append((raw, parse_message(raw)))
-        except MessageRejected:
-            continue
-    return pairs
-
-
-def _translate_all(pairs: list[tuple[bytes, Message]]) -> int:
-    events = 0
-    for raw, message in pairs:
-        try:
-            events += len(translate(message, raw=raw, received_time=RECEIVED))
-        except MessageRejected:
-            pass
-    return events
-
-
 def _parse_all(feed: list[bytes]) -> int:
+    """Parse every message; the number parsed."""
     count = 0
     for raw in feed:
         try:
@@ -77,6 +60,7 @@ def _parse_all(feed: list[bytes]) -> int:
 
 
 def _parse_translate_all(feed: list[bytes]) -> int:
+    """Parse and translate every message; the number of events."""
     events = 0
     for raw in feed:
         try:
@@ -87,11 +71,7 @@ def _parse_translate_all(feed: list[bytes]) -> int:
 
 
 def _best_us(feed: list[bytes], rounds: int) -> tuple[float, float, int]:
-    """Best µs per message of parse alone and of parse + translate, and the events.
-
-    Messages are parsed and translated one at a time and dropped, as a connector
-    does: holding thousands of parsed messages would time the garbage collector.
-    """
+    """Best µs per message of parsing alone and of parsing + translating; the events."""
     parse = both = float("inf")
     events = 0
     for _ in range(rounds):
@@ -106,11 +86,10 @@ def _best_us(feed: list[bytes], rounds: int) -> tuple[float, float, int]:
 
 
 def _profile(name: str, feed: list[bytes], top: int) -> None:
-    pairs = _parsed(feed)
     profiler = cProfile.Profile()
-    run: Callable[[], int] = lambda: _translate_all(pairs)  # noqa: E731
+    run: Callable[[], int] = lambda: _parse_translate_all(feed)  # noqa: E731
     profiler.runcall(run)
-    print(f"-- cProfile, feed {name} ({len(pairs):,} messages), by own time --", flush=True)
+    print(f"-- cProfile, feed {name} ({len(feed):,} messages), by own time --", flush=True)
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 

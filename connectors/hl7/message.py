@@ -4,6 +4,11 @@ A :class:`Message` keeps the decoded text of each segment. A :class:`Segment` sp
 itself into fields on first access; :meth:`Segment.get` splits one field into
 repetitions, components and sub-components only as far as asked, and unescapes
 only values that contain the escape character. No per-field objects are built.
+For the translator's hot path, :meth:`Segment.first_values` reads the first value
+of several fields in one call and :meth:`Segment.component_values` several
+components of one field from one split (both give exactly what ``get`` gives).
+A segment with no repetition, sub-component or escape character in its fields
+(most are) is noticed when it is split, and read by the component separator alone.
 
 Field numbers are 1-based as in the HL7 standard. In ``MSH`` (and ``FHS``/``BHS``)
 field 1 is the field separator itself and field 2 the encoding characters, so
@@ -73,7 +78,7 @@ class _Context:
 class Segment:
     """One segment. Fields are split from the segment text on first access."""
 
-    __slots__ = ("_ctx", "_fields", "_header", "name", "text")
+    __slots__ = ("_ctx", "_fields", "_header", "_plain", "name", "text")
 
     def __init__(self, name: str, text: str, ctx: _Context) -> None:
         self.name = name
@@ -82,6 +87,9 @@ class Segment:
         self._ctx = ctx
         self._fields: list[str] | None = None
         self._header = name in HEADER_SEGMENTS
+        #: Set by _split: no repetition, sub-component or escape character in any field
+        #: (MSH-1 and MSH-2 aside), so a field splits on the component separator alone.
+        self._plain = False
 
     def __repr__(self) -> str:
         return f"<Segment {self.name} with {self.field_count} fields>"
@@ -89,11 +97,15 @@ class Segment:
     def _split(self) -> list[str]:
         fields = self._fields
         if fields is None:
-            fields = self._fields = self.text.split(self._ctx.fs)
+            ctx = self._ctx
+            text = self.text
+            fields = self._fields = text.split(ctx.fs)
             if self._header:
                 # fields[0] is the name and fields[1] MSH-2: insert MSH-1 so that the
                 # list index is the HL7 field number.
-                fields.insert(1, self._ctx.fs)
+                fields.insert(1, ctx.fs)
+                text = text[len(fields[0]) + len(fields[2]) + 2 :]
+            self._plain = not (ctx.rs in text or ctx.ss in text or ctx.es in text)
         return fields
 
     @property
@@ -122,14 +134,7 @@ class Segment:
                 return value
             if self._header and field <= 2:
                 return value
-            ctx = self._ctx
-            if ctx.rs in value:
-                value = value.split(ctx.rs, 1)[0]
-            if ctx.cs in value:
-                value = value.split(ctx.cs, 1)[0]
-            if ctx.ss in value:
-                value = value.split(ctx.ss, 1)[0]
-            return ctx.unescape(value) if ctx.es in value else value
+            return self._first_value(value)
         return self._get(field, component, subcomponent, repetition)
 
     def first_values(self, *fields: int) -> list[str]:
@@ -137,27 +142,78 @@ class Segment:
 
         Reading a segment's fields in one go is the translator's hot path.
         """
+        if fields and min(fields) < 1:
+            raise ValueError("HL7 positions start at 1")
         split = self._fields or self._split()
         count = len(split)
-        ctx = self._ctx
         header = self._header
         values = []
-        for field in fields:
-            if field < 1:
-                raise ValueError("HL7 positions start at 1")
-            value = split[field] if field < count else ""
-            # As in get(): delimiters are never alphanumeric; MSH-1 and MSH-2 are whole.
-            if value and not value.isalnum() and not (header and field <= 2):
-                if ctx.rs in value:
-                    value = value.split(ctx.rs, 1)[0]
-                if ctx.cs in value:
-                    value = value.split(ctx.cs, 1)[0]
-                if ctx.ss in value:
-                    value = value.split(ctx.ss, 1)[0]
-                if ctx.es in value:
-                    value = ctx.unescape(value)
-            values.append(value)
+        if self._plain:
+            cs = self._ctx.cs
+            for field in fields:
+                value = split[field] if field < count else ""
+                if cs in value and not (header and field <= 2):
+                    value = value[: value.index(cs)]
+                values.append(value)
+        else:
+            for field in fields:
+                value = split[field] if field < count else ""
+                if value and not value.isalnum() and not (header and field <= 2):
+                    value = self._first_value(value)
+                values.append(value)
         return values
+
+    def component_values(self, field: int, count: int, repetition: int = 1) -> list[str]:
+        """``[self.get(field, c, 1, repetition) for c in 1..count]``, splitting the field once.
+
+        Each component's first sub-component, unescaped; ``""`` when absent.
+        """
+        if field < 1 or repetition < 1:
+            raise ValueError("HL7 positions start at 1")
+        split = self._fields or self._split()
+        value = split[field] if field < len(split) else ""
+        if not value or (self._header and field <= 2):
+            parts = [value] if repetition == 1 else []
+        elif self._plain:
+            parts = value.split(self._ctx.cs) if repetition == 1 else []
+        else:
+            parts = self._components(value, repetition)
+        size = len(parts)
+        if size < count:
+            parts.extend([""] * (count - size))
+        elif size > count:
+            del parts[count:]
+        return parts
+
+    def _components(self, value: str, repetition: int) -> list[str]:
+        """The components of one repetition of ``value``: first sub-components, unescaped."""
+        ctx = self._ctx
+        if ctx.rs in value:
+            repetitions = value.split(ctx.rs)
+            if repetition > len(repetitions):
+                return []
+            value = repetitions[repetition - 1]
+        elif repetition != 1:
+            return []
+        parts = value.split(ctx.cs)
+        if ctx.ss in value:
+            parts = [part.split(ctx.ss, 1)[0] for part in parts]
+        if ctx.es in value:
+            parts = [ctx.unescape(part) if ctx.es in part else part for part in parts]
+        return parts
+
+    def _first_value(self, value: str) -> str:
+        """The first sub-component of the first component of the first repetition."""
+        ctx = self._ctx
+        if self._plain:
+            return value[: value.index(ctx.cs)] if ctx.cs in value else value
+        if ctx.rs in value:
+            value = value[: value.index(ctx.rs)]
+        if ctx.cs in value:
+            value = value[: value.index(ctx.cs)]
+        if ctx.ss in value:
+            value = value[: value.index(ctx.ss)]
+        return ctx.unescape(value) if ctx.es in value else value
 
     def _get(self, field: int, component: int, subcomponent: int, repetition: int) -> str:
         if field < 1 or component < 1 or subcomponent < 1 or repetition < 1:
@@ -204,7 +260,7 @@ class Segment:
         value = self.raw(field)
         if not value:
             return 0
-        if self._header and field <= 2:
+        if self._plain or (self._header and field <= 2):
             return 1
         return value.count(self._ctx.rs) + 1
 
@@ -222,9 +278,11 @@ class Segment:
             return []
         if self._header and field <= 2:
             return [value] if repetition == 1 else []
-        ctx = self._ctx
         if repetition < 1:
             raise ValueError("HL7 positions start at 1")
+        ctx = self._ctx
+        if self._plain:
+            return value.split(ctx.cs) if repetition == 1 else []
         if ctx.rs in value:
             parts = value.split(ctx.rs)
             if repetition > len(parts):

@@ -10,7 +10,6 @@ received time is passed in, every other time comes from the message.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -22,12 +21,13 @@ from connectors.translate.common import (
     Context,
     Draft,
     Event,
+    component_texts,
     death_evidence,
     event_id,
+    header_base,
     patient,
-    required,
+    required_time,
     texts,
-    value,
 )
 from connectors.translate.time import to_millis
 
@@ -59,15 +59,14 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
     when MSH-10 could be read.
     """
     msh = message.msh
-    application, facility, receiver_application, receiver, msh7, control_id, version = texts(
-        msh, 3, 4, 5, 6, 7, 10, 12
-    )
+    facility, msh7, control_id = texts(msh, 4, 7, 10)
     if not control_id:
         raise MissingRequiredField("MSH-10 (message control id) is empty", field="MSH-10")
     evn = message.first("EVN")
     evn_type, recorded, occurred = texts(evn, 1, 2, 6)
-    message_type = (value(msh, 9, 1) or "").upper()
-    trigger = (value(msh, 9, 2) or evn_type).upper()
+    message_type, trigger = component_texts(msh, 9, 2)
+    message_type = message_type.upper()
+    trigger = (trigger or evn_type).upper()
     if not message_type or not trigger:
         raise MissingRequiredField(
             "MSH-9 (message type and trigger event) is empty", control_id=control_id, field="MSH-9"
@@ -81,46 +80,34 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
         raise MissingRequiredField(
             "MSH-4 (sending facility) is empty", control_id=control_id, field="MSH-4"
         )
-    message_time = required(msh7, "MSH-7", control_id)
-    # EVN-6, else EVN-2, else MSH-7: a present but unreadable EVN time is rejected.
+    message_time = required_time(msh7, "MSH-7", control_id)
+    # EVN-6, else EVN-2, else MSH-7; a present but unreadable EVN time is rejected.
     if occurred:
-        when = required(occurred, "EVN-6", control_id)
+        when = required_time(occurred, "EVN-6", control_id)
     elif recorded:
-        when = required(recorded, "EVN-2", control_id)
+        when = required_time(recorded, "EVN-2", control_id)
     else:
         when = message_time
-    ctx = Context(control_id, message_type, trigger, facility, when, message.encoding.subcomponent)
+    ctx = Context(control_id, message_type, trigger, facility, when)
     drafts = translator(message, ctx)
-    base = {
-        "event_id": "",
-        "message_type": message_type,
-        "trigger_event": trigger,
-        "control_id": control_id,
-        "sending_application": application or None,
-        "sending_facility": facility,
-        "receiving_application": receiver_application or None,
-        "receiving_facility": receiver or None,
-        "hl7_version": version,
-        "event_time": when,
-        "message_time": message_time,
-        "received_time": to_millis(received_time),
-        "raw_sha256": hashlib.sha256(raw).hexdigest(),
-    }
+    base = header_base(
+        msh, ctx, message_time=message_time, received_time=to_millis(received_time), raw=raw
+    )
     events: list[Event] = []
     for draft in drafts:
-        person = patient(draft.pid, draft.pd1, ctx)
+        person, pid_evidence = patient(draft.pid, draft.pd1, ctx)
         key = person["key"]
         header = dict(base, event_id=event_id(ctx, msh7, len(events)))
         events.append(
             Event(draft.schema, key, {"header": header, "patient": person, **draft.fields})
         )
-        evidence = death_evidence(draft.pid, person, message, ctx)
+        evidence = death_evidence(pid_evidence, message, ctx)
         if evidence:
             header = dict(base, event_id=event_id(ctx, msh7, len(events)))
             died = {
                 "header": header,
                 "patient": person,
-                "death_time": person["death_time"] or when,
+                "death_time": person["death_time"] or ctx.event_time,
                 "evidence": evidence,
             }
             events.append(Event(PATIENT_DIED, key, died))

@@ -44,8 +44,8 @@ def encounter(message: Message, ctx: Context) -> list[Draft]:
         "visit_number": visit or None,
         "patient_class": patient_class or None,
         "admission_type": admission_type or None,
-        "location": location(pv1, 3, ctx),
-        "prior_location": location(pv1, 6, ctx),
+        "location": location(pv1, 3),
+        "prior_location": location(pv1, 6),
         "discharge_disposition": disposition or None,
         "discharge_destination": destination or None,
         "admit_time": as_time(admitted),
@@ -83,11 +83,11 @@ def merge(message: Message, ctx: Context) -> list[Draft]:
     return drafts
 
 
-def location(segment: Segment | None, field: int, ctx: Context) -> dict[str, Any] | None:
+def location(segment: Segment | None, field: int) -> dict[str, Any] | None:
     """A PL field as a ``carebus.events.Location``, or None when empty."""
     if segment is None:
         return None
-    point_of_care, room, bed, facility = component_texts(segment, field, 4, ctx)
+    point_of_care, room, bed, facility = component_texts(segment, field, 4)
     if not (point_of_care or room or bed or facility):
         return None
     return {

@@ -8,8 +8,8 @@ Rejection messages name fields and control ids, never values.
 This is the hot path of every connector and of ``carebus simulate``, so segments
 are read a few fields at a time: :func:`texts` gives the first value of several
 fields in one call and :func:`component_texts` several components of one field
-from one split. Both give ``""`` where :func:`value` gives None, so a record
-field is ``text or None``.
+from one split. Both read values as :func:`value` does but give ``""`` where it
+gives None, so a record field is ``text or None``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ class Context:
     trigger_event: str
     sending_facility: str
     event_time: datetime
-    subcomponent: str = "&"
 
 
 @dataclass(slots=True)
@@ -98,7 +97,7 @@ def value(
 
 
 def texts(segment: Segment | None, *fields: int) -> list[str]:
-    """The first value of each field, unescaped; ``""`` where :func:`value` gives None."""
+    """The first value of each field, read as :func:`value` does; ``""`` where it gives None."""
     if segment is None:
         return [""] * len(fields)
     found = segment.first_values(*fields)
@@ -108,44 +107,18 @@ def texts(segment: Segment | None, *fields: int) -> list[str]:
 
 
 def component_texts(
-    segment: Segment, field: int, count: int, ctx: Context, *, repetition: int = 1
+    segment: Segment | None, field: int, count: int, *, repetition: int = 1
 ) -> list[str]:
-    """Components 1 to ``count`` of one repetition, each as :func:`component` reads it.
+    """Components 1 to ``count`` of a field's repetition, read as :func:`value` reads each.
 
-    Always ``count`` items, with ``""`` where :func:`component` gives None. The
-    field is split once, and in the usual case (no HL7 null, no sub-components)
-    nothing else is done per component.
+    The field is split once. ``""`` stands where :func:`value` gives None.
     """
-    parts = segment.components(field, repetition)
-    size = len(parts)
-    if size < count:
-        parts.extend([""] * (count - size))
-    elif size > count:
-        del parts[count:]
-    subcomponent = ctx.subcomponent
-    if HL7_NULL in parts or (subcomponent and subcomponent in "".join(parts)):
-        return [
-            component(segment, parts, field, index, ctx, repetition=repetition) or ""
-            for index in range(1, count + 1)
-        ]
-    return parts
-
-
-def component(
-    segment: Segment, parts: list[str], field: int, index: int, ctx: Context, *, repetition: int = 1
-) -> str | None:
-    """Component ``index`` (1-based) of already split ``parts``: its first sub-component.
-
-    ``parts`` is ``segment.components(field, repetition)``.
-    """
-    if index > len(parts):
-        return None
-    text = parts[index - 1]
-    if not text or text == HL7_NULL:
-        return None
-    if ctx.subcomponent and ctx.subcomponent in text:
-        return value(segment, field, index, 1, repetition)
-    return text
+    if segment is None:
+        return [""] * count
+    found = segment.component_values(field, count, repetition)
+    if HL7_NULL in found:
+        return ["" if text == HL7_NULL else text for text in found]
+    return found
 
 
 def as_time(text: str) -> datetime | None:
@@ -163,9 +136,8 @@ def optional_time(segment: Segment | None, field: int, component: int = 1) -> da
     return as_time(value(segment, field, component) or "")
 
 
-def required(text: str, label: str, control_id: str) -> datetime:
-    """``text`` (field ``label``) as a date/time (UTC); :class:`MissingRequiredField`
-    when it is empty or unreadable."""
+def required_time(text: str, label: str, control_id: str) -> datetime:
+    """``text`` (field ``label``) as a UTC date/time; :class:`MissingRequiredField` if unusable."""
     if not text:
         raise MissingRequiredField(f"{label} is empty", control_id=control_id, field=label)
     try:
@@ -198,7 +170,34 @@ def require_segment(message: Message, name: str, ctx: Context) -> Segment:
     return segment
 
 
-# -- event ids ------------------------------------------------------------------------
+# -- header and event ids -------------------------------------------------------------
+
+
+def header_base(
+    msh: Segment,
+    ctx: Context,
+    *,
+    message_time: datetime,
+    received_time: datetime,
+    raw: bytes,
+) -> dict[str, Any]:
+    """The header fields every event of one message shares (all but ``event_id``)."""
+    application, receiver_application, receiver, version = texts(msh, 3, 5, 6, 12)
+    return {
+        "event_id": "",
+        "message_type": ctx.message_type,
+        "trigger_event": ctx.trigger_event,
+        "control_id": ctx.control_id,
+        "sending_application": application or None,
+        "sending_facility": ctx.sending_facility,
+        "receiving_application": receiver_application or None,
+        "receiving_facility": receiver or None,
+        "hl7_version": version,
+        "event_time": ctx.event_time,
+        "message_time": message_time,
+        "received_time": received_time,
+        "raw_sha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 def event_id(ctx: Context, msh7: str, index: int) -> str:
@@ -233,7 +232,7 @@ def identifiers(
     local_key: str | None = None
     failed_nhs_key: str | None = None
     for rep in range(1, segment.repetitions(field) + 1):
-        ident, _, _, authority, type_code = component_texts(segment, field, 5, ctx, repetition=rep)
+        ident, _, _, authority, type_code = component_texts(segment, field, 5, repetition=rep)
         if not ident:
             continue
         nhs_repetition = authority.upper() == "NHS" or type_code.upper() == "NH"
@@ -262,28 +261,39 @@ def identifiers(
     return found, key, nhs_number
 
 
-def patient(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, Any]:
-    """The ``carebus.events.Patient`` record of a PID (and PD1) segment."""
+def patient(
+    pid: Segment, pd1: Segment | None, ctx: Context
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The ``carebus.events.Patient`` record of a PID (and PD1), and the PID's death evidence.
+
+    The evidence is ``DEATH_INDICATOR`` (PID-30 is Y) and ``DEATH_TIME`` (PID-29 given).
+    """
     found, key, nhs_number = identifiers(pid, 3, "PID-3", ctx)
     died, indicator, status = texts(pid, 29, 30, 32)
-    return {
+    record = {
         "key": key,
         "nhs_number": nhs_number,
         "nhs_number_status": status or None,
         "identifiers": found,
         "death_time": as_time(died),
         "death_indicator": True if indicator == "Y" else False if indicator == "N" else None,
-        "demographics": demographics(pid, pd1, ctx),
+        "demographics": demographics(pid, pd1),
     }
+    evidence: tuple[str, ...] = ()
+    if indicator == "Y":
+        evidence += ("DEATH_INDICATOR",)
+    if died:
+        evidence += ("DEATH_TIME",)
+    return record, evidence
 
 
-def demographics(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, Any]:
+def demographics(pid: Segment, pd1: Segment | None) -> dict[str, Any]:
     """The ``carebus.events.Demographics`` record of a PID (and PD1) segment."""
-    family, given, middle, _, title = component_texts(pid, 5, 5, ctx)
+    family, given, middle, _, title = component_texts(pid, 5, 5)
     birth, sex = texts(pid, 7, 8)
     gp = practitioner = None
     if pd1 is not None:
-        practice = component_texts(pd1, 3, 10, ctx)
+        practice = component_texts(pd1, 3, 10)
         gp = practice[2] or practice[9] or practice[0] or None
         practitioner = value(pd1, 4)
     return {
@@ -292,15 +302,15 @@ def demographics(pid: Segment, pd1: Segment | None, ctx: Context) -> dict[str, A
         "title": title or None,
         "birth_date": as_date(birth),
         "sex": sex or None,
-        "address": address(pid, 11, ctx),
+        "address": address(pid, 11),
         "registered_gp": gp,
         "registered_gp_practitioner": practitioner,
     }
 
 
-def address(segment: Segment, field: int, ctx: Context) -> dict[str, Any] | None:
+def address(segment: Segment, field: int) -> dict[str, Any] | None:
     """The first repetition of an XAD field as a ``carebus.events.Address``, or None."""
-    first, second, city, county, postcode, country = component_texts(segment, field, 6, ctx)
+    first, second, city, county, postcode, country = component_texts(segment, field, 6)
     if not (first or second or city or county or postcode or country):
         return None
     return {
@@ -315,18 +325,13 @@ def address(segment: Segment, field: int, ctx: Context) -> dict[str, Any] | None
 # -- death ----------------------------------------------------------------------------
 
 
-def death_evidence(
-    pid: Segment, person: dict[str, Any], message: Message, ctx: Context
-) -> list[str]:
+def death_evidence(pid_evidence: tuple[str, ...], message: Message, ctx: Context) -> list[str]:
     """What in the message shows the patient dead (empty when nothing does).
 
-    ``person`` is :func:`patient` of ``pid``: its death indicator is PID-30 as read.
+    ``pid_evidence`` is what the PID shows (from :func:`patient`); an ``ADT^A03``
+    whose PV1-37 is 79 (died) adds ``DISCHARGE_DESTINATION``.
     """
-    evidence = []
-    if person["death_indicator"] is True:
-        evidence.append("DEATH_INDICATOR")
-    if value(pid, 29) is not None:
-        evidence.append("DEATH_TIME")
+    evidence = list(pid_evidence)
     if (
         ctx.trigger_event == "A03"
         and ctx.message_type == "ADT"

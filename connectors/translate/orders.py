@@ -6,7 +6,7 @@ from typing import Any
 
 from carebus.errors import MissingRequiredField
 from connectors.hl7 import Message, Segment
-from connectors.translate.common import Context, Draft, require_segment, value
+from connectors.translate.common import Context, Draft, component_texts, require_segment, texts
 
 ORDER = "carebus.events.Order"
 
@@ -34,17 +34,19 @@ def order(message: Message, ctx: Context) -> list[Draft]:
 
 
 def _item(orc: Segment, obr: Segment | None, ctx: Context) -> dict[str, Any]:
-    control = value(orc, 1)
-    if control is None:
+    control, placer, filler, status = texts(orc, 1, 2, 3, 5)
+    if not control:
         raise MissingRequiredField(
             "ORC-1 (order control) is empty", control_id=ctx.control_id, field="ORC-1"
         )
+    obr_placer, obr_filler = texts(obr, 2, 3)
+    code, text, coding_system = component_texts(obr, 4, 3)
     return {
         "order_control": control,
-        "placer_order_number": value(orc, 2) or value(obr, 2),
-        "filler_order_number": value(orc, 3) or value(obr, 3),
-        "order_status": value(orc, 5),
-        "test_code": value(obr, 4, 1),
-        "test_text": value(obr, 4, 2),
-        "coding_system": value(obr, 4, 3),
+        "placer_order_number": placer or obr_placer or None,
+        "filler_order_number": filler or obr_filler or None,
+        "order_status": status or None,
+        "test_code": code or None,
+        "test_text": text or None,
+        "coding_system": coding_system or None,
     }

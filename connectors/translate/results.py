@@ -13,8 +13,10 @@ from connectors.translate.common import (
     HL7_NULL,
     Context,
     Draft,
-    optional_time,
+    as_time,
+    component_texts,
     require_segment,
+    texts,
     value,
 )
 
@@ -56,34 +58,38 @@ def result(message: Message, ctx: Context) -> list[Draft]:
 
 
 def _request(obr: Segment | None, orc: Segment | None) -> dict[str, Any]:
+    placer, filler, observed, status = texts(obr, 2, 3, 7, 25)
+    code, text, coding_system = component_texts(obr, 4, 3)
     return {
-        "test_code": value(obr, 4, 1),
-        "test_text": value(obr, 4, 2),
-        "coding_system": value(obr, 4, 3),
-        "status": value(obr, 25),
-        "observation_time": optional_time(obr, 7),
-        "placer_order_number": value(obr, 2) or value(orc, 2),
-        "filler_order_number": value(obr, 3) or value(orc, 3),
+        "test_code": code or None,
+        "test_text": text or None,
+        "coding_system": coding_system or None,
+        "status": status or None,
+        "observation_time": as_time(observed),
+        "placer_order_number": placer or value(orc, 2),
+        "filler_order_number": filler or value(orc, 3),
         "observations": [],
     }
 
 
 def observation(obx: Segment) -> dict[str, Any]:
     """An OBX segment as a ``carebus.events.Observation``."""
+    set_id, value_type, units, reference_range, status, observed = texts(obx, 1, 2, 6, 7, 11, 14)
+    code, text, coding_system = component_texts(obx, 3, 3)
     return {
-        "set_id": value(obx, 1),
-        "value_type": value(obx, 2),
-        "code": value(obx, 3, 1),
-        "text": value(obx, 3, 2),
-        "coding_system": value(obx, 3, 3),
+        "set_id": set_id or None,
+        "value_type": value_type or None,
+        "code": code or None,
+        "text": text or None,
+        "coding_system": coding_system or None,
         "value": observation_value(obx),
-        "units": value(obx, 6),
-        "reference_range": value(obx, 7),
+        "units": units or None,
+        "reference_range": reference_range or None,
         "abnormal_flags": [
             flag for rep in range(1, obx.repetitions(8) + 1) if (flag := value(obx, 8, 1, 1, rep))
         ],
-        "status": value(obx, 11),
-        "observation_time": optional_time(obx, 14),
+        "status": status or None,
+        "observation_time": as_time(observed),
     }
 
 

@@ -4,8 +4,15 @@ deleted (S17) and missed (S26)."""
 from __future__ import annotations
 
 from carebus.errors import MissingRequiredField
-from connectors.hl7 import Message, Segment
-from connectors.translate.common import Context, Draft, optional_time, require_segment, value
+from connectors.hl7 import Message
+from connectors.translate.common import (
+    Context,
+    Draft,
+    as_time,
+    optional_time,
+    require_segment,
+    texts,
+)
 
 APPOINTMENT = "carebus.events.Appointment"
 
@@ -43,33 +50,35 @@ def appointment(message: Message, ctx: Context) -> list[Draft]:
     """One ``Appointment`` from SCH and the first AIS."""
     sch = require_segment(message, "SCH", ctx)
     pid = require_segment(message, "PID", ctx)
-    filler_id = value(sch, 2)
-    if filler_id is None:
+    placer_id, filler_id, appointment_type, duration, duration_unit, filler_status = texts(
+        sch, 1, 2, 8, 9, 10, 25
+    )
+    if not filler_id:
         raise MissingRequiredField(
             "SCH-2 (filler appointment id) is empty", control_id=ctx.control_id, field="SCH-2"
         )
-    ais = message.first("AIS")
+    service, start, ais_duration, ais_duration_unit = texts(message.first("AIS"), 3, 4, 7, 8)
     fields = {
         "action": ACTIONS[ctx.trigger_event],
         "filler_appointment_id": filler_id,
-        "placer_appointment_id": value(sch, 1),
-        "start_time": optional_time(ais, 4)
+        "placer_appointment_id": placer_id or None,
+        "start_time": as_time(start)
         or optional_time(sch, 11, 4)
         or optional_time(message.first("TQ1"), 7),
-        "duration_minutes": _minutes(ais, 7, 8) or _minutes(sch, 9, 10),
-        "appointment_type": value(sch, 8),
-        "service": value(ais, 3),
-        "filler_status": value(sch, 25),
+        "duration_minutes": _minutes(ais_duration, ais_duration_unit)
+        or _minutes(duration, duration_unit),
+        "appointment_type": appointment_type or None,
+        "service": service or None,
+        "filler_status": filler_status or None,
     }
     return [Draft(APPOINTMENT, pid, fields, message.first("PD1"))]
 
 
-def _minutes(segment: Segment | None, amount_field: int, unit_field: int) -> int | None:
-    amount = value(segment, amount_field)
-    if amount is None:
+def _minutes(amount: str, unit: str) -> int | None:
+    """A duration (amount and unit texts) in whole minutes; None when absent or unusable."""
+    if not amount:
         return None
-    unit = (value(segment, unit_field) or "MIN").upper()
-    per_unit = _MINUTES_PER_UNIT.get(unit)
+    per_unit = _MINUTES_PER_UNIT.get((unit or "MIN").upper())
     try:
         number = float(amount)
     except ValueError:

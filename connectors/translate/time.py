@@ -8,15 +8,16 @@ back as BST (its first occurrence). Results are UTC with millisecond precision,
 which is what the Avro ``timestamp-millis`` fields keep.
 
 Speed: both parsers are memoised (messages and feeds repeat times and birth
-dates), and the usual shapes (ASCII digits, no fraction) are read by slicing;
-anything else goes through the regular expression, which defines the format.
+dates). The usual shapes (ASCII digits from day to second precision, no fraction)
+are read by ``datetime.fromisoformat``, with the UTC offset subtracted; anything
+else goes through the regular expression, which defines the format.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 LONDON = ZoneInfo("Europe/London")
@@ -25,9 +26,10 @@ _DTM = re.compile(
     r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?)?)?"
     r"(?:([+-])(\d{2})(\d{2}))?"
 )
-#: Lengths of the digits-only forms the fast path reads: YYYY up to YYYYMMDDHHMMSS.
-_PLAIN_LENGTHS = frozenset({4, 6, 8, 10, 12, 14})
-_OFFSETS: dict[str, tzinfo] = {}
+#: Digits-only forms the fast path reads (by ``datetime.fromisoformat``): YYYYMMDD[HH[MM[SS]]].
+_ISO_SIZES = frozenset({8, 10, 12, 14})
+_OFFSETS: dict[str, timedelta] = {}
+_NO_OFFSET = timedelta(0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -40,16 +42,11 @@ def parse_dtm(value: str) -> datetime:
     digits, offset = text, ""
     if len(text) > 5 and text[-5] in "+-":
         digits, offset = text[:-5], text[-5:]
-    if _plain_digits(digits) and (not offset or _ascii_digits(offset[1:])):
-        size = len(digits)
-        year = int(digits[:4])
-        month = int(digits[4:6]) if size > 4 else 1
-        day = int(digits[6:8]) if size > 6 else 1
-        hour = int(digits[8:10]) if size > 8 else 0
-        minute = int(digits[10:12]) if size > 10 else 0
-        second = int(digits[12:14]) if size > 12 else 0
-        zone = _offset(offset[0], offset[1:3], offset[3:]) if offset else LONDON
-        return datetime(year, month, day, hour, minute, second, tzinfo=zone).astimezone(UTC)
+    size = len(digits)
+    if size in _ISO_SIZES and _ascii_digits(digits) and (not offset or _ascii_digits(offset[1:])):
+        # The wall-clock time labelled UTC, then moved by its offset (given, or London's).
+        wall = datetime.fromisoformat(f"{digits[:8]}T{digits[8:] or '00'}+00:00")
+        return wall - (_offset(offset) if offset else _london_offset(wall))
     return _parse_dtm_general(text)
 
 
@@ -59,7 +56,7 @@ def _parse_dtm_general(text: str) -> datetime:
         raise ValueError("not an HL7 date/time")
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
     micro = int(fraction[:3].ljust(3, "0")) * 1000 if fraction else 0
-    zone = LONDON if sign is None else _offset(sign, off_h, off_m)
+    zone = LONDON if sign is None else timezone(_offset(f"{sign}{off_h}{off_m}"))
     local = datetime(
         int(year),
         int(month or 1),
@@ -102,16 +99,24 @@ def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdecimal()
 
 
-def _plain_digits(text: str) -> bool:
-    return len(text) in _PLAIN_LENGTHS and text.isascii() and text.isdecimal()
+def _london_offset(wall: datetime) -> timedelta:
+    """Europe/London's UTC offset at the wall-clock time ``wall`` shows.
+
+    ``wall`` has fold 0: a repeated time is its first occurrence (BST), a skipped one
+    reads as GMT. A ZoneInfo reads only the wall-clock fields and fold of the datetime
+    it is given, so ``wall`` may be labelled UTC (``replace(tzinfo=None)`` would cost
+    more than all the rest of the parse).
+    """
+    return LONDON.utcoffset(wall) or _NO_OFFSET
 
 
-def _offset(sign: str, hours: str, minutes: str) -> tzinfo:
-    key = f"{sign}{hours}{minutes}"
-    zone = _OFFSETS.get(key)
-    if zone is None:
-        if int(hours) > 23 or int(minutes) > 59:
+def _offset(text: str) -> timedelta:
+    """``+HHMM`` / ``-HHMM`` as a timedelta; ``ValueError`` when out of range."""
+    delta = _OFFSETS.get(text)
+    if delta is None:
+        hours, minutes = int(text[1:3]), int(text[3:5])
+        if hours > 23 or minutes > 59:
             raise ValueError("UTC offset out of range")
-        delta = timedelta(hours=int(hours), minutes=int(minutes))
-        zone = _OFFSETS[key] = timezone(-delta if sign == "-" else delta)
-    return zone
+        delta = timedelta(hours=hours, minutes=minutes)
+        delta = _OFFSETS[text] = -delta if text[0] == "-" else delta
+    return delta

@@ -110,6 +110,57 @@ class TestSegmentOther:
         assert "CTRL-251" in repr(message)
 
 
+#: Repetitions, sub-components, escapes, an HL7 null, a custom encoding and a segment
+#: with none of those (read by the component separator alone).
+MIXED = "\r".join(
+    [
+        "MSH|^~\\&|APP^1.2&ISO|FAC|||20260209||ADT^A08^ADT_A01|C1|P|2.4",
+        'PID|1||A1^^^NHS&2.16&ISO^NH~B2^^^RX1^MR||DOE\\T\\SON^JANE^^^MS||""|F|||'
+        "1 HIGH ST\\S\\X^^LEEDS~2 LOW RD",
+        "PV1|1|I|WARD7^BAY2^BED3^RX1||||||||||||||||V1",
+    ]
+)
+CUSTOM = "MSH|#!*$|A|B|C|D|1||ADT#A08|1|P|2.4\rPID|1||X1#Y$Z!X2#W|*F*|a#b$c"
+
+
+class TestSegmentBulkReads:
+    @pytest.mark.parametrize("text", [ADT_A01_251, MIXED, CUSTOM])
+    def test_first_values_is_get_of_each_field(self, text: str) -> None:
+        """first_values gives get(field) for every field asked, in order, absent ones empty."""
+        for segment in parse_message(text).segments:
+            fields = list(range(1, segment.field_count + 3))
+            expected = [segment.get(field) for field in fields]
+            assert segment.first_values(*fields) == expected
+            assert segment.first_values(*reversed(fields)) == expected[::-1]
+
+    @pytest.mark.parametrize("text", [ADT_A01_251, MIXED, CUSTOM])
+    def test_component_values_is_get_of_each_component(self, text: str) -> None:
+        """component_values gives get(field, c, 1, repetition) for c in 1..count."""
+        for segment in parse_message(text).segments:
+            for field in range(1, segment.field_count + 2):
+                for repetition in (1, 2, 3):
+                    expected = [segment.get(field, c, 1, repetition) for c in range(1, 8)]
+                    assert segment.component_values(field, 7, repetition) == expected
+                    assert segment.component_values(field, 2, repetition) == expected[:2]
+
+    def test_bulk_reads_resolve_escapes_and_sub_components(self) -> None:
+        """Values are unescaped first sub-components, HL7 nulls kept as the two quotes."""
+        pid = parse_message(MIXED).segments[1]
+        assert pid.first_values(3, 5, 7, 11) == ["A1", "DOE&SON", '""', "1 HIGH ST^X"]
+        assert pid.component_values(3, 5) == ["A1", "", "", "NHS", "NH"]
+        assert pid.component_values(3, 5, 2) == ["B2", "", "", "RX1", "MR"]
+        assert pid.component_values(11, 3, 2) == ["2 LOW RD", "", ""]
+
+    def test_bulk_reads_reject_positions_below_1(self, pid: Segment) -> None:
+        """Field and repetition numbers start at 1, as in get."""
+        with pytest.raises(ValueError):
+            pid.first_values(3, 0)
+        with pytest.raises(ValueError):
+            pid.component_values(0, 2)
+        with pytest.raises(ValueError):
+            pid.component_values(3, 2, 0)
+
+
 class TestMessage:
     def test_first_and_all(self, message: Message) -> None:
         """first gives the first segment of a name, all gives each one, in order."""
