@@ -346,8 +346,11 @@ class AlertDelivery:
             part.task.cancel()
 
     def _update_idle(self) -> None:
+        # Cleared too: a partition assigned again after a pause has work queued.
         if all(not p.pending or p.paused for p in self._parts.values()):
             self._idle.set()
+        else:
+            self._idle.clear()
 
     async def _run(self, part: _Partition) -> None:
         backoff = self.retry_backoff_s
