@@ -168,7 +168,7 @@ def build_feed(size: int = FEED_SIZE) -> list[bytes]:
 
 
 def _timed(
-    fn: Callable[[bytes], object], items: Sequence[Any], budget: float | None = None
+    fn: Callable[[Any], object], items: Sequence[Any], budget: float | None = None
 ) -> tuple[int, float]:
     """Run ``fn`` on items until done or ``budget`` seconds; (count, seconds)."""
     count = 0
@@ -181,7 +181,7 @@ def _timed(
     return count, time.perf_counter() - start
 
 
-def _best(fn: Callable[[bytes], object], items: Sequence[bytes], rounds: int) -> float:
+def _best(fn: Callable[[Any], object], items: Sequence[Any], rounds: int) -> float:
     """The best messages/s over ``rounds`` passes."""
     return max(len(items) / _timed(fn, items)[1] for _ in range(rounds))
 
