@@ -9,9 +9,10 @@ Avro-encoded beforehand: :data:`BACKLOG` events (>= 100,000) and then
    Faust app whose one agent only iterates the backlog (the ceiling of any Faust
    agent here: faust-streaming's per-record cost, before any work);
 2. **worker throughput**: ``carebus worker`` (a subprocess; RocksDB store, 1 s
-   ticks) started on the backlog; events/s from its committed offsets (first
-   commit to last), i.e. decode, per-patient state, the fourteen rules, the
-   changelog, and transactional alert delivery;
+   ticks) started on the backlog; events/s from the moment it is ready (``/readyz``)
+   until its committed offsets reach the end of the events topic and of the status
+   topic it feeds itself, i.e. decode, per-patient state, the fourteen rules, the
+   changelog, transactional alert delivery and the status table;
 3. **latency**: with the worker caught up, :data:`LIVE` events produced at
    :data:`LIVE_RATE`/s; for each alert raised by an event rule, the time from the
    event's create timestamp to the alert being readable (read_committed) on the
@@ -200,16 +201,21 @@ async def plain_consume(settings: Any, topic: str, count: int, decode: bool) -> 
         await consumer.stop()
 
 
-def committed(settings: Any, group: str, topic: str) -> int:
-    """Records of ``topic`` the consumer group has committed."""
+def committed_by_partition(settings: Any, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset of each partition of ``topic``."""
     from carebus.admin import admin_client
 
     with admin_client(settings) as admin:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
-    return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
+    return {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == topic}
 
 
-def end_offsets(settings: Any, topic: str) -> int:
+def committed(settings: Any, group: str, topic: str) -> int:
+    """Records of ``topic`` the consumer group has committed."""
+    return sum(o for o in committed_by_partition(settings, group, topic).values() if o > 0)
+
+
+def end_by_partition(settings: Any, topic: str) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
     from carebus.kafka import kafka_python_config
@@ -217,9 +223,27 @@ def end_offsets(settings: Any, topic: str) -> int:
     consumer = KafkaConsumer(**kafka_python_config(settings), group_id=None)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
-        return sum(consumer.end_offsets([TopicPartition(topic, p) for p in parts]).values())
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         consumer.close()
+
+
+def end_offsets(settings: Any, topic: str) -> int:
+    return sum(end_by_partition(settings, topic).values())
+
+
+def consumed(settings: Any, group: str, topic: str) -> bool:
+    """True when the group has consumed every partition of ``topic`` to its end.
+
+    A transactional topic ends with a commit marker, which is never delivered
+    (so never committed past): one offset short of the end counts as the end.
+    """
+    done = committed_by_partition(settings, group, topic)
+    return all(
+        done.get(p, 0) >= end - 1 or end == 0
+        for p, end in end_by_partition(settings, topic).items()
+    )
 
 
 class Reader(threading.Thread):
@@ -254,7 +278,22 @@ class Reader(threading.Thread):
         self.consumer.close()
 
 
-def start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
+def wait_ready(port: int, timeout_s: float) -> float:
+    """Poll the worker's /readyz until it answers 200 (partitions assigned); the time then."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                return time.monotonic()
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise TimeoutError("the worker did not become ready")
+
+
+def start_worker(settings: Any, log: Path, metrics_port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
     env.update(
         {
@@ -266,7 +305,7 @@ def start_worker(settings: Any, log: Path) -> subprocess.Popen[bytes]:
             "CAREBUS_WORKER_REGION_CONFIG": str(settings.worker.region_config),
             "CAREBUS_WORKER_TICK_INTERVAL_S": "1",
             "CAREBUS_WORKER_WEB_PORT": str(_free_port()),
-            "CAREBUS_METRICS_WORKER_PORT": str(_free_port()),
+            "CAREBUS_METRICS_WORKER_PORT": str(metrics_port),
             "CAREBUS_LOG_FORMAT": "json",
             "CAREBUS_LOG_LEVEL": "WARNING",
         }
@@ -305,7 +344,7 @@ def wait_caught_up(
         if (
             first is not None
             and done >= end_offsets(settings, topic)
-            and all(committed(settings, group, t) >= end_offsets(settings, t) for t in others)
+            and all(consumed(settings, group, t) for t in others)
         ):
             return first[0], first[1], now, done
         time.sleep(0.25)
@@ -379,12 +418,12 @@ def main() -> None:
         plain_decode = asyncio.run(plain_consume(settings, names.events, len(backlog), decode=True))
         noop = faust_noop(settings, names.events, len(backlog))
 
-        worker = start_worker(settings, workdir / "worker.log")
+        metrics_port = _free_port()
+        worker = start_worker(settings, workdir / "worker.log", metrics_port)
+        t_ready = wait_ready(metrics_port, timeout_s=120)
         group, others = settings.worker.app_id, (names.alert_status,)
-        t_first, n_first, t_done, n_done = wait_caught_up(
-            settings, group, names.events, others, timeout_s=900
-        )
-        rate = (n_done - n_first) / max(t_done - t_first, 1e-9)
+        _, _, t_done, _ = wait_caught_up(settings, group, names.events, others, timeout_s=900)
+        rate = len(backlog) / (t_done - t_ready)
 
         alerts_reader = Reader(settings, names.alerts)
         events_reader = Reader(settings, names.events)
@@ -436,6 +475,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait(10)
+        if os.environ.get("BENCH_DEBUG") and (workdir / "worker.log").exists():
+            print((workdir / "worker.log").read_text(errors="replace")[-3000:])
         delete_topics(settings, prefix)
         if started_broker:
             broker.stop(settings.broker)

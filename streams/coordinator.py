@@ -54,6 +54,9 @@ ENTRY_VERSION = 1
 MAX_HOPS = 8
 #: Patients whose decoded entry and state are kept in memory (the table stays the truth).
 CACHE_SIZE = 20_000
+#: Outboxes tidied per tick at most (the rest wait for the next tick), so a burst of
+#: confirmations after a backlog does not stall the partition.
+TIDY_PER_TICK = 500
 
 
 class AlertSink(Protocol):
@@ -154,6 +157,8 @@ class Coordinator:
         self.active: frozenset[int] = frozenset()
         self._needs_scan = True
         self.skipped = 0
+        #: partition -> patients whose outbox has confirmed alerts to drop
+        self._tidy: dict[int, set[str]] = {}
         #: key -> (entry, state): what was last written for recently seen patients
         self._cache: OrderedDict[str, tuple[Entry, PatientState | None]] = OrderedDict()
 
@@ -163,6 +168,7 @@ class Coordinator:
         """These events partitions are now this worker's; rescan before the next record."""
         self.active = frozenset(partitions)
         self._cache.clear()
+        self._tidy.clear()
         self.index.forget(self.index.partitions())
         self.clocks.forget(range(self.partitions))
         self._needs_scan = True
@@ -257,7 +263,10 @@ class Coordinator:
     def on_tick(self, table: PatientTable, partition: int, now: int) -> None:
         """The wall clock reached ``now`` in ``partition``: fire what is due, tidy outboxes."""
         published = self.sink.is_published
-        for key in self.sink.take_confirmed(partition):
+        tidy = self._tidy.setdefault(partition, set())
+        tidy |= self.sink.take_confirmed(partition)
+        for _ in range(min(len(tidy), TIDY_PER_TICK)):
+            key = tidy.pop()
             entry = self._load(table, key, partition)
             kept = [a for a in entry.outbox if not published(partition, a["dedup_key"])]
             if len(kept) != len(entry.outbox):

@@ -13,10 +13,11 @@ The design (``docs/alerts.md`` explains it for operators):
   beginning to its end with ``read_committed``: the dedup keys found there are
   the *published set*. Until that read is done nothing of ``p`` is published.
 * Each batch of alerts is filtered against the published set and written in one
-  transaction: every alert to the alert topic, a copy to each recipient's topic
-  (``TopicNames.alerts_for``) and, keyed by dedup key, to the status topic (so the
-  status table knows every raised alert). Only after the commit are the keys
-  added to the published set.
+  transaction: every alert to the alert topic and a copy to each recipient's topic
+  (``TopicNames.alerts_for``). Only after the commit are the keys added to the
+  published set. Just before the transaction the batch is also written, keyed by
+  dedup key, to the status topic (at least once, not transactionally), so the
+  status table knows every raised alert.
 * Any failure closes the producer; the publisher starts a new one (fencing the
   old, aborting what it left open), reads the partition again and retries. A
   ``ProducerFenced`` means another worker took the partition: it backs off.
@@ -117,8 +118,9 @@ class TransactionalProducer(Protocol):
 class Clients(Protocol):
     """How the publisher reaches Kafka (aiokafka by default; see :class:`KafkaClients`)."""
 
-    async def producer(self, transactional_id: str) -> TransactionalProducer:
-        """A started transactional producer (starting it fences older ones)."""
+    async def producer(self, transactional_id: str | None) -> TransactionalProducer:
+        """A started producer: transactional (starting it fences older ones), or, for
+        ``None``, a plain idempotent one."""
 
     async def published_keys(self, topic: str, partition: int) -> set[str]:
         """Dedup keys committed to ``topic``/``partition`` (read_committed, to the end)."""
@@ -136,17 +138,16 @@ class KafkaClients:
         self.read_timeout_s = read_timeout_s or max(30.0, 2 * settings.kafka.request_timeout_s)
         self._topics: dict[str, str | None] = {}
 
-    async def producer(self, transactional_id: str) -> TransactionalProducer:
+    async def producer(self, transactional_id: str | None) -> TransactionalProducer:
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
-        producer = AIOKafkaProducer(
-            **aiokafka_config(self.settings),
-            transactional_id=transactional_id,
-            enable_idempotence=True,
-            acks="all",
-            transaction_timeout_ms=30_000,
-        )
+        options: dict[str, Any] = {"enable_idempotence": True, "acks": "all"}
+        if transactional_id is not None:
+            options.update(transactional_id=transactional_id, transaction_timeout_ms=30_000)
+        else:
+            options.update(linger_ms=self.settings.kafka.producer_linger_ms)
+        producer = AIOKafkaProducer(**aiokafka_config(self.settings), **options)
         try:
             await producer.start()
         except (KafkaError, OSError) as exc:
@@ -251,6 +252,8 @@ class AlertDelivery:
         self.published_count = 0
         self.transactions = 0
         self._parts: dict[int, _Partition] = {}
+        self._plain: TransactionalProducer | None = None
+        self._plain_lock = asyncio.Lock()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -336,6 +339,10 @@ class AlertDelivery:
             await asyncio.gather(*tasks, return_exceptions=True)
         for part in parts:
             await self._stop_producer(part)
+        plain, self._plain = self._plain, None
+        if plain is not None:
+            with contextlib.suppress(Exception):
+                await plain.stop()
         self._idle.set()
 
     # -- the publisher of one partition -----------------------------------------------
@@ -421,6 +428,7 @@ class AlertDelivery:
                 if topic is not None:
                     topics.append(topic)
             copies.append(topics)
+        await self._announce(alerts)
         await producer.begin_transaction()
         sent = []
         for alert, topics in zip(alerts, copies, strict=True):
@@ -434,17 +442,32 @@ class AlertDelivery:
             )
             for copy in topics:
                 sent.append(await producer.send(copy, value, key=key, headers=headers))
-            sent.append(
-                await producer.send(
-                    self.names.alert_status,
-                    value,
-                    key=alert.dedup_key.encode("utf-8"),
-                    headers=headers,
-                )
-            )
         await asyncio.gather(*sent)
         await producer.commit_transaction()
         self.transactions += 1
+
+    async def _announce(self, alerts: Sequence[Alert]) -> None:
+        """Write the alerts to the status topic, outside the transaction, and wait.
+
+        At least once and before the alerts are committed: the status table learns
+        of every alert no later than integrators do. (Not transactional on purpose:
+        the status topic is read by a Faust agent, and Faust reads transaction
+        markers as gaps, at a cost that grows with every one.)
+        """
+        async with self._plain_lock:
+            if self._plain is None:
+                self._plain = await self.clients.producer(None)
+        plain = self._plain
+        sent = [
+            await plain.send(
+                self.names.alert_status,
+                encode_alert(alert),
+                key=alert.dedup_key.encode("utf-8"),
+                headers=alert_headers(alert),
+            )
+            for alert in alerts
+        ]
+        await asyncio.gather(*sent)
 
     async def _stop_producer(self, part: _Partition) -> None:
         producer, part.producer = part.producer, None

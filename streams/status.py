@@ -3,8 +3,9 @@
 The status topic (``TopicNames.alert_status``, compacted, keyed by dedup key)
 carries two kinds of record, told apart by their Avro schema:
 
-- ``carebus.alerts.Alert``: written by the worker in the same transaction as the
-  alert itself, so the status table knows every raised alert;
+- ``carebus.alerts.Alert``: written by the worker (at least once) just before the
+  transaction that publishes the alert, so the status table knows every raised
+  alert no later than integrators do;
 - ``carebus.alerts.AlertStatusChange``: written by integrators (or
   ``carebus alerts ack|resolve``): ``ACKNOWLEDGED`` or ``RESOLVED``, by whom, when.
 

@@ -24,7 +24,9 @@ class FakeKafka:
         self.fail_commits = 0
         self.started: list[str] = []
 
-    async def producer(self, transactional_id: str) -> FakeProducer:
+    async def producer(self, transactional_id: str | None) -> FakeProducer:
+        if transactional_id is None:
+            return FakeProducer(self, None, 0)
         self.epochs[transactional_id] = self.epochs.get(transactional_id, 0) + 1
         self.started.append(transactional_id)
         return FakeProducer(self, transactional_id, self.epochs[transactional_id])
@@ -41,12 +43,12 @@ class FakeKafka:
 
 
 class FakeProducer:
-    def __init__(self, kafka: FakeKafka, transactional_id: str, epoch: int) -> None:
+    def __init__(self, kafka: FakeKafka, transactional_id: str | None, epoch: int) -> None:
         self.kafka, self.id, self.epoch = kafka, transactional_id, epoch
         self.buffer: list[tuple[str, Record]] = []
 
     def _check(self) -> None:
-        if self.kafka.epochs[self.id] != self.epoch:
+        if self.id is not None and self.kafka.epochs[self.id] != self.epoch:
             raise ProducerFenced()
 
     async def begin_transaction(self) -> None:
@@ -63,7 +65,11 @@ class FakeProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[None]:
         self._check()
-        self.buffer.append((topic, (partition, key, value, list(headers or []))))
+        record = (partition, key, value, list(headers or []))
+        if self.id is None:
+            self.kafka.log[topic].append(record)
+        else:
+            self.buffer.append((topic, record))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

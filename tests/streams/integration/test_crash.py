@@ -137,5 +137,5 @@ class TestCrash:
                 assert abs((record.record["raised_at"] - due).total_seconds()) < 0.001
         copies = Counter(keys(read_topic(s, names.alerts_for("RX1"))))
         assert copies == counts
-        status = Counter(keys(read_topic(s, names.alert_status)))
-        assert status == counts
+        # The status topic is written at least once, just before each transaction.
+        assert set(keys(read_topic(s, names.alert_status))) == want

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from carebus.admin import admin_client
+from carebus.errors import ConfigError
 from carebus.settings import Settings
-from carebus.topics import TopicNames
+from carebus.topics import TopicNames, declared_topics, ensure
+from streams.app import control_topic_name, prepare_topics
 from streams.control import partition_for
 from tests.streams.integration.live import (
     EXAMPLES,
@@ -107,7 +111,7 @@ class TestLiveWorker:
                 r.dedup_key for r in alerts if provider in r.record["recipients"]
             )
         status = read_topic(s, names.alert_status)
-        assert sorted(keys(status)) == sorted(keys(alerts))
+        assert set(keys(status)) == set(keys(alerts))
 
     def test_alert_status_can_be_acknowledged_and_shown(self, workers: Workers) -> None:
         """`carebus alerts ack` changes what `carebus alerts show` reports for the alert."""
@@ -142,3 +146,23 @@ class TestLiveWorker:
         assert unknown.returncode == 1
         assert json.loads(unknown.stdout)["status"] == "UNKNOWN"
         assert workers.stop(proc) == 0
+
+
+class TestPrepareTopics:
+    def test_creates_the_worker_topics(self, kafka_isolated: Settings) -> None:
+        """The declared topics, the control topic and the providers' alert topics are created."""
+        prepare_topics(kafka_isolated, ["RX1", "bad code"])
+        names = TopicNames.from_settings(kafka_isolated.topics)
+        with admin_client(kafka_isolated) as admin:
+            present = set(admin.list_topics())
+        wanted = {names.events, names.alerts, names.alert_status, names.alerts_for("RX1")}
+        assert wanted | {control_topic_name(kafka_isolated)} <= present
+        assert not any(t.endswith("bad code") for t in present)
+
+    def test_refuses_topics_that_are_not_co_partitioned(self, kafka_isolated: Settings) -> None:
+        """An events topic with another partition count stops the worker with a clear error."""
+        names = TopicNames.from_settings(kafka_isolated.topics)
+        events = next(t for t in declared_topics(kafka_isolated.topics) if t.name == names.events)
+        ensure(kafka_isolated, [dataclasses.replace(events, partitions=1)])
+        with pytest.raises(ConfigError, match="partitions"):
+            prepare_topics(kafka_isolated, [])
