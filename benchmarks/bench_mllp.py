@@ -9,12 +9,25 @@ next, as interface engines do. Two loads, each for a fixed time after a warm-up:
    cannot hide its queueing).
 
 Each load runs against the carebus listener (parse, translate, raw record and
-events on Kafka with acks=all, idempotent producer, then the ACK) and, in the same
-run, against a no-op MLLP server that answers every frame with a fixed ACK: the
-ceiling this machine and load generator allow. Servers run in their own process;
-the load generator in this one. Afterwards the raw topic must hold exactly one
-record per AA. Targets (2 cores, broker on the same machine): >= 3,000 msg/s with
-32 senders; p99 ACK latency < 50 ms at 1,000 msg/s offered.
+events on Kafka with acks=all, idempotent producer, then the ACK) in each of its
+variants (:data:`VARIANTS`: the event loop uvloop versus asyncio's own) and, in the
+same run, against a no-op MLLP server that answers every frame with a fixed ACK:
+the ceiling this machine and load generator allow. Servers run in their own
+process; the load generator in this one. Besides msg/s and latency, each server
+reports the CPU time it spent per message answered (its processes' user + system
+time from /proc, so less disturbed by other load on the machine than wall-clock
+rates). Each sender connects from its own loopback address (127.0.0.2, ...), as
+distinct interface engines would, which the several-process listener
+(``mllp.processes``) spreads over its children.
+Afterwards the raw topic must hold exactly one record per AA.
+
+A last section compares Kafka clients for the hot-path producer: the CPU cost per
+message (a raw record and an event, acks=all, idempotent, :data:`SENDERS` in
+flight) of aiokafka (used) and confluent-kafka (librdkafka), on the same broker,
+interleaved, best of :data:`PRODUCE_ROUNDS`.
+
+Targets (2 cores, broker on the same machine): >= 3,000 msg/s with 32 senders;
+p99 ACK latency < 50 ms at 1,000 msg/s offered.
 
 Kafka: ``CAREBUS_KAFKA_BOOTSTRAP_SERVERS``, else the project's local broker
 (started, and stopped afterwards, if it is not running). Run with
@@ -25,20 +38,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import importlib.util
 import multiprocessing
 import os
+import threading
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 SENDERS = 32
 WARMUP_S = 2.0
-MEASURE_S = 8.0
+MEASURE_S = 6.0
+#: Interleaved rounds per load and server; the best round of each is reported.
+ROUNDS = 2
 PACED_RATE = 1000.0
 TARGET_RATE = 3000.0
 TARGET_P99_MS = 50.0
 PATIENTS = 5000
+PRODUCE_MESSAGES = 3000
+PRODUCE_ROUNDS = 3
 ECHO_ACK = (
     b"\x0bMSH|^~\\&|CAREBUS|REGION|PAS|RXA01|20260301093000||ACK^A01^ACK|1|P|2.4\rMSA|AA|0\r\x1c\r"
 )
@@ -79,31 +100,114 @@ def message(run: str, n: int) -> bytes:
 # -- servers (each in its own process) ------------------------------------------------------
 
 
-def _serve(kind: str, settings: Any, ports: Any, stop: Any) -> None:
-    asyncio.run(_serve_async(kind, settings, ports, stop))
+@dataclass(frozen=True)
+class Variant:
+    """One server configuration to measure."""
+
+    label: str
+    kind: str  # "carebus" or "echo"
+    mllp: dict[str, Any] = field(default_factory=dict)
 
 
-async def _serve_async(kind: str, settings: Any, ports: Any, stop: Any) -> None:
+def variants() -> list[Variant]:
+    """The listener variants compared in one run (uvloop only when it is installed)."""
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    loop = "uvloop" if uvloop else "asyncio"
+    out = [
+        Variant(f"1 process ({loop})", "carebus", {"event_loop": loop, "processes": 1}),
+        Variant(f"2 processes ({loop})", "carebus", {"event_loop": loop, "processes": 2}),
+    ]
+    if uvloop:
+        out.append(Variant("1 process (asyncio)", "carebus", {"event_loop": "asyncio"}))
+    return out
+
+
+def _serve(kind: str, settings: Any, stop: Any) -> None:
     if kind == "echo":
-        server = await asyncio.start_server(_echo, "127.0.0.1", 0, backlog=256)
-        ports.put(server.sockets[0].getsockname()[1])
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        server.close()
+        asyncio.run(_serve_echo(settings.mllp.port, stop))
         return
+    from carebus.commands.listen import run_loop
+
+    run_loop(_serve_carebus(settings, stop), settings.mllp)
+
+
+async def _until(stop: Any) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+
+
+async def _serve_echo(port: int, stop: Any) -> None:
+    server = await asyncio.start_server(_echo, "127.0.0.1", port, backlog=256)
+    await _until(stop)
+    server.close()
+
+
+async def _serve_carebus(settings: Any, stop: Any) -> None:
+    """``carebus listen`` itself (health endpoint, child processes and all)."""
+    from carebus.commands.listen import serve
     from carebus.log import configure_logging
-    from connectors.ingest import Ingest
 
     configure_logging(dataclasses.replace(settings.log, level="WARNING", format="console"))
-    from carebus.commands.listen import tune_gc
+    stopped = asyncio.Event()
+    watcher = asyncio.ensure_future(_until(stop))
+    watcher.add_done_callback(lambda _: stopped.set())
+    await serve(settings, stop=stopped)
 
-    ingest = Ingest(settings)
-    await ingest.start()
-    tune_gc()  # as `carebus listen` does
-    ports.put(ingest.mllp.port)
-    while not stop.is_set():
-        await asyncio.sleep(0.1)
-    await ingest.stop()
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every process below it (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo.extend(int(k) for k in handle.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / ticks
+
+
+def _free_port(run: int = 1) -> int:
+    """A free port p (with p .. p + run - 1 free)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        socks = []
+        try:
+            for offset in range(run):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free ports")
+
+
+def _wait_for_port(port: int, proc: Any, timeout_s: float = 120) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.is_alive():
+            raise RuntimeError(f"the server exited with {proc.exitcode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"port {port} did not open")
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -130,12 +234,18 @@ class Result:
     measure_from: float = 0.0
     last_ack: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    cpu_s: float = float("nan")
 
     @property
     def rate(self) -> float:
         """Messages answered per second (a server that falls behind takes longer)."""
         seconds = max(MEASURE_S, self.last_ack - self.measure_from)
         return self.messages / seconds
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU time per message answered while measuring, in microseconds."""
+        return self.cpu_s / self.messages * 1e6 if self.messages else float("nan")
 
     def pct(self, p: float) -> float:
         if not self.latencies:
@@ -147,7 +257,9 @@ class Result:
 async def _sender(
     port: int, run: str, first: int, step: int, interval: float | None, t0: float, out: Result
 ) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # Each sender is its own interface engine, at its own loopback address.
+    source = (f"127.0.0.{2 + first % 250}", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=source)
     measure_from, stop_at = t0 + WARMUP_S, t0 + WARMUP_S + MEASURE_S
     n = first
     sent = 0
@@ -182,34 +294,228 @@ async def _sender(
     return sent
 
 
-async def _load(port: int, run: str, paced: bool) -> tuple[Result, int]:
+async def _load(port: int, run: str, paced: bool, cpu: Callable[[], float]) -> tuple[Result, int]:
     interval = SENDERS / PACED_RATE if paced else None
     t0 = time.perf_counter() + 0.05
     out = Result(measure_from=t0 + WARMUP_S)
+
+    async def cpu_window() -> float:
+        await asyncio.sleep(out.measure_from - time.perf_counter())
+        return await asyncio.to_thread(cpu)
+
+    started = asyncio.ensure_future(cpu_window())
     sent = await asyncio.gather(
         *(_sender(port, run, i, SENDERS, interval, t0, out) for i in range(SENDERS))
     )
+    out.cpu_s = await asyncio.to_thread(cpu) - await started
     return out, sum(sent)
 
 
-def _run_server(kind: str, settings: Any) -> dict[str, tuple[Result, int]]:
+@dataclass
+class Server:
+    """One server process, started once and measured in several interleaved rounds."""
+
+    variant: Variant
+    proc: Any
+    stop: Any
+    port: int
+
+    def cpu(self) -> float:
+        return _tree_cpu_s(self.proc.pid)
+
+
+def _start_server(variant: Variant, settings: Any) -> Server:
     ctx = multiprocessing.get_context("spawn")
-    ports, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=_serve, args=(kind, settings, ports, stop), daemon=True)
+    stop = ctx.Event()
+    port = _free_port()
+    settings = settings.replace(
+        mllp=dataclasses.replace(settings.mllp, port=port, **variant.mllp),
+        metrics=dataclasses.replace(settings.metrics, listener_port=_free_port(4)),
+    )
+    proc = ctx.Process(target=_serve, args=(variant.kind, settings, stop))
     proc.start()
-    try:
-        port = ports.get(timeout=60)
-        results = {}
+    return Server(variant, proc, stop, port)
+
+
+def _stop_server(server: Server) -> None:
+    server.stop.set()
+    server.proc.join(60)
+    if server.proc.is_alive():
+        server.proc.terminate()
+        server.proc.join(5)
+
+
+def _better(load: str, new: Result, old: Result | None) -> bool:
+    """Best of the rounds: the higher rate (closed loop), the lower p99 (paced)."""
+    if old is None:
+        return True
+    return new.rate > old.rate if load == "closed" else new.pct(99) < old.pct(99)
+
+
+def _measure(
+    servers: list[Server],
+) -> tuple[dict[str, dict[str, Result]], dict[str, int], int]:
+    """Each load against each server, interleaved, :data:`ROUNDS` times; best of each.
+
+    Also: messages sent to each server, and non-AA answers from carebus in any round.
+    """
+    best: dict[str, dict[str, Result]] = {s.variant.label: {} for s in servers}
+    sent: dict[str, int] = {s.variant.label: 0 for s in servers}
+    not_aa = 0
+    for round_ in range(ROUNDS):
         for load in ("closed", "paced"):
-            run = f"{kind[0].upper()}{load[0].upper()}{uuid.uuid4().hex[:6]}-"
-            results[load] = asyncio.run(_load(port, run, paced=load == "paced"))
-        return results
+            for server in servers:
+                label = server.variant.label
+                run = f"R{round_}{load[0].upper()}{uuid.uuid4().hex[:6]}-"
+                result, count = asyncio.run(_load(server.port, run, load == "paced", server.cpu))
+                sent[label] += count
+                not_aa += result.other if server.variant.kind == "carebus" else 0
+                if _better(load, result, best[label].get(load)):
+                    best[label][load] = result
+        print(f"  round {round_ + 1} of {ROUNDS} done", flush=True)
+    return best, sent, not_aa
+
+
+# -- Kafka clients for the hot-path producer ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProduceCost:
+    """CPU per message (raw record + event) for one client, best of the rounds."""
+
+    client: str
+    process_us: float
+    loop_thread_us: float
+    rate: float
+
+
+_HEADERS = [
+    ("carebus-sender", b"RXA01"),
+    ("carebus-peer", b"127.0.0.1:50000"),
+    ("carebus-received-time", b"2026-03-01T09:30:00.123456+00:00"),
+    ("carebus-control-id", b"XX0000000001"),
+    ("carebus-raw-sha256", b"0" * 64),
+    ("carebus-source", b"mllp"),
+]
+_SCHEMA_HEADER = [("carebus-schema", b"carebus.events.Encounter")]
+_EVENT = b"\xc3\x01" + b"E" * 460
+
+
+class _ConfluentAsync:
+    """confluent-kafka behind asyncio futures: delivery reports from a poll thread,
+    handed to the loop in batches."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import confluent_kafka
+
+        self._loop = asyncio.get_running_loop()
+        self._producer = confluent_kafka.Producer(config)
+        self._done: list[tuple[asyncio.Future[None], Any]] = []
+        self._running = True
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+            if self._done:
+                batch, self._done = self._done, []
+                self._loop.call_soon_threadsafe(self._settle, batch)
+
+    @staticmethod
+    def _settle(batch: list[tuple[asyncio.Future[None], Any]]) -> None:
+        for fut, err in batch:
+            if fut.done():
+                continue
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(RuntimeError(str(err)))
+
+    def _report(self, fut: asyncio.Future[None], err: Any, _msg: Any) -> None:
+        self._done.append((fut, err))
+
+    def send(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
+        wire: list[tuple[str, str | bytes | None]] = list(headers)
+        fut: asyncio.Future[None] = self._loop.create_future()
+        report = functools.partial(self._report, fut)
+        self._producer.produce(topic, value, key, headers=wire, on_delivery=report)
+        return fut
+
+    def close(self) -> None:
+        self._producer.flush(30)
+        self._running = False
+        self._thread.join()
+
+
+async def _produce_round(client: str, settings: Any, raw: str, events: str) -> ProduceCost:
+    from connectors.publish import Publisher
+
+    send: Callable[[int], Coroutine[Any, Any, None]]
+    close: Callable[[], Coroutine[Any, Any, None]]
+    body = message("P", 1)[1:-2]
+    if client == "aiokafka":
+        publisher = Publisher(settings)
+        await publisher.start([raw, events])
+        producer = publisher._producer
+        assert producer is not None
+
+        async def send_ai(n: int) -> None:
+            first = await producer.send(raw, body, b"RXA01|P%d" % n, headers=_HEADERS)
+            second = await producer.send(
+                events, _EVENT, _NHS[n % PATIENTS].encode(), headers=_SCHEMA_HEADER
+            )
+            await asyncio.gather(first, second)
+
+        send, close = send_ai, publisher.stop
+    else:
+        ck = _ConfluentAsync(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": settings.kafka.producer_linger_ms,
+                "partitioner": "murmur2_random",  # as Java and aiokafka: same partitions
+            }
+        )
+
+        async def send_ck(n: int) -> None:
+            first = ck.send(raw, b"RXA01|P%d" % n, body, _HEADERS)
+            second = ck.send(events, _NHS[n % PATIENTS].encode(), _EVENT, _SCHEMA_HEADER)
+            await asyncio.gather(first, second)
+
+        async def close_ck() -> None:
+            await asyncio.to_thread(ck.close)
+
+        send, close = send_ck, close_ck
+
+    async def sender(first: int, total: int) -> None:
+        for n in range(first, total, SENDERS):
+            await send(n)
+
+    try:
+        await asyncio.gather(*(sender(i, 10 * SENDERS) for i in range(SENDERS)))  # warm-up
+        cpu0, thread0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+        await asyncio.gather(*(sender(i, PRODUCE_MESSAGES) for i in range(SENDERS)))
+        wall = time.perf_counter() - t0
+        cpu, thread = time.process_time() - cpu0, time.thread_time() - thread0
     finally:
-        stop.set()
-        proc.join(30)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
+        await close()
+    n = PRODUCE_MESSAGES
+    return ProduceCost(client, cpu / n * 1e6, thread / n * 1e6, n / wall)
+
+
+def produce_costs(settings: Any, raw: str, events: str) -> list[ProduceCost]:
+    """Best-of-:data:`PRODUCE_ROUNDS` cost per message of each client, interleaved."""
+    best: dict[str, ProduceCost] = {}
+    for _ in range(PRODUCE_ROUNDS):
+        for client in ("aiokafka", "confluent-kafka"):
+            cost = asyncio.run(_produce_round(client, settings, raw, events))
+            if client not in best or cost.loop_thread_us < best[client].loop_thread_us:
+                best[client] = cost
+    return list(best.values())
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -217,7 +523,7 @@ def _run_server(kind: str, settings: Any) -> dict[str, tuple[Result, int]]:
 
 def main() -> None:
     from carebus import broker
-    from carebus.settings import MllpSettings, load_settings
+    from carebus.settings import load_settings
     from carebus.topics import TopicNames, apply, declared_topics
 
     settings = load_settings(os.environ)
@@ -229,6 +535,7 @@ def main() -> None:
     settings = settings.replace(
         topics=dataclasses.replace(settings.topics, prefix=prefix),
         mllp=dataclasses.replace(settings.mllp, port=0, host="127.0.0.1"),
+        log=dataclasses.replace(settings.log, level="WARNING", format="console"),
     )
     names = TopicNames.from_settings(settings.topics)
     wanted = {names.raw, names.events, names.deadletter}
@@ -241,16 +548,25 @@ def main() -> None:
             f"{WARMUP_S:g}s warm-up + {MEASURE_S:g}s per load",
             flush=True,
         )
-        carebus = _run_server("carebus", settings)
-        echo = _run_server("echo", settings)
-        total_aa = sum(sent for _, sent in carebus.values())
+        servers = [
+            _start_server(v, settings) for v in [*variants(), Variant("echo ceiling", "echo")]
+        ]
+        try:
+            for server in servers:
+                _wait_for_port(server.port, server.proc)
+            measured, sent, not_aa = _measure(servers)
+        finally:
+            for server in servers:
+                _stop_server(server)
+        carebus_labels = [v.label for v in variants()]
+        total_aa = sum(sent[label] for label in carebus_labels)
         stored = _raw_count(settings, names.raw)
-        _report(carebus, echo, total_aa, stored)
+        _report(measured, carebus_labels, total_aa, stored, not_aa)
+        _report_produce(produce_costs(settings, names.raw, names.events))
     finally:
         _delete_topics(settings, sorted(wanted))
         if started_broker:
             broker.stop(settings.broker)
-    del MllpSettings
 
 
 def _raw_count(settings: Any, topic: str) -> int:
@@ -277,44 +593,72 @@ def _delete_topics(settings: Any, topics: list[str]) -> None:
 
 
 def _report(
-    carebus: dict[str, tuple[Result, int]],
-    echo: dict[str, tuple[Result, int]],
+    measured: dict[str, dict[str, Result]],
+    carebus_labels: list[str],
     total_aa: int,
     stored: int,
+    not_aa: int,
 ) -> None:
-    closed, _ = carebus["closed"]
-    paced, _ = carebus["paced"]
-    e_closed, _ = echo["closed"]
-    e_paced, _ = echo["paced"]
+    labels = list(measured)
+    main_label = carebus_labels[0]
+    echo = measured["echo ceiling"]
     print()
-    print(f"{'load':<30}{'carebus':>12}{'echo ceiling':>14}{'carebus/echo':>14}")
-    rows = [
-        ("closed loop: msg/s", closed.rate, e_closed.rate),
-        ("closed loop: p50 ACK ms", closed.pct(50), e_closed.pct(50)),
-        ("closed loop: p95 ACK ms", closed.pct(95), e_closed.pct(95)),
-        ("closed loop: p99 ACK ms", closed.pct(99), e_closed.pct(99)),
-        (f"paced {PACED_RATE:g}/s: msg/s", paced.rate, e_paced.rate),
-        (f"paced {PACED_RATE:g}/s: p50 ACK ms", paced.pct(50), e_paced.pct(50)),
-        (f"paced {PACED_RATE:g}/s: p95 ACK ms", paced.pct(95), e_paced.pct(95)),
-        (f"paced {PACED_RATE:g}/s: p99 ACK ms", paced.pct(99), e_paced.pct(99)),
+    width = max(16, *(len(label) + 2 for label in labels))
+    print(
+        f"{'load':<32}" + "".join(f"{label:>{width}}" for label in labels) + f"{'first/echo':>12}"
+    )
+    stats: list[tuple[str, Callable[[Result], float]]] = [
+        ("msg/s", lambda r: r.rate),
+        ("p50 ACK ms", lambda r: r.pct(50)),
+        ("p95 ACK ms", lambda r: r.pct(95)),
+        ("p99 ACK ms", lambda r: r.pct(99)),
+        ("server CPU us/msg", lambda r: r.cpu_us),
     ]
-    for label, ours, ceiling in rows:
-        ratio = ours / ceiling if ceiling else float("nan")
-        print(f"{label:<30}{ours:>12.1f}{ceiling:>14.1f}{ratio:>14.2f}")
-    not_aa = closed.other + paced.other
+    for load, name in (("closed", "closed loop"), ("paced", f"paced {PACED_RATE:g}/s")):
+        for stat, pick in stats:
+            values = [pick(measured[x][load]) for x in labels]
+            ceiling = pick(echo[load])
+            ratio = pick(measured[main_label][load]) / ceiling if ceiling else float("nan")
+            cells = "".join(f"{v:>{width}.1f}" for v in values)
+            print(f"{name + ': ' + stat:<32}{cells}{ratio:>12.2f}")
+    print()
+    one = carebus_labels[0]
+    for other in carebus_labels[1:]:
+        for load in ("closed", "paced"):
+            mine, base = measured[other][load], measured[one][load]
+            print(
+                f"{load:<7} {other} vs {one}: throughput {mine.rate / base.rate:.2f}x, "
+                f"p99 {mine.pct(99) / base.pct(99):.2f}x, "
+                f"CPU per message {mine.cpu_us / base.cpu_us:.2f}x"
+            )
     print()
     print(f"non-AA answers during measurement: {not_aa}")
     print(f"messages sent to carebus (incl. warm-up): {total_aa}; raw records on Kafka: {stored}")
-    rate_ok = closed.rate >= TARGET_RATE
-    p99_ok = paced.pct(99) < TARGET_P99_MS
+    for label in carebus_labels:
+        closed, paced = measured[label]["closed"], measured[label]["paced"]
+        rate_ok = closed.rate >= TARGET_RATE
+        p99_ok = paced.pct(99) < TARGET_P99_MS
+        print(
+            f"{label}: >= {TARGET_RATE:g} msg/s with {SENDERS} senders: {closed.rate:.0f} "
+            f"({closed.rate / TARGET_RATE:.2f}x) {'MET' if rate_ok else 'NOT MET'}; "
+            f"p99 < {TARGET_P99_MS:g} ms at {PACED_RATE:g}/s: {paced.pct(99):.1f} ms "
+            f"({paced.pct(99) / TARGET_P99_MS:.2f}x) {'MET' if p99_ok else 'NOT MET'}"
+        )
+
+
+def _report_produce(costs: list[ProduceCost]) -> None:
+    print()
     print(
-        f"target >= {TARGET_RATE:g} msg/s with {SENDERS} senders: {closed.rate:.0f} msg/s "
-        f"({closed.rate / TARGET_RATE:.2f}x target) {'MET' if rate_ok else 'NOT MET'}"
+        f"hot-path producer, per message (raw record + event, acks=all, idempotent, "
+        f"{SENDERS} in flight, best of {PRODUCE_ROUNDS}):"
     )
+    print(f"{'client':<18}{'process CPU us':>16}{'loop thread us':>16}{'msg/s':>10}")
+    for c in costs:
+        print(f"{c.client:<18}{c.process_us:>16.1f}{c.loop_thread_us:>16.1f}{c.rate:>10.0f}")
+    ai, ck = costs
     print(
-        f"target p99 < {TARGET_P99_MS:g} ms at {PACED_RATE:g} msg/s offered: "
-        f"{paced.pct(99):.1f} ms ({paced.pct(99) / TARGET_P99_MS:.2f}x limit) "
-        f"{'MET' if p99_ok else 'NOT MET'}"
+        f"confluent-kafka / aiokafka: process CPU {ck.process_us / ai.process_us:.2f}x, "
+        f"event-loop thread CPU {ck.loop_thread_us / ai.loop_thread_us:.2f}x"
     )
 
 

@@ -9,11 +9,12 @@ Three feeds:
 * ``synth``: :func:`carebus.synth.generate`, the demo feed.
 
 Each round times parsing every message of a feed, then parsing and translating
-every message; the difference is the translation, segments split cold as in a
-connector. Messages are dropped as they are done (holding thousands of parsed
-messages would time the garbage collector instead). Prints the best round's µs
-per message (CPU time). With ``--profile`` it also runs cProfile over the ``translate`` and
-``synth`` feeds and prints the top functions by own time.
+every message (the difference is the translation, segments split cold as in a
+connector), then Avro-encoding every event (:func:`schemas.codec.encode`).
+Messages are dropped as they are done (holding thousands of parsed messages would
+time the garbage collector instead). Prints the best round's µs per message and
+per event for each stage (CPU time). With ``--profile`` it also runs cProfile over
+the ``translate`` and ``synth`` feeds and prints the top functions by own time.
 
 Run with ``python -m benchmarks.bench_translate_profile [--size N] [--profile]``.
 """
@@ -29,7 +30,8 @@ from datetime import UTC, datetime
 
 from carebus.errors import MessageRejected
 from connectors.hl7 import parse_message
-from connectors.translate import translate
+from connectors.translate import Event, translate
+from schemas.codec import encode
 
 RECEIVED = datetime(2026, 1, 5, tzinfo=UTC)
 ROUNDS = 5
@@ -59,38 +61,48 @@ def _parse_all(feed: list[bytes]) -> int:
     return count
 
 
-def _parse_translate_all(feed: list[bytes]) -> int:
-    """Parse and translate every message; the number of events."""
-    events = 0
+def _parse_translate_all(feed: list[bytes]) -> list[Event]:
+    """Parse and translate every message; the events."""
+    events: list[Event] = []
     for raw in feed:
         try:
-            events += len(translate(parse_message(raw), raw=raw, received_time=RECEIVED))
+            events.extend(translate(parse_message(raw), raw=raw, received_time=RECEIVED))
         except MessageRejected:
             continue
     return events
 
 
-def _best_us(feed: list[bytes], rounds: int) -> tuple[float, float, int]:
-    """Best CPU µs per message of parsing alone and of parsing + translating; the events.
+def _encode_all(events: list[Event]) -> None:
+    for event in events:
+        encode(event.schema, event.record)
+
+
+def _best_us(feed: list[bytes], rounds: int) -> tuple[float, float, float, int]:
+    """Best CPU µs per message of parsing alone and of parsing + translating, best CPU µs
+    per event of encoding; the events.
 
     CPU time rather than wall-clock time: the machine may be shared.
     """
-    parse = both = float("inf")
-    events = 0
+    parse = both = encoding = float("inf")
+    events: list[Event] = []
     for _ in range(rounds):
+        events = []
         start = time.process_time()
         _parse_all(feed)
         middle = time.process_time()
         events = _parse_translate_all(feed)
         end = time.process_time()
+        _encode_all(events)
+        encoded = time.process_time()
         parse = min(parse, (middle - start) / len(feed) * 1e6)
         both = min(both, (end - middle) / len(feed) * 1e6)
-    return parse, both, events
+        encoding = min(encoding, (encoded - end) / max(1, len(events)) * 1e6)
+    return parse, both, encoding, len(events)
 
 
 def _profile(name: str, feed: list[bytes], top: int) -> None:
     profiler = cProfile.Profile()
-    run: Callable[[], int] = lambda: _parse_translate_all(feed)  # noqa: E731
+    run: Callable[[], list[Event]] = lambda: _parse_translate_all(feed)  # noqa: E731
     profiler.runcall(run)
     print(f"-- cProfile, feed {name} ({len(feed):,} messages), by own time --", flush=True)
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
@@ -105,11 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     feeds = _feeds(args.size)
     for name, feed in feeds.items():
-        parse, both, events = _best_us(feed, args.rounds)
+        parse, both, encoding, events = _best_us(feed, args.rounds)
+        per_event = len(feed) / max(1, events)
         print(
             f"{name:<10} {len(feed):>7,} messages {events:>7,} events  parse {parse:5.1f} us, "
             f"parse + translate {both:6.1f} us: translate {both - parse:6.1f} us/message "
-            f"(best of {args.rounds})",
+            f"(best of {args.rounds}); per event: parse {parse * per_event:5.1f} us, "
+            f"translate {(both - parse) * per_event:5.1f} us, encode {encoding:5.1f} us",
             flush=True,
         )
     if args.profile:

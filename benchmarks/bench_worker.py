@@ -7,12 +7,14 @@ Avro-encoded beforehand: :data:`BACKLOG` events (>= 100,000) and then
 1. **baselines**: an aiokafka consumer reading the backlog, nothing else (the
    ceiling of any consumer on this machine); the same plus Avro decode; and a
    Faust app whose one agent only iterates the backlog (the ceiling of any Faust
-   agent here: faust-streaming's per-record cost, before any work);
+   agent here: faust-streaming's per-record cost, before any work), on asyncio's
+   event loop and on uvloop (the worker's, ``worker.event_loop``);
 2. **worker throughput**: ``carebus worker`` (a subprocess; RocksDB store, 1 s
    ticks) started on the backlog; events/s from the moment it is ready (``/readyz``)
    until its committed offsets reach the end of the events topic and of the status
    topic it feeds itself, i.e. decode, per-patient state, the fourteen rules, the
-   changelog, transactional alert delivery and the status table;
+   changelog, transactional alert delivery and the status table; also the worker
+   process's CPU time per event (steadier than events/s on a shared machine);
 3. **latency**: with the worker caught up, :data:`LIVE` events produced at
    :data:`LIVE_RATE`/s; for each alert raised by an event rule, the time from the
    event's create timestamp to the alert being readable (read_committed) on the
@@ -25,7 +27,8 @@ Afterwards every dedup key must be on the alert topic exactly once. Targets
 
 Kafka: ``CAREBUS_KAFKA_BOOTSTRAP_SERVERS``, else the project's local broker
 (started, and stopped afterwards, if it is not running). Run with
-``python -m benchmarks worker``.
+``python -m benchmarks worker``; ``BENCH_WORKER_BACKLOG=20000`` shortens a run
+while iterating (the reported figure is at 100,000).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BACKLOG = 100_000
+BACKLOG = int(os.environ.get("BENCH_WORKER_BACKLOG", "100000"))
 LIVE = 5_000
 #: Offered load while timing latency: below capacity, as a region's peak would be.
 LIVE_RATE = 250.0
@@ -128,12 +131,13 @@ def produce(
     return sent
 
 
-def faust_noop(settings: Any, topic: str, count: int) -> float:
+def faust_noop(settings: Any, topic: str, count: int, *, uvloop: bool = False) -> float:
     """Events/s of a Faust agent that only iterates ``count`` records (own process)."""
     context = multiprocessing.get_context("spawn")
     results: Any = context.Queue()
     proc = context.Process(
-        target=_faust_noop_main, args=(settings.bootstrap_servers, topic, count, results)
+        target=_faust_noop_main,
+        args=(settings.bootstrap_servers, topic, count, results, uvloop),
     )
     proc.start()
     try:
@@ -144,8 +148,13 @@ def faust_noop(settings: Any, topic: str, count: int) -> float:
             proc.kill()
 
 
-def _faust_noop_main(servers: str, topic: str, count: int, results: Any) -> None:
+def _faust_noop_main(servers: str, topic: str, count: int, results: Any, uvloop: bool) -> None:
     import faust
+
+    if uvloop:
+        import uvloop as uv
+
+        asyncio.set_event_loop_policy(uv.EventLoopPolicy())
 
     workdir = tempfile.mkdtemp(prefix="carebus-bench-faust-")
     app = faust.App(
@@ -417,13 +426,16 @@ def main() -> None:
         plain = asyncio.run(plain_consume(settings, names.events, len(backlog), decode=False))
         plain_decode = asyncio.run(plain_consume(settings, names.events, len(backlog), decode=True))
         noop = faust_noop(settings, names.events, len(backlog))
+        noop_uvloop = faust_noop(settings, names.events, len(backlog), uvloop=True)
 
         metrics_port = _free_port()
         worker = start_worker(settings, workdir / "worker.log", metrics_port)
         t_ready = wait_ready(metrics_port, timeout_s=120)
+        cpu_ready = cpu_seconds(worker.pid)
         group, others = settings.worker.app_id, (names.alert_status,)
         _, _, t_done, _ = wait_caught_up(settings, group, names.events, others, timeout_s=900)
         rate = len(backlog) / (t_done - t_ready)
+        cpu_per_event = (cpu_seconds(worker.pid) - cpu_ready) / len(backlog)
 
         alerts_reader = Reader(settings, names.alerts)
         events_reader = Reader(settings, names.events)
@@ -462,7 +474,9 @@ def main() -> None:
             plain=plain,
             plain_decode=plain_decode,
             noop=noop,
+            noop_uvloop=noop_uvloop,
             rate=rate,
+            cpu_per_event=cpu_per_event,
             alert_latency=alert_latency,
             event_latency=event_latency,
             keys=keys,
@@ -481,6 +495,15 @@ def main() -> None:
         if started_broker:
             broker.stop(settings.broker)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def alert_keys(settings: Any, topic: str) -> list[str]:
@@ -529,7 +552,9 @@ def report(
     plain: float,
     plain_decode: float,
     noop: float,
+    noop_uvloop: float,
     rate: float,
+    cpu_per_event: float,
     alert_latency: list[float],
     event_latency: list[float],
     keys: Counter[str],
@@ -541,12 +566,17 @@ def report(
         ("events/s (baseline: plain consume)", rate, plain),
         ("events/s (baseline: consume + decode)", rate, plain_decode),
         ("events/s (baseline: Faust no-op agent)", rate, noop),
+        ("events/s (baseline: Faust no-op, uvloop)", rate, noop_uvloop),
         ("latency p50 s (baseline: event visible)", pct(alert_latency, 50), pct(event_latency, 50)),
         ("latency p99 s (baseline: event visible)", pct(alert_latency, 99), pct(event_latency, 99)),
     ]
     for label, ours, base in rows:
         print(f"{label:<42}{ours:>12,.3f}{base:>12,.3f}{ours / base:>10.2f}")
     print()
+    print(
+        f"uvloop vs asyncio, Faust no-op agent: {noop_uvloop / noop:.2f}x; worker CPU "
+        f"{cpu_per_event * 1e6:,.0f} us per event (all of its work, one process)"
+    )
     print(
         f"backlog {events:,} events; {len(alert_latency):,} live alerts timed "
         f"({LIVE:,} events at {LIVE_RATE:,.0f}/s); {len(keys):,} alerts on the alert topic, "

@@ -27,6 +27,11 @@ folded to a bounded set and no patient data can reach a label::
 
     body = metrics.render()                         # text exposition for /metrics
 
+Each process passes its ``role`` (``listener``, ``worker``, ``dashboard``), so that
+its ``/metrics`` shows only its own metrics (:attr:`MetricSpec.roles`): an
+unlabelled gauge such as the worker's deadlines would otherwise show up, at 0, in
+every process. Updates to another process's metrics do nothing.
+
 Label folding: ``provider`` is one of the region's providers or ``other``;
 ``message_type`` one of :data:`MESSAGE_TYPES` or ``other``; ``event_type`` one of
 :data:`EVENT_TYPES`; ``rule`` one of :data:`RULES`; ``reason`` a
@@ -69,9 +74,11 @@ __all__ = [
     "METRICS",
     "OPS_ALERT_KINDS",
     "OTHER",
+    "ROLES",
     "RULES",
     "MetricSpec",
     "Metrics",
+    "Role",
     "known_reasons",
 ]
 
@@ -127,6 +134,7 @@ INGEST_REASONS: tuple[str, ...] = (
     "framing-error",
     "internal-error",
     "kafka-unavailable",
+    "message-too-large",
     "sender-not-allowed",
     "translation-failed",
 )
@@ -152,17 +160,27 @@ ACK_LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
+#: The carebus processes that serve ``/metrics``: each exposes only its own metrics.
+Role = Literal["listener", "worker", "dashboard"]
+ROLES: tuple[Role, ...] = ("listener", "worker", "dashboard")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric as exposed: full name, type, label names and meaning."""
+    """One metric as exposed: full name, type, label names, meaning, and its processes."""
 
     name: str
     kind: Literal["counter", "gauge", "histogram"]
     labels: tuple[str, ...]
     help: str
+    #: The processes (:data:`Role`) whose ``/metrics`` exposes it.
+    roles: frozenset[Role] = frozenset(ROLES)
 
 
 _PM = ("provider", "message_type")
+_LISTENER: frozenset[Role] = frozenset({"listener"})
+_WORKER: frozenset[Role] = frozenset({"worker"})
+_DASHBOARD: frozenset[Role] = frozenset({"dashboard"})
 
 #: Every carebus metric. ``docs/operations.md`` documents each one.
 METRICS: tuple[MetricSpec, ...] = (
@@ -172,60 +190,70 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         _PM,
         "HL7 messages read from senders, counted before any check.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_messages_accepted_total",
         "counter",
         _PM,
         "Messages durably published and acknowledged AA.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_messages_rejected_total",
         "counter",
         _PM,
         "Messages rejected with AR/AE and a reason code.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_messages_duplicated_total",
         "counter",
         _PM,
         "Messages recognised as resends of an already accepted control id.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_last_message_received_timestamp_seconds",
         "gauge",
         ("provider",),
         "Unix time of the last message received from each sending provider.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_ack_latency_seconds",
         "histogram",
         ("ack_code",),
         "Time from a complete frame read to its ACK written.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_open_connections",
         "gauge",
         (),
         "MLLP connections currently open.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_mllp_connections_total",
         "counter",
         (),
         "MLLP connections accepted since the process started.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_deadletters_total",
         "counter",
         ("provider", "reason"),
         "Records written to the dead-letter topic, by sending provider and reason code.",
+        _LISTENER,
     ),
     MetricSpec(
         "carebus_kafka_produce_errors_total",
         "counter",
         ("topic",),
         "Records Kafka did not durably accept, after the client's own retries.",
+        _LISTENER | _WORKER,
     ),
     # stream worker
     MetricSpec(
@@ -233,24 +261,28 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("event_type",),
         "Care events applied to patient state by the rule engine.",
+        _WORKER,
     ),
     MetricSpec(
         "carebus_worker_alerts_raised_total",
         "counter",
         ("rule",),
         "Coordination alerts raised and published, by rule.",
+        _WORKER,
     ),
     MetricSpec(
         "carebus_worker_deadlines_pending",
         "gauge",
         (),
         "Rule deadlines (timers) pending in this worker's patient state.",
+        _WORKER,
     ),
     MetricSpec(
         "carebus_worker_consumer_lag",
         "gauge",
         ("topic", "partition"),
         "Records between the worker's position and the end of each assigned partition.",
+        _WORKER,
     ),
     # feed watch
     MetricSpec(
@@ -258,12 +290,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "gauge",
         ("provider",),
         "1 while a provider's feed is quiet for longer than its expected interval, else 0.",
+        _DASHBOARD,
     ),
     MetricSpec(
         "carebus_ops_alerts_raised_total",
         "counter",
         ("kind",),
         "Operational alerts published on the ops topic, by kind.",
+        _DASHBOARD,
     ),
 )
 
@@ -277,6 +311,34 @@ def _build(spec: MetricSpec, registry: CollectorRegistry) -> Any:
     return Histogram(
         spec.name, spec.help, spec.labels, buckets=ACK_LATENCY_BUCKETS, registry=registry
     )
+
+
+class _Unexposed:
+    """Stands in for a metric this process does not expose: every update does nothing."""
+
+    def labels(self, *values: str) -> _Unexposed:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def set_to_current_time(self) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def remove(self, *values: str) -> None:
+        pass
+
+
+_UNEXPOSED = _Unexposed()
 
 
 def known_reasons() -> frozenset[str]:
@@ -293,6 +355,9 @@ def known_reasons() -> frozenset[str]:
 class Metrics:
     """Every carebus metric, on a registry of its own (one instance per process).
 
+    ``role`` is the process (``listener``, ``worker``, ``dashboard``): only the
+    metrics whose :attr:`MetricSpec.roles` include it are registered and exposed,
+    and updates to the others do nothing. Without a role every metric is exposed.
     ``providers`` are the sending provider codes of the region config (the only
     values the ``provider`` label takes besides ``other``). ``reasons`` adds
     dead-letter reason codes to those of :func:`known_reasons` and
@@ -311,6 +376,7 @@ class Metrics:
         reasons: Iterable[str] = (),
         registry: CollectorRegistry | None = None,
         process_metrics: bool = False,
+        role: Role | None = None,
     ) -> None:
         # The *_created series double the output and no carebus dashboard or rule
         # uses them (this switch is process-wide in prometheus_client).
@@ -339,9 +405,13 @@ class Metrics:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
 
+        if role is not None and role not in ROLES:
+            raise ValueError(f"unknown metrics role {role!r}")
+        self.role = role
         self._m: dict[str, Any] = {}
         for spec in METRICS:
-            self._m[spec.name] = _build(spec, self.registry)
+            own = role is None or role in spec.roles
+            self._m[spec.name] = _build(spec, self.registry) if own else _UNEXPOSED
 
     # ----------------------------------------------------------- label folding
 

@@ -93,6 +93,13 @@ class MllpSettings:
     publish_timeout_s: float = 10.0
     allowed_senders_file: Path | None = None
     duplicate_max_entries: int = 500_000
+    #: The listener's event loop: ``auto`` (uvloop when installed, else asyncio),
+    #: ``asyncio``, or ``uvloop`` (a ConfigError when it is not installed).
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: Listener processes. Over 1, a parent accepts connections and hands each to a
+    #: child chosen by the peer's IP address; child ``i`` serves its own ``/metrics``
+    #: on ``metrics.listener_port + 1 + i`` (docs/operations.md). 0: one per CPU.
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ class HttpSettings:
     port: int = 8080
     enabled: bool = False
     max_body_bytes: int = 16_777_216
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_cafile: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,9 @@ class WorkerSettings:
     tick_interval_s: float = 5.0
     #: Kafka waits this long for a silent worker (a SIGKILLed one) before rebalancing.
     session_timeout_s: float = 15.0
+    #: The worker's event loop: ``auto`` (uvloop when installed, else asyncio),
+    #: ``asyncio``, or ``uvloop`` (a ConfigError when it is not installed).
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 @dataclass(frozen=True)

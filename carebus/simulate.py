@@ -93,16 +93,24 @@ class Simulation:
 
     def message(self, events: Sequence[EventLike]) -> list[Alert]:
         """Apply the events of one message; return the alerts raised, in order."""
-        if not events:
+        if len(events) == 1:  # most messages: no list of views, no max()
+            event = events[0]
+            views: Sequence[EventView] = (EventView(event.schema, event.record),)
+            latest = views[0].time
+        elif events:
+            views = [EventView(e.schema, e.record) for e in events]
+            latest = max(v.time for v in views)
+        else:
             return []
-        views = [EventView(e.schema, e.record) for e in events]
-        clock = views[0].time if self.clock is None else self.clock
+        clock = self.clock
+        if clock is None or latest > clock:
+            clock = self.clock = latest
+        wakeups = self._wakeups
+        alerts = self._fire(clock, inclusive=False) if wakeups and wakeups[0][0] < clock else []
         for view in views:
-            clock = max(clock, view.time)
-        alerts = self._fire(clock, inclusive=False)
-        self.clock = clock
-        for view in views:
-            alerts.extend(self._apply(view))
+            raised = self._apply(view)
+            if raised:
+                alerts.extend(raised)
         return alerts
 
     def finish(self, until: datetime | None = None) -> list[Alert]:
@@ -127,14 +135,17 @@ class Simulation:
     # -- internals -----------------------------------------------------------------
 
     def _apply(self, view: EventView) -> list[Alert]:
-        key = self.resolve(view.patient_key)
+        key = view.patient_key
+        if key in self.aliases:
+            key = self.resolve(key)
         if view.schema == MERGED:
             self._merge(key, self.resolve(str(view.record["retired_key"])))
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = PatientState(key)
         alerts = self.engine.process_view(state, view)
-        self._schedule(key, state)
+        if state.deadlines or key in self._wake_at:
+            self._schedule(key, state)
         return alerts
 
     def _merge(self, survivor: str, retired: str) -> None:

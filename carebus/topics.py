@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from carebus.errors import ConfigError
-from carebus.settings import Settings, TopicSettings
+from carebus.settings import MllpSettings, Settings, TopicSettings
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,11 @@ EVENTS_RETENTION_MS = 90 * DAY_MS
 #: Kafka's limit on the length of a topic name.
 MAX_TOPIC_NAME = 249
 
+#: Room for a record's key, headers and batch framing on top of the largest message.
+RECORD_OVERHEAD_BYTES = 64 * 1024
+#: Kafka's default record-batch limit (``message.max.bytes``): the floor of ours.
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
 CleanupPolicy = Literal["delete", "compact"]
 
 
@@ -86,6 +91,8 @@ class TopicSpec:
     cleanup_policy: CleanupPolicy = "delete"
     retention_ms: int | None = None
     min_insync_replicas: int = 1
+    #: ``max.message.bytes`` (largest record batch the topic takes); None: broker default.
+    max_message_bytes: int | None = None
 
     @property
     def configs(self) -> dict[str, str]:
@@ -96,11 +103,17 @@ class TopicSpec:
         }
         if self.retention_ms is not None:
             configs["retention.ms"] = str(self.retention_ms)
+        if self.max_message_bytes is not None:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
         return configs
 
 
 def _spec(
-    settings: TopicSettings, name: str, cleanup: CleanupPolicy, retention: int | None
+    settings: TopicSettings,
+    name: str,
+    cleanup: CleanupPolicy,
+    retention: int | None,
+    max_message_bytes: int | None = None,
 ) -> TopicSpec:
     return TopicSpec(
         name=name,
@@ -109,16 +122,36 @@ def _spec(
         cleanup_policy=cleanup,
         retention_ms=retention,
         min_insync_replicas=settings.min_insync_replicas,
+        max_message_bytes=max_message_bytes,
     )
 
 
-def declared_topics(settings: TopicSettings) -> list[TopicSpec]:
-    """Every fixed topic carebus needs (per-provider alert topics come on demand)."""
+def archive_max_message_bytes(max_frame_bytes: int) -> int:
+    """``max.message.bytes`` of the raw and dead-letter topics for this frame limit.
+
+    The largest frame the MLLP listener accepts plus :data:`RECORD_OVERHEAD_BYTES`
+    for key and headers, and never below Kafka's default, so that every message the
+    listener accepts (and any HTTP or file message Kafka would take by default) can
+    be archived or dead-lettered.
+    """
+    return max(max_frame_bytes + RECORD_OVERHEAD_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+
+
+def declared_topics(
+    settings: TopicSettings, *, max_frame_bytes: int = MllpSettings.max_frame_bytes
+) -> list[TopicSpec]:
+    """Every fixed topic carebus needs (per-provider alert topics come on demand).
+
+    ``max_frame_bytes`` (``settings.mllp.max_frame_bytes``) sizes the raw and
+    dead-letter topics (:func:`archive_max_message_bytes`); the others keep the
+    broker's default record limit.
+    """
     names = TopicNames.from_settings(settings)
+    archive = archive_max_message_bytes(max_frame_bytes)
     return [
-        _spec(settings, names.raw, "delete", LONG_RETENTION_MS),
+        _spec(settings, names.raw, "delete", LONG_RETENTION_MS, archive),
         _spec(settings, names.events, "delete", EVENTS_RETENTION_MS),
-        _spec(settings, names.deadletter, "delete", LONG_RETENTION_MS),
+        _spec(settings, names.deadletter, "delete", LONG_RETENTION_MS, archive),
         _spec(settings, names.alerts, "delete", LONG_RETENTION_MS),
         _spec(settings, names.alert_status, "compact", None),
         _spec(settings, names.ops, "delete", SHORT_RETENTION_MS),
@@ -202,13 +235,16 @@ def apply(
 ) -> list[TopicReport]:
     """Create missing topics and report drift; with ``fix``, repair what can be repaired.
 
-    ``specs`` defaults to :func:`declared_topics`. Repairs are setting config values
+    ``specs`` defaults to :func:`declared_topics` (the raw and dead-letter topics
+    sized for ``settings.mllp.max_frame_bytes``). Repairs are setting config values
     and adding partitions (which moves keys to other partitions, hence opt-in).
     Raises :class:`KafkaUnavailable` or :class:`ConfigError` (see ``carebus.admin``).
     """
     from carebus.admin import admin_client, translate
 
-    specs = list(specs if specs is not None else declared_topics(settings.topics))
+    if specs is None:
+        specs = declared_topics(settings.topics, max_frame_bytes=settings.mllp.max_frame_bytes)
+    specs = list(specs)
     timeout_ms = int(settings.kafka.request_timeout_s * 1000)
     reports: dict[str, TopicReport] = {}
     with admin_client(settings) as admin:

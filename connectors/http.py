@@ -15,10 +15,17 @@ the answer comes only once each is durable (published, or dead-lettered):
 Bodies are JSON: ``{"accepted": n, "duplicates": n, "rejected": n, "results":
 [{"position", "control_id", "status", "reason", "detail"}]}``. No message content
 is ever echoed.
+
+With ``http.tls_certfile`` the endpoint speaks HTTPS only (TLS 1.2 or later, the
+MLLP listener's context, :func:`connectors.mllp.tls.server_ssl_context`); with
+``http.tls_client_cafile`` too, a client must present a certificate from that CA,
+and its subject CN and subjectAltNames identify it to the sender allow-list, as
+for MLLP.
 """
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +36,7 @@ from carebus.log import get_logger
 from carebus.settings import HttpSettings
 from connectors.hl7 import iter_feed
 from connectors.mllp.allowlist import Peer
+from connectors.mllp.tls import server_ssl_context
 from connectors.pipeline import Sink
 
 log = get_logger(__name__)
@@ -49,7 +57,7 @@ def create_app(pipeline: Sink, *, max_body_bytes: int) -> web.Application:
             return _json(413, error="body-too-large", detail=f"limit is {max_body_bytes} bytes")
         if not body.strip():
             return _json(400, error="empty-body", detail="POST one HL7 v2 message or a batch")
-        peer = Peer("http", request.remote or "?")
+        peer = _peer(request)
         results: list[dict[str, Any]] = []
         counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
         for item in iter_feed(body):
@@ -90,15 +98,28 @@ def create_app(pipeline: Sink, *, max_body_bytes: int) -> web.Application:
     return app
 
 
+def _peer(request: web.Request) -> Peer:
+    """The sender: source address and port, and its TLS client certificate if verified."""
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    port = int(peername[1]) if isinstance(peername, tuple) and len(peername) >= 2 else None
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    return Peer.from_certificate("http", request.remote or "?", port, cert or None)
+
+
 def _json(status: int, *, headers: dict[str, str] | None = None, **body: Any) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
 class HttpServer:
-    """Runs :func:`create_app` on ``settings.host:settings.port``."""
+    """Runs :func:`create_app` on ``settings.host:settings.port``, over TLS if configured.
+
+    Raises :class:`~carebus.errors.ConfigError` when the TLS files cannot be loaded.
+    """
 
     def __init__(self, settings: HttpSettings, pipeline: Sink) -> None:
         self._settings = settings
+        self._ssl: ssl.SSLContext | None = server_ssl_context(settings, section="http")
         self._app = create_app(pipeline, max_body_bytes=settings.max_body_bytes)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -116,9 +137,18 @@ class HttpServer:
         """Bind and serve."""
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
+        self._site = web.TCPSite(
+            self._runner, self._settings.host, self._settings.port, ssl_context=self._ssl
+        )
         await self._site.start()
-        log.info("http listening", host=self._settings.host, port=self.port, path=PATH)
+        log.info(
+            "http listening",
+            host=self._settings.host,
+            port=self.port,
+            path=PATH,
+            tls=self._ssl is not None,
+            mutual_tls=self._ssl is not None and self._ssl.verify_mode == ssl.CERT_REQUIRED,
+        )
 
     async def stop(self) -> None:
         """Finish requests in progress and close."""

@@ -25,6 +25,16 @@ Records of one message are enqueued together (not raw first and then events afte
 its acknowledgement) so that concurrent messages share producer batches; a failure
 part-way means no success answer, and the resend is recognised or republished with
 the same deterministic event ids.
+
+A message Kafka will never take because of its size (a record over the producer's
+``max_request_size`` or the topic's ``max.message.bytes``:
+:class:`~connectors.publish.RecordTooLarge`) is rejected for good
+(:class:`MessageTooLarge`, reason ``message-too-large``) and dead-lettered. A large
+message's raw record (over :data:`~connectors.publish.BATCH_BYTES`) is published
+and acknowledged before its events, so a refused raw record leaves no events
+behind. When the raw bytes are too large for the dead-letter topic as well, the
+dead letter keeps the first :data:`DEADLETTER_KEEP_BYTES` of them, with headers
+``carebus-raw-size`` (the full size) and ``carebus-truncated`` (why).
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from connectors.dedup import Deduplicator
 from connectors.hl7 import Message, parse_message
 from connectors.mllp.ack import read_header
 from connectors.mllp.allowlist import Allowlist, Peer
-from connectors.publish import Headers, Publisher, Record
+from connectors.publish import BATCH_BYTES, Headers, Publisher, Record, RecordTooLarge
 
 log = get_logger(__name__)
 
@@ -52,6 +62,10 @@ Status = Literal["accepted", "duplicate", "rejected"]
 #: Sources the sender allow-list does not apply to: whoever may write to the drop
 #: folder is trusted as any facility (file permissions are the control there).
 UNCHECKED_SOURCES = frozenset({"file"})
+
+#: Bytes of the raw message a dead letter keeps when the whole is too large for the
+#: dead-letter topic.
+DEADLETTER_KEEP_BYTES = 32 * 1024
 
 
 class EventLike(Protocol):
@@ -141,6 +155,13 @@ class TranslationFailed(MessageRejected):
     """The translator or the encoder failed on this message (a carebus defect)."""
 
     reason = "translation-failed"
+    hl7_error_code = "207"
+
+
+class MessageTooLarge(MessageRejected):
+    """Kafka refuses the message's raw record or an event as too large (never retriable)."""
+
+    reason = "message-too-large"
     hl7_error_code = "207"
 
 
@@ -243,12 +264,32 @@ class Pipeline:
             return await self._reject(raw, peer, received_time, failed, ids=ids, origin=origin)
         headers = _raw_headers(raw, peer, received_time, facility, control_id)
         raw_record = Record(self._topics.raw, _key(facility, control_id, origin), raw, headers)
-        # The raw record first, then the events, in one go: one wait for both.
         deadline = asyncio.get_running_loop().time() + self._timeout
-        attempt = await self._enqueue([raw_record, *records])
-        if key is not None and self._dedup is not None:
-            self._dedup.track(key, attempt)
-        await self._wait(attempt, deadline)
+        attempt: asyncio.Future[None]
+        try:
+            if len(raw) > BATCH_BYTES:
+                # Large: the raw record alone first, so a refused one leaves no events.
+                attempt = asyncio.ensure_future(self._raw_then_events(raw_record, records))
+                attempt.add_done_callback(_retrieve)
+            else:
+                # The raw record first, then the events, in one go: one wait for both.
+                attempt = await self._enqueue([raw_record, *records])
+            if key is not None and self._dedup is not None:
+                self._dedup.track(key, attempt)
+            await self._wait(attempt, deadline)
+        except RecordTooLarge as exc:
+            log.warning(
+                "message too large for kafka",
+                control_id=control_id,
+                sending_facility=facility,
+                topic=exc.topic,
+                size=exc.size,
+            )
+            refused = MessageTooLarge(
+                f"{exc.size}-byte record refused by Kafka as too large for {exc.topic}",
+                control_id=control_id,
+            )
+            return await self._reject(raw, peer, received_time, refused, ids=ids, origin=origin)
         self._observer.message_accepted(facility, message_type)
         return Outcome("accepted", facility, control_id, message_type, events=len(records))
 
@@ -263,13 +304,19 @@ class Pipeline:
         # An earlier copy may still land: never publish a second one meanwhile.
         try:
             await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
-        except PublishFailed:
+        except (PublishFailed, RecordTooLarge):
             if not earlier.done():
                 raise PublishFailed(
                     f"an earlier copy of {key[1]} is still being published"
                 ) from None
             return False
         return True
+
+    async def _raw_then_events(self, raw_record: Record, events: list[Record]) -> None:
+        """Publish ``raw_record``, and only once Kafka has it, ``events`` (large messages)."""
+        await (await self._enqueue([raw_record]))
+        if events:
+            await (await self._enqueue(events))
 
     async def _enqueue(self, records: list[Record]) -> asyncio.Future[None]:
         try:
@@ -283,8 +330,20 @@ class Pipeline:
     async def _wait(self, attempt: asyncio.Future[None], deadline: float) -> None:
         """Wait for ``attempt`` until ``deadline`` without cancelling it (it may still land)."""
         if not attempt.done():
-            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            await asyncio.wait((attempt,), timeout=remaining)
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+
+            def wake(_: object) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            timer = loop.call_at(deadline, wake, None)
+            attempt.add_done_callback(wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                attempt.remove_done_callback(wake)
         if not attempt.done():
             raise PublishFailed(f"Kafka did not acknowledge within {self._timeout:g}s")
         attempt.result()
@@ -309,7 +368,16 @@ class Pipeline:
         )
         record = Record(self._topics.deadletter, _key(facility, control_id, origin), raw, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
-        await self._wait(await self._enqueue([record]), deadline)
+        try:
+            await self._wait(await self._enqueue([record]), deadline)
+        except RecordTooLarge as refused:
+            log.warning(
+                "dead letter too large; keeping a truncated copy",
+                control_id=control_id,
+                size=refused.size,
+                kept=DEADLETTER_KEEP_BYTES,
+            )
+            await self._wait(await self._enqueue([_truncated(record, refused)]), deadline)
         self._observer.dead_lettered(facility, exc.reason)
         self._observer.message_rejected(facility, message_type)
         log.info(
@@ -326,6 +394,17 @@ def _retrieve(fut: asyncio.Future[None]) -> None:
     """Mark a finished attempt's exception as seen: its waiter may have given up."""
     if not fut.cancelled():
         fut.exception()
+
+
+def _truncated(record: Record, refused: RecordTooLarge) -> Record:
+    """``record`` with its value cut to :data:`DEADLETTER_KEEP_BYTES`, saying so in headers."""
+    why = f"record-too-large: {refused.size} bytes refused by {refused.topic}"
+    headers = (
+        *record.headers,
+        ("carebus-raw-size", str(len(record.value)).encode()),
+        ("carebus-truncated", why.encode()),
+    )
+    return Record(record.topic, record.key, record.value[:DEADLETTER_KEEP_BYTES], headers)
 
 
 def _not_allowed(facility: str, control_id: str) -> MessageRejected:

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-#: Appends the Avro binary encoding of a record to a bytearray.
-Write = Callable[[Any, bytearray], None]
+#: Writes the Avro binary encoding of a record as a series of ``bytes`` pieces, each
+#: passed to the callable it is given (``list.append``, then ``b"".join``, is fastest;
+#: ``bytearray.extend`` works too).
+Write = Callable[[Any, Callable[[bytes], object]], None]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -89,6 +91,15 @@ def _length(size: int) -> bytes:
     return _SMALL[size] if size < 1024 else encode_long(size)
 
 
+#: The non-null branch of a ``["null", T]`` union followed by a length: written in
+#: one piece for a nullable string.
+_PRESENT = tuple(b"\x02" + length for length in _SMALL)
+
+
+def _present_length(size: int) -> bytes:
+    return _PRESENT[size] if size < 1024 else b"\x02" + encode_long(size)
+
+
 def _sequence(value: Any) -> Any:
     if type(value) is not list and type(value) is not tuple:
         raise TypeError("expected a list")
@@ -103,6 +114,8 @@ _HELPERS: dict[str, Any] = {
     "_len": _length,
     "_seq": _sequence,
     "_S": _SMALL,
+    "_P": _PRESENT,
+    "_plen": _present_length,
 }
 
 
@@ -111,9 +124,8 @@ def compile_writer(schema: Any) -> Write:
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise Unsupported("top level must be a record")
     gen = _Generator()
-    gen.line(1, "w = out.extend")
     gen.node("value", schema, 1, ())
-    source = "def write(value, out):\n" + "\n".join(gen.lines) + "\n"
+    source = "def write(value, w):\n" + "\n".join(gen.lines) + "\n"
     env = dict(_HELPERS, **gen.constants)
     exec(compile(source, f"<avro writer {schema.get('name')}>", "exec"), env)  # noqa: S102
     writer: Write = env["write"]
@@ -156,10 +168,7 @@ class _Generator:
         elif logical is not None:
             raise Unsupported(f"logical type {logical}")
         elif kind == "string":
-            data = self.var()
-            self.line(indent, f"{data} = {var}.encode()")
-            self.line(indent, f"w(_S[len({data})] if len({data}) < 1024 else _len(len({data})))")
-            self.line(indent, f"w({data})")
+            self.string(var, indent, present=False)
         elif kind == "long":
             self.line(indent, f"w(_long({var}))")
         elif kind == "int":
@@ -205,12 +214,24 @@ class _Generator:
                 self.line(indent, f"{field_var} = {var}[{key}]")
             self.node(field_var, field["type"], indent, (*stack, name))
 
+    def string(self, var: str, indent: int, *, present: bool) -> None:
+        """A string; ``present``: preceded by the non-null branch index of its union."""
+        data, size = self.var(), self.var()
+        table, function = ("_P", "_plen") if present else ("_S", "_len")
+        self.line(indent, f"{data} = {var}.encode()")
+        self.line(indent, f"{size} = len({data})")
+        self.line(indent, f"w({table}[{size}] if {size} < 1024 else {function}({size}))")
+        self.line(indent, f"w({data})")
+
     def union(self, var: str, branches: list[Any], indent: int, stack: tuple[str, ...]) -> None:
         if len(branches) != 2 or branches[0] != "null":
             raise Unsupported("only [null, T] unions")
         self.line(indent, f"if {var} is None:")
         self.line(indent + 1, "w(b'\\x00')")
         self.line(indent, "else:")
+        if branches[1] == "string":
+            self.string(var, indent + 1, present=True)
+            return
         self.line(indent + 1, "w(b'\\x02')")
         self.node(var, branches[1], indent + 1, stack)
 

@@ -90,9 +90,9 @@ def encode(schema_name: str, record: dict[str, Any]) -> bytes:
         raise UnknownSchema(f"no schema named {schema_name}") from None
     try:
         if writer.write is not None:
-            out = bytearray(writer.header)
-            writer.write(record, out)
-            return bytes(out)
+            parts = [writer.header]
+            writer.write(record, parts.append)
+            return b"".join(parts)
         buffer = BytesIO()
         buffer.write(writer.header)
         schemaless_writer(buffer, writer.schema, record)

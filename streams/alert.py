@@ -44,23 +44,28 @@ class Alert:
         *,
         rule: str,
         patient: str,
-        raised_at: int,
+        raised_at: int | datetime,
         recipients: Iterable[str],
         fallback: str,
         dedup_key: str,
         evidence: Iterable[str],
         summary: str,
     ) -> Alert:
-        """An alert raised at ``raised_at`` (epoch microseconds).
+        """An alert raised at ``raised_at``: epoch microseconds, or an aware datetime.
+
+        Rules pass a deadline's due time in microseconds, or the event time of the
+        message itself (already a datetime, so not converted back and forth).
 
         Empty recipient codes are dropped; when none is left the alert goes to
         ``fallback`` (the sending provider), as the spec requires.
         """
-        unique = tuple(sorted({r for r in recipients if r})) or (fallback or "unknown",)
+        named = set(recipients)
+        named.discard("")
+        unique = tuple(sorted(named)) if named else (fallback or "unknown",)
         return cls(
             rule,
             patient,
-            from_micros(raised_at),
+            from_micros(raised_at) if isinstance(raised_at, int) else raised_at,
             unique,
             dedup_key,
             tuple(dict.fromkeys(evidence)),

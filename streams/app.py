@@ -18,9 +18,14 @@ worker owns partition ``p`` of each):
 ========================== ======================================= =================
 
 The agents are thin loops with ``concurrency=1`` (faust-streaming #606): the
-``coordinate`` agent hands each events or control record to the
-:class:`~streams.coordinator.Coordinator` and sends the control messages it
-returns; the ``alert-status`` agent folds status records into its table. A timer
+``coordinate`` agent takes the events and control records in batches (up to
+:data:`BATCH_MAX`, waiting at most :data:`BATCH_WITHIN_S` for more), hands each to
+the :class:`~streams.coordinator.Coordinator`, writes each changed patient entry to
+the table once, queues the control messages the coordinator returns, and waits
+until Faust's producer buffer has handed all of it to the Kafka client before the
+batch's offsets are acknowledged (Faust flushes the client, not reliably its own
+buffer, before committing); the ``alert-status`` agent folds status records into
+its table. A timer
 sends each owned partition a :class:`~streams.control.Tick` every
 ``worker.tick_interval_s`` while the worker is caught up with it (everything read,
 or the last event processed was written at most :data:`CAUGHT_UP_S` ago), so after
@@ -33,13 +38,16 @@ that owns the key).
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
 import mode
+from faust.streams import _current_event
 
 import schemas.codec
 from carebus.errors import ConfigError
@@ -59,7 +67,7 @@ from schemas.errors import DecodeError, UnknownSchema
 from streams import status
 from streams.control import Tick
 from streams.control import encode as encode_control
-from streams.coordinator import Coordinator
+from streams.coordinator import Coordinator, Outgoing
 from streams.delivery import AlertDelivery
 from streams.engine import Engine
 from streams.region import Region, load_region
@@ -71,6 +79,15 @@ log = get_logger(__name__)
 DRAIN_ON_STOP_S = 5.0
 #: How long Faust's producer (table changelogs, control topic) waits to fill a batch.
 PRODUCER_LINGER_S = 0.02
+#: The coordinate agent's batches: at most this many records...
+BATCH_MAX = 500
+#: ...collected for at most this long (it bounds the latency a quiet stream adds).
+BATCH_WITHIN_S = 0.02
+#: How often a batch polls Faust's producer buffer until it has been handed over.
+HANDOVER_POLL_S = 0.001
+#: Largest changelog batch per partition: aiokafka keeps one open batch per partition
+#: and a send that finds it full waits for a produce round trip.
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 #: A partition counts as caught up (the wall clock may fire its deadlines) when all
 #: of it was read, or the last event processed was written at most this long ago
 #: (or two tick intervals, if longer).
@@ -168,7 +185,7 @@ def _declare(app: faust.App, settings: Settings) -> _Topology:
             control_name, partitions=partitions, key_serializer="raw", value_serializer="raw"
         ),
         status=app.topic(names.alert_status, key_serializer="raw", value_serializer="raw"),
-        patients=app.Table("patients", partitions=partitions, schema=_json_values()),
+        patients=app.Table("patients", partitions=partitions, schema=_raw_values()),
         statuses=app.Table("alert-status", partitions=partitions, schema=_json_values()),
     )
 
@@ -178,43 +195,87 @@ def _json_values() -> Any:
     return faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
 
 
+def _raw_values() -> Any:
+    """Table keys are UTF-8 strings, values bytes the owner encodes (patient entries)."""
+    return faust.Schema(key_type=str, key_serializer="raw", value_serializer="raw")
+
+
 def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -> None:
     events_topic = topology.names.events
     patients, statuses, control = topology.patients, topology.statuses, topology.control
 
     @app.agent(topology.source, name="coordinate", concurrency=1)
     async def coordinate(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
+        # take_events acknowledges a batch's records once the loop body is done.
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             coordinator.scan_if_needed(patients)
             now = wall_micros()
-            if message.topic == events_topic:
-                if message.timestamp:
-                    topology.last_event_ts[message.partition] = message.timestamp
-                key = event.key.decode("utf-8") if isinstance(event.key, bytes) else None
-                out = coordinator.on_event(
-                    patients,
-                    message.partition,
-                    message.offset,
-                    key=key,
-                    value=event.value,
-                    now=now,
-                )
-            else:
-                out = coordinator.on_control(
-                    patients, message.partition, message.offset, value=event.value, now=now
-                )
+            out: list[Outgoing] = []
+            last: dict[int, Any] = {}
+            for event in events:
+                message = event.message
+                last[message.partition] = event
+                set_current_event(event)
+                if message.topic == events_topic:
+                    if message.timestamp:
+                        topology.last_event_ts[message.partition] = message.timestamp
+                    key = event.key.decode("utf-8") if isinstance(event.key, bytes) else None
+                    out += coordinator.on_event(
+                        patients,
+                        message.partition,
+                        message.offset,
+                        key=key,
+                        value=event.value,
+                        now=now,
+                    )
+                else:
+                    out += coordinator.on_control(
+                        patients, message.partition, message.offset, value=event.value, now=now
+                    )
+            # No await from the first record to here: the table and the control topic
+            # get the whole batch's effects, queued in Faust's producer buffer...
+            for partition, writes in coordinator.take_writes().items():
+                set_current_event(last[partition])
+                for key, value in writes:
+                    patients[key] = value
+            set_current_event(None)
             for item in out:
-                await control.send(
+                control.send_soon(
                     key=item.key.encode("utf-8") if item.key is not None else None,
                     value=encode_control(item.message),
                     partition=item.partition,
                 )
+            # ...which must reach the Kafka client before the offsets are acknowledged.
+            await handed_over(app.producer.buffer)
 
     @app.agent(topology.status, name="alert-status", concurrency=1)
     async def track_status(stream: Any) -> None:
         async for event in stream.events():
             fold_status(statuses, event.key, event.value, event.message.offset)
+
+
+def set_current_event(event: Any) -> None:
+    """Make ``event`` the record being processed, for this task (None: no record).
+
+    Faust's tables write (changelog and store) to the partition of the current
+    event and read from it. Under ``take_events`` the agent's task has none, so the
+    agent sets it: to each record while applying it, and to a record of partition
+    ``p`` while writing ``p``'s entries. (Faust's own context variable: faust-streaming
+    has no public setter; the version is pinned in pyproject.toml.)
+    """
+    _current_event.set(None if event is None else weakref.ref(event))
+
+
+async def handed_over(buffer: Any, poll_s: float = HANDOVER_POLL_S) -> None:
+    """Wait until Faust's producer buffer has handed every queued record to the client.
+
+    Faust's commit flushes the Kafka client but gives up waiting on its own buffer
+    after 0.1 s without progress, so a batch waits here before its offsets are
+    acknowledged. (A buffer that is not running, as under ``test_context``, is not
+    waited for.)
+    """
+    while buffer.size and buffer.started and not buffer.should_stop:
+        await asyncio.sleep(poll_s)
 
 
 def _add_clock(
@@ -362,6 +423,7 @@ def _app_config(settings: Settings) -> dict[str, Any]:
         # Batch changelog and control records (one produce request per record is
         # the worker's largest cost otherwise); they are not latency-critical.
         "producer_linger": PRODUCER_LINGER_S,
+        "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
         "broker_commit_interval": 1.0,
         "broker_session_timeout": w.session_timeout_s,
         "broker_heartbeat_interval": min(3.0, w.session_timeout_s / 3),

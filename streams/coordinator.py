@@ -3,9 +3,16 @@
 The agent hands every record of the events and control topics to a
 :class:`Coordinator`, together with the patient table (a Faust table, or any
 mapping in tests) and the wall clock. The coordinator loads the patient's
-:class:`Entry`, runs the pure :class:`streams.engine.Engine`, writes the entry back
-and hands new alerts to the :class:`AlertSink` (``streams.delivery``). It returns
-the control messages to send (merges and forwarded events); it never does I/O.
+:class:`Entry`, runs the pure :class:`streams.engine.Engine`, keeps the changed
+entry and hands new alerts to the :class:`AlertSink` (``streams.delivery``). It
+returns the control messages to send (merges and forwarded events); it never does
+I/O.
+
+Changed entries are written to the table by :meth:`Coordinator.flush`, once per
+patient however many records of the batch touched it (one changelog record, not
+one per event). The agent flushes at the end of every batch, before the batch's
+offsets are acknowledged: an offset is never committed before the table value
+that reflects it was handed to the producer.
 
 An entry is written as one table value, so these travel together through the
 table's changelog:
@@ -18,10 +25,16 @@ table's changelog:
 - ``applied``: the offset of the last event (``e``) and control record (``c``)
   applied, so a record reprocessed after a crash is not applied twice;
 - ``alias``/``moved``/``absorbed``: ``ADT^A40`` merges (see :meth:`Coordinator.on_event`).
+
+Table values are compact JSON bytes (:meth:`Entry.encode`): short keys, empty
+fields left out. :meth:`Entry.decode` also reads the first release's format
+(version 1, long keys, every field present), so a store or changelog written by it
+is still read after an upgrade.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,14 +62,17 @@ from streams.view import MERGED, SCHEMAS, EventView
 
 log = get_logger(__name__)
 
-ENTRY_VERSION = 1
+#: The format :meth:`Entry.encode` writes; :meth:`Entry.decode` also reads version 1.
+ENTRY_VERSION = 2
 #: Give up on an event forwarded this many times (a chain of merges, or a bug).
 MAX_HOPS = 8
 #: Patients whose decoded entry and state are kept in memory (the table stays the truth).
 CACHE_SIZE = 20_000
-#: Outboxes tidied per tick at most (the rest wait for the next tick), so a burst of
-#: confirmations after a backlog does not stall the partition.
-TIDY_PER_TICK = 500
+#: Outboxes tidied per tick and partition at most (the rest wait for the next tick):
+#: tidying is housekeeping, one table write each, and after a backlog a burst of
+#: confirmations must not crowd out live events (the next event of a patient tidies
+#: its outbox anyway).
+TIDY_PER_TICK = 100
 
 
 class AlertSink(Protocol):
@@ -73,12 +89,12 @@ class AlertSink(Protocol):
 
 
 class PatientTable(Protocol):
-    """The patient table: a Faust table of JSON values, keyed by patient key."""
+    """The patient table: a Faust table of :meth:`Entry.encode` bytes, keyed by patient key."""
 
     def get(self, key: str) -> Any:
         """The value of ``key``, or None."""
 
-    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+    def __setitem__(self, key: str, value: bytes) -> None:
         """Write the value of ``key``."""
 
     def items(self) -> Iterable[tuple[str, Any]]:
@@ -107,34 +123,72 @@ class Entry:
     absorbed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
-        return {
-            "v": ENTRY_VERSION,
-            "p": self.partition,
-            "state": self.state,
-            "due": self.next_due,
-            "outbox": self.outbox,
-            "applied": self.applied,
-            "alias": self.alias,
-            "moved": self.moved,
-            "absorbed": self.absorbed,
-        }
+        """Plain JSON types, short keys; empty fields are left out."""
+        out: dict[str, Any] = {"v": ENTRY_VERSION, "p": self.partition}
+        if self.state is not None:
+            out["s"] = self.state
+        if self.next_due is not None:
+            out["d"] = self.next_due
+        if self.outbox:
+            out["o"] = self.outbox
+        if self.applied:
+            out["a"] = self.applied
+        if self.alias is not None:
+            out["al"] = self.alias
+        if self.moved is not None:
+            out["m"] = self.moved
+        if self.absorbed:
+            out["ab"] = self.absorbed
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Entry:
-        """Inverse of :meth:`to_dict`; ``ValueError`` for an unknown format."""
-        if raw.get("v") != ENTRY_VERSION:
-            raise ValueError(f"unknown patient entry format {raw.get('v')!r}")
+        """Inverse of :meth:`to_dict`, version 1 too; ``ValueError`` for an unknown format."""
+        version = raw.get("v")
+        if version == 1:
+            raw = {
+                "p": raw["p"],
+                "s": raw["state"],
+                "d": raw["due"],
+                "o": raw["outbox"],
+                "a": raw["applied"],
+                "al": raw["alias"],
+                "m": raw["moved"],
+                "ab": raw["absorbed"],
+            }
+        elif version != ENTRY_VERSION:
+            raise ValueError(f"unknown patient entry format {version!r}")
+        due = raw.get("d")
         return cls(
             partition=int(raw["p"]),
-            state=raw["state"],
-            next_due=None if raw["due"] is None else int(raw["due"]),
-            outbox=list(raw["outbox"]),
-            applied={str(k): int(v) for k, v in raw["applied"].items()},
-            alias=raw["alias"],
-            moved=raw["moved"],
-            absorbed=[str(k) for k in raw["absorbed"]],
+            state=raw.get("s"),
+            next_due=None if due is None else int(due),
+            outbox=list(raw.get("o") or ()),
+            applied={str(k): int(v) for k, v in (raw.get("a") or {}).items()},
+            alias=raw.get("al"),
+            moved=raw.get("m"),
+            absorbed=[str(k) for k in raw.get("ab") or ()],
         )
+
+    def encode(self) -> bytes:
+        """The table value: compact JSON of :meth:`to_dict`, UTF-8."""
+        return _JSON.encode(self.to_dict()).encode("utf-8")
+
+    @classmethod
+    def decode(cls, raw: bytes | str | dict[str, Any]) -> Entry:
+        """A table value (also an already parsed one) as an entry; ``ValueError`` if unreadable."""
+        if isinstance(raw, dict):
+            return cls.from_dict(raw)
+        try:
+            parsed = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"unreadable patient entry: {type(exc).__name__}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("unreadable patient entry: not an object")
+        return cls.from_dict(parsed)
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 class Coordinator:
@@ -159,8 +213,12 @@ class Coordinator:
         self.skipped = 0
         #: partition -> patients whose outbox has confirmed alerts to drop
         self._tidy: dict[int, set[str]] = {}
-        #: key -> (entry, state): what was last written for recently seen patients
+        #: key -> (entry, state): the latest entry of recently seen patients (its ``state``
+        #: field may lag behind the live state until :meth:`flush`)
         self._cache: OrderedDict[str, tuple[Entry, PatientState | None]] = OrderedDict()
+        #: key -> (entry, live state or None, partition of the record that changed it):
+        #: changed since the last :meth:`take_writes`
+        self._dirty: dict[str, tuple[Entry, PatientState | None, int]] = {}
 
     # -- assignment ----------------------------------------------------------------
 
@@ -182,7 +240,7 @@ class Coordinator:
         for key, raw in table.items():
             if raw is None:
                 continue
-            entry = Entry.from_dict(raw)
+            entry = Entry.decode(raw)
             if entry.partition not in self.active:
                 continue
             patients += 1
@@ -198,6 +256,36 @@ class Coordinator:
             deadlines=len(self.index),
             unconfirmed_alerts=pending,
         )
+
+    def take_writes(self) -> dict[int, list[tuple[str, bytes]]]:
+        """The entries changed since the last call, encoded, each key once, by the
+        partition of the records that changed them (the table partition to write).
+
+        The caller writes them to the table after each batch of records, before the
+        batch's offsets may be committed (:meth:`flush` does it for a plain mapping).
+        """
+        if not self._dirty:
+            return {}
+        dirty, self._dirty = self._dirty, {}
+        out: dict[int, list[tuple[str, bytes]]] = {}
+        for key, (entry, state, partition) in dirty.items():
+            if state is not None:
+                entry.state = state.to_dict()
+            out.setdefault(partition, []).append((key, entry.encode()))
+        return out
+
+    def flush(self, table: PatientTable) -> int:
+        """Write :meth:`take_writes` to ``table`` (any partition); returns how many."""
+        count = 0
+        for writes in self.take_writes().values():
+            for key, value in writes:
+                table[key] = value
+                count += 1
+        return count
+
+    def pending_writes(self) -> int:
+        """Entries changed and not yet flushed."""
+        return len(self._dirty)
 
     # -- records -------------------------------------------------------------------
 
@@ -271,7 +359,7 @@ class Coordinator:
             kept = [a for a in entry.outbox if not published(partition, a["dedup_key"])]
             if len(kept) != len(entry.outbox):
                 entry.outbox = kept
-                table[key] = entry.to_dict()
+                self._touch(key, entry, partition)
         self._fire(table, partition, self.index.pop_due(partition, now), now)
         self.sensors.set_deadlines_pending(len(self.index))
 
@@ -317,26 +405,49 @@ class Coordinator:
             try:
                 alerts = self.engine.fire_due_micros(state, now)
             except Exception as exc:  # a bug in one rule must not stop the region's alerts
-                self._cache.pop(key, None)
+                self._forget_failed(key)
                 log.exception("rule engine failed on a deadline", partition=partition)
                 self._skip("engine-error", partition, -1, exc)
                 continue
             self._save(table, partition, key, entry, state=state, alerts=alerts)
 
     def _load(self, table: PatientTable, key: str, partition: int) -> Entry:
+        dirty = self._dirty.get(key)
+        if dirty is not None:
+            return dirty[0]
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached[0]
         raw = table.get(key)
-        return Entry(partition) if raw is None else Entry.from_dict(raw)
+        return Entry(partition) if raw is None else Entry.decode(raw)
+
+    def _live(self, key: str, entry: Entry) -> PatientState | None:
+        """The live state kept with ``entry`` (newer than ``entry.state``), if any."""
+        for kept in (self._dirty.get(key), self._cache.get(key)):
+            if kept is not None and kept[0] is entry and kept[1] is not None:
+                return kept[1]
+        return None
 
     def _state(self, key: str, entry: Entry) -> PatientState:
-        """The live state of ``entry`` (cached with it, else decoded, else new)."""
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] is entry and cached[1] is not None:
-            return cached[1]
+        """The live state of ``entry`` (kept with it, else decoded, else new)."""
+        live = self._live(key, entry)
+        if live is not None:
+            return live
         return PatientState(key) if entry.state is None else PatientState.from_dict(entry.state)
+
+    def _forget_failed(self, key: str) -> None:
+        """The engine failed on ``key``: next time, start again from the table's value.
+
+        (When the patient changed earlier in this batch the live state is kept, with
+        whatever the failed call changed: the table does not have those changes yet.)
+        """
+        if key not in self._dirty:
+            self._cache.pop(key, None)
+
+    def _touch(self, key: str, entry: Entry, partition: int) -> None:
+        """Mark ``entry`` (changed outside :meth:`_save`) for the next :meth:`take_writes`."""
+        self._dirty[key] = (entry, self._live(key, entry), partition)
 
     def _save(
         self,
@@ -349,13 +460,13 @@ class Coordinator:
         alerts: Sequence[Alert],
     ) -> None:
         if state is not None:
-            entry.state = state.to_dict()
             entry.next_due = state.next_deadline()
         is_published = self.sink.is_published
-        entry.outbox = [a for a in entry.outbox if not is_published(partition, a["dedup_key"])]
+        if entry.outbox:
+            entry.outbox = [a for a in entry.outbox if not is_published(partition, a["dedup_key"])]
         entry.outbox.extend(a.to_dict() for a in alerts)
         entry.partition = partition
-        table[key] = entry.to_dict()
+        self._dirty[key] = (entry, state, partition)
         self._cache[key] = (entry, state)
         self._cache.move_to_end(key)
         if len(self._cache) > CACHE_SIZE:
@@ -386,7 +497,7 @@ class Coordinator:
             return [Outgoing(partition_for(target, self.partitions), target, forwarded)]
         if entry.applied.get(kind, -1) >= offset:
             # Applied before a crash, but perhaps not yet in the changelog or published.
-            table[key] = entry.to_dict()
+            self._touch(key, entry, partition)
             if entry.outbox:
                 self.sink.submit(partition, _alerts(entry.outbox))
             return []
@@ -394,7 +505,7 @@ class Coordinator:
         try:
             alerts = self.engine.process_view(state, view)
         except Exception as exc:  # a bug in one rule must not stop the region's alerts
-            self._cache.pop(key, None)
+            self._forget_failed(key)
             log.exception("rule engine failed on an event", partition=partition, offset=offset)
             self._skip("engine-error", partition, offset, exc)
             return []
@@ -436,6 +547,9 @@ class Coordinator:
         if entry.alias is not None:
             log.warning("merge of a key already retired into another", partition=partition)
             return None
+        live = self._live(retired, entry)
+        if live is not None:
+            entry.state = live.to_dict()
         entry.alias, entry.moved, entry.state, entry.next_due = survivor, entry.state, None, None
         self._save(table, partition, retired, entry, state=None, alerts=())
         return entry.moved

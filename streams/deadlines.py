@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 
 SECOND: Final = 1_000_000
 HOUR: Final = 3600 * SECOND
@@ -23,12 +22,14 @@ def to_micros(moment: datetime) -> int:
     """Microseconds since the epoch of a timezone-aware ``moment``."""
     if moment.tzinfo is None:
         raise ValueError("event times must be timezone-aware")
-    return (moment - EPOCH) // _MICROSECOND
+    elapsed = moment - EPOCH  # whole days, seconds and microseconds: exact, no division
+    return (elapsed.days * 86_400 + elapsed.seconds) * SECOND + elapsed.microseconds
 
 
 def from_micros(micros: int) -> datetime:
     """The UTC datetime ``micros`` microseconds after the epoch."""
-    return EPOCH + timedelta(microseconds=micros)
+    seconds, micro = divmod(micros, SECOND)
+    return EPOCH + timedelta(0, seconds, micro)
 
 
 class Deadline(NamedTuple):

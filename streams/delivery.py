@@ -428,13 +428,14 @@ class AlertDelivery:
                 if topic is not None:
                     topics.append(topic)
             copies.append(topics)
-        await self._announce(alerts)
+        records = [
+            (alert.patient.encode("utf-8"), encode_alert(alert), alert_headers(alert))
+            for alert in alerts
+        ]
+        await self._announce(alerts, records)
         await producer.begin_transaction()
         sent = []
-        for alert, topics in zip(alerts, copies, strict=True):
-            value = encode_alert(alert)
-            key = alert.patient.encode("utf-8")
-            headers = alert_headers(alert)
+        for (key, value, headers), topics in zip(records, copies, strict=True):
             sent.append(
                 await producer.send(
                     self.names.alerts, value, key=key, partition=part.partition, headers=headers
@@ -446,13 +447,18 @@ class AlertDelivery:
         await producer.commit_transaction()
         self.transactions += 1
 
-    async def _announce(self, alerts: Sequence[Alert]) -> None:
+    async def _announce(
+        self,
+        alerts: Sequence[Alert],
+        records: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+    ) -> None:
         """Write the alerts to the status topic, outside the transaction, and wait.
 
         At least once and before the alerts are committed: the status table learns
         of every alert no later than integrators do. (Not transactional on purpose:
         the status topic is read by a Faust agent, and Faust reads transaction
-        markers as gaps, at a cost that grows with every one.)
+        markers as gaps, at a cost that grows with every one.) ``records`` are the
+        alerts' encoded (key, value, headers); the status topic is keyed by dedup key.
         """
         async with self._plain_lock:
             if self._plain is None:
@@ -461,11 +467,11 @@ class AlertDelivery:
         sent = [
             await plain.send(
                 self.names.alert_status,
-                encode_alert(alert),
+                value,
                 key=alert.dedup_key.encode("utf-8"),
-                headers=alert_headers(alert),
+                headers=headers,
             )
-            for alert in alerts
+            for alert, (_, value, headers) in zip(alerts, records, strict=True)
         ]
         await asyncio.gather(*sent)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Final
 
 from streams.alert import Alert
 from streams.deadlines import Deadline, from_micros, to_micros
@@ -19,10 +20,12 @@ from streams.region import Region
 from streams.rules import RULES
 from streams.rules.base import OnEvent, Rule
 from streams.state import PatientState
-from streams.view import SCHEMAS, EventLike, EventView
+from streams.view import EventLike, EventView
 
-#: at most this many (schema, trigger) pairs are remembered by the dispatch table
-_DISPATCH_LIMIT = 1024
+#: checks run for a schema: by trigger event (MSH-9.2), and for any other trigger
+Dispatch = tuple[dict[str, tuple[OnEvent, ...]], tuple[OnEvent, ...]]
+
+_NO_CHECKS: Final[Dispatch] = ({}, ())
 
 
 class Engine:
@@ -34,13 +37,15 @@ class Engine:
         ids = [r.id for r in self.rules]
         if len(set(ids)) != len(ids):
             raise ValueError("rule ids must be unique")
-        #: (schema, trigger) -> the event checks that want it, built on first use
-        self._dispatch: dict[tuple[str, str], tuple[OnEvent, ...]] = {}
+        #: schema -> the event checks that want it, built once from the declarations
+        self._dispatch = _dispatch_table(self.rules)
         self._deadline_rules = {r.id: r for r in self.rules if r.on_deadline is not None}
-        self._clocks: dict[str, tuple[Rule, ...]] = {}
+        #: episode kind -> (rule id, delay) of the clocks its start starts
+        self._clocks: dict[str, tuple[tuple[str, int], ...]] = {}
         for rule in self._deadline_rules.values():
             if rule.episode is not None:
-                self._clocks[rule.episode] = (*self._clocks.get(rule.episode, ()), rule)
+                clock = (rule.id, rule.delay)
+                self._clocks[rule.episode] = (*self._clocks.get(rule.episode, ()), clock)
 
     # -- the contract of docs/architecture.md -------------------------------------
 
@@ -65,31 +70,22 @@ class Engine:
 
     def process_view(self, state: PatientState, view: EventView) -> list[Alert]:
         """:meth:`process` for an event already wrapped in an :class:`EventView`."""
-        alerts = self.fire_due_micros(state, view.time - 1) if state.deadlines else []
+        deadlines = state.deadlines
+        if deadlines and deadlines[0].due < view.time:
+            alerts = self.fire_due_micros(state, view.time - 1)
+        else:
+            alerts = []
         region = self.region
-        checks = self._dispatch.get((view.schema, view.trigger))
-        if checks is None:
-            checks = self._checks_for(view.schema, view.trigger)
-        for check in checks:
+        by_trigger, other = self._dispatch.get(view.schema, _NO_CHECKS)
+        for check in by_trigger.get(view.trigger, other):
             raised = check(view, state, region)
             if raised:
                 alerts.extend(_keep_new(state, raised))
-        for opened in observe(view, state, region):
-            for rule in self._clocks.get(opened.kind, ()):
-                state.add_deadline(Deadline(opened.start + rule.delay, rule.id, opened.ref))
+        opened = observe(view, state, region)
+        if opened is not None:
+            for rule, delay in self._clocks.get(opened.kind, ()):
+                state.add_deadline(Deadline(opened.start + delay, rule, opened.ref))
         return alerts
-
-    def _checks_for(self, schema: str, trigger: str) -> tuple[OnEvent, ...]:
-        checks = tuple(
-            r.on_event
-            for r in self.rules
-            if r.on_event is not None
-            and schema in r.schemas
-            and (r.triggers is None or trigger in r.triggers)
-        )
-        if schema in SCHEMAS and len(self._dispatch) < _DISPATCH_LIMIT:
-            self._dispatch[(schema, trigger)] = checks
-        return checks
 
     def fire_due_micros(self, state: PatientState, now: int) -> list[Alert]:
         """:meth:`fire_due` with ``now`` in epoch microseconds."""
@@ -99,10 +95,35 @@ class Engine:
         for deadline in state.pop_due(now):
             rule = self._deadline_rules.get(deadline.rule)
             if rule is not None and rule.on_deadline is not None:
-                alerts.extend(_keep_new(state, rule.on_deadline(deadline, state, self.region)))
+                raised = rule.on_deadline(deadline, state, self.region)
+                if raised:
+                    alerts.extend(_keep_new(state, raised))
             if deadline.ref in state.discharges and not state.has_deadlines(deadline.ref):
                 state.close_episode(deadline.ref)
         return alerts
+
+
+def _dispatch_table(rules: tuple[Rule, ...]) -> dict[str, Dispatch]:
+    """For each schema a rule names: its checks per named trigger, and for the rest.
+
+    Checks keep the order of ``rules``; a rule without ``triggers`` sees every trigger.
+    """
+    table: dict[str, Dispatch] = {}
+    for schema in {s for r in rules if r.on_event is not None for s in r.schemas}:
+        wanting = [r for r in rules if r.on_event is not None and schema in r.schemas]
+        named = {t for r in wanting if r.triggers is not None for t in r.triggers}
+        by_trigger = {t: _checks(wanting, t) for t in named}
+        table[schema] = (by_trigger, _checks(wanting, None))
+    return table
+
+
+def _checks(rules: list[Rule], trigger: str | None) -> tuple[OnEvent, ...]:
+    """The checks of ``rules`` that see ``trigger`` (None: a trigger no rule names)."""
+    return tuple(
+        r.on_event
+        for r in rules
+        if r.on_event is not None and (r.triggers is None or trigger in r.triggers)
+    )
 
 
 def _keep_new(state: PatientState, alerts: list[Alert]) -> list[Alert]:

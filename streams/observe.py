@@ -4,9 +4,10 @@ This is the only place that writes facts into state; rules read them. The engine
 runs the rules on the state *before* an event and calls :func:`observe` after, so
 "previous" and "first" in the rules spec mean "before this message".
 
-:func:`observe` returns the episodes the event opened (a suspected-cancer pathway
-or a discharge to a hospice) so the engine can start their rules' clocks. Every
-clock starts at the event time of the message that opens the episode.
+:func:`observe` returns the episode the event opened, if any (a suspected-cancer
+pathway or a discharge to a hospice; one event opens at most one) so the engine
+can start its rules' clocks. Every clock starts at the event time of the message
+that opens the episode.
 """
 
 from __future__ import annotations
@@ -44,19 +45,19 @@ class Opened(NamedTuple):
     start: int
 
 
-def observe(view: EventView, state: PatientState, region: Region) -> list[Opened]:
-    """Apply ``view`` to ``state``; return the episodes it opened."""
+def observe(view: EventView, state: PatientState, region: Region) -> Opened | None:
+    """Apply ``view`` to ``state``; return the episode it opened, if any."""
     t = view.time
     sender = view.sender
     if sender and t > state.seen.get(sender, t - 1):
         state.seen[sender] = t
     handler = _HANDLERS.get(view.schema)
     if handler is None:
-        return []
+        return None
     return handler(view, state, region)
 
 
-def _encounter(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _encounter(view: EventView, state: PatientState, region: Region) -> Opened | None:
     trigger = view.trigger
     record = view.record
     t = view.time
@@ -74,7 +75,7 @@ def _encounter(view: EventView, state: PatientState, region: Region) -> list[Ope
             for ref, discharge in list(state.discharges.items()):
                 if discharge.start <= t <= discharge.start + DAY:
                     state.close_episode(ref)
-        return []
+        return None
     if (
         trigger == "A03"
         and record.get("discharge_destination") in region.hospice_discharge_destinations
@@ -82,31 +83,31 @@ def _encounter(view: EventView, state: PatientState, region: Region) -> list[Ope
     ):
         ref = f"{DISCHARGE}:{view.sender}:{record.get('visit_number') or view.control_id}"
         if ref in state.closed or ref in state.discharges:
-            return []
+            return None
         state.discharges[ref] = Discharge(start=t, hospital=view.sender, control_id=view.control_id)
-        return [Opened(DISCHARGE, ref, t)]
-    return []
+        return Opened(DISCHARGE, ref, t)
+    return None
 
 
-def _referral(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _referral(view: EventView, state: PatientState, region: Region) -> Opened | None:
     record = view.record
     t = view.time
     to = record.get("referred_to") or view.receiver
     if to and t > state.referred.get(to, t - 1):
         state.referred[to] = t
     if record.get("priority") not in region.cancer_priorities or state.death is not None:
-        return []
+        return None
     referrer = record.get("referrer") or view.sender
     ref = f"{PATHWAY}:{referrer}:{record.get('referral_id') or view.control_id}"
     if ref in state.closed or ref in state.pathways:
-        return []
+        return None
     state.pathways[ref] = Pathway(
         start=t, hospital=to, referrer=referrer, control_id=view.control_id
     )
-    return [Opened(PATHWAY, ref, t)]
+    return Opened(PATHWAY, ref, t)
 
 
-def _appointment(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _appointment(view: EventView, state: PatientState, region: Region) -> Opened | None:
     record = view.record
     trigger = view.trigger
     filler_id = record.get("filler_appointment_id") or ""
@@ -131,10 +132,10 @@ def _appointment(view: EventView, state: PatientState, region: Region) -> list[O
         held = state.appointments.get(filler_id)
         if held is not None:
             held.start = to_micros(start_time)
-    return []
+    return None
 
 
-def _result(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _result(view: EventView, state: PatientState, region: Region) -> Opened | None:
     intervals = region.retest_intervals_days
     for request in view.record.get("requests") or ():
         code = request.get("test_code")
@@ -146,10 +147,10 @@ def _result(view: EventView, state: PatientState, region: Region) -> list[Opened
         held = by_provider.get(view.sender)
         if held is None or at >= held.time:
             by_provider[view.sender] = FinalResult(time=at, control_id=view.control_id)
-    return []
+    return None
 
 
-def _document(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _document(view: EventView, state: PatientState, region: Region) -> Opened | None:
     if (
         view.trigger == "T02"
         and state.pathways
@@ -157,23 +158,23 @@ def _document(view: EventView, state: PatientState, region: Region) -> list[Open
     ):
         for ref in list(state.pathways):
             state.close_episode(ref)
-    return []
+    return None
 
 
-def _problem(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _problem(view: EventView, state: PatientState, region: Region) -> Opened | None:
     codes = region.eol_register_codes
     if not any(p.get("code") in codes for p in view.record.get("problems") or ()):
-        return []
+        return None
     if view.trigger in ("PC1", "PC2"):
         state.eol, state.eol_changed = True, view.time
     elif view.trigger == "PC3":
         state.eol, state.eol_changed = False, view.time
-    return []
+    return None
 
 
-def _died(view: EventView, state: PatientState, region: Region) -> list[Opened]:
+def _died(view: EventView, state: PatientState, region: Region) -> Opened | None:
     if state.death is not None:
-        return []
+        return None
     died = view.record.get("death_time")
     state.death = Death(
         time=view.time if died is None else to_micros(died),
@@ -184,7 +185,7 @@ def _died(view: EventView, state: PatientState, region: Region) -> list[Opened]:
     for ref in list(state.pathways) + list(state.discharges):
         state.close_episode(ref)
     state.appointments.clear()
-    return []
+    return None
 
 
 _HANDLERS = {

@@ -10,6 +10,7 @@ Events are the records of ``docs/architecture.md`` ("Events"): a dict with
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final, NamedTuple, Protocol
 
 from streams.deadlines import to_micros
@@ -60,14 +61,21 @@ def short_name(schema: str) -> str:
 
 
 class EventView:
-    """The fields of one event that the engine and rules read most, computed once."""
+    """The fields of one event that the engine and rules read most, computed once.
+
+    Built once per event and shared by every rule that looks at it: the rules read
+    these slots instead of digging in the record, and the event time is converted
+    to epoch microseconds here, once.
+    """
 
     __slots__ = (
         "control_id",
+        "event_time",
         "header",
         "nhs_number",
         "patient_key",
         "record",
+        "ref",
         "schema",
         "sender",
         "time",
@@ -77,13 +85,20 @@ class EventView:
     def __init__(self, schema: str, record: Mapping[str, Any]) -> None:
         header = record["header"]
         patient = record["patient"]
+        event_time: datetime = header["event_time"]
+        sender: str = header["sending_facility"] or ""
+        control_id: str = header["control_id"] or ""
         self.schema = _SHORT_NAMES.get(schema) or short_name(schema)
         self.record = record
         self.header: Mapping[str, Any] = header
         self.trigger: str = header["trigger_event"] or ""
-        self.control_id: str = header["control_id"] or ""
-        self.sender: str = header["sending_facility"] or ""
-        self.time = to_micros(header["event_time"])
+        self.control_id = control_id
+        self.sender = sender
+        #: the message, unique in the region: sending provider and MSH-10
+        self.ref = f"{sender}:{control_id}"
+        #: the event time, as in the record (aware) and in epoch microseconds
+        self.event_time = event_time
+        self.time = to_micros(event_time)
         self.patient_key: str = patient["key"]
         self.nhs_number: str | None = patient["nhs_number"]
 
@@ -96,11 +111,6 @@ class EventView:
     def receiver(self) -> str:
         """The receiving facility, MSH-6.1 (``""`` when absent)."""
         return str(self.header["receiving_facility"] or "")
-
-    @property
-    def ref(self) -> str:
-        """The message, unique in the region: sending provider and MSH-10."""
-        return f"{self.sender}:{self.control_id}"
 
     @classmethod
     def of(cls, event: EventLike) -> EventView:

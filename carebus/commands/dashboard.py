@@ -64,7 +64,11 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
     region = args.region or settings.worker.region_config
     expectations = load_feed_expectations(region) if region.exists() or args.region else {}
     now = datetime.fromtimestamp(time.time(), UTC)
-    metrics = Metrics(providers=expectations, topics=TopicNames.from_settings(settings.topics))
+    metrics = Metrics(
+        providers=expectations,
+        topics=TopicNames.from_settings(settings.topics),
+        role="dashboard",
+    )
     collector = Collector(settings, since=now - window, expectations=expectations)
     runner = web.AppRunner(build_app(collector, metrics=metrics), access_log=None)
     host = args.host or settings.metrics.host

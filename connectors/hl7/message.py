@@ -29,7 +29,7 @@ HEADER_SEGMENTS = frozenset({"MSH", "FHS", "BHS"})
 
 #: Stands in for a delimiter MSH-2 does not define: a lone surrogate never occurs in
 #: decoded text, so ``in`` and ``split`` on it never match.
-_ABSENT = "\udfff"
+_ABSENT = chr(0xDFFF)
 
 
 class _Context:
@@ -94,6 +94,11 @@ class Segment:
     def __repr__(self) -> str:
         return f"<Segment {self.name} with {self.field_count} fields>"
 
+    @property
+    def encoding(self) -> Encoding:
+        """The delimiters of the message this segment belongs to."""
+        return self._ctx.encoding
+
     def _split(self) -> list[str]:
         fields = self._fields
         if fields is None:
@@ -147,20 +152,30 @@ class Segment:
         split = self._fields or self._split()
         count = len(split)
         header = self._header
-        values = []
         if self._plain:
+            # No repetition, sub-component or escape: a first value is whatever
+            # precedes the first component separator (MSH-1 and MSH-2 are whole).
             cs = self._ctx.cs
-            for field in fields:
-                value = split[field] if field < count else ""
-                if cs in value and not (header and field <= 2):
-                    value = value[: value.index(cs)]
-                values.append(value)
-        else:
-            for field in fields:
-                value = split[field] if field < count else ""
-                if value and not value.isalnum() and not (header and field <= 2):
-                    value = self._first_value(value)
-                values.append(value)
+            if not header:
+                return [split[field].partition(cs)[0] if field < count else "" for field in fields]
+            return [
+                ""
+                if field >= count
+                else split[field]
+                if field <= 2
+                else split[field].partition(cs)[0]
+                for field in fields
+            ]
+        ctx = self._ctx
+        rs, cs, ss, es = ctx.rs, ctx.cs, ctx.ss, ctx.es
+        values = []
+        for field in fields:
+            value = split[field] if field < count else ""
+            if value and not (header and field <= 2):
+                value = value.partition(rs)[0].partition(cs)[0].partition(ss)[0]
+                if es in value:
+                    value = ctx.unescape(value)
+            values.append(value)
         return values
 
     def component_values(self, field: int, count: int, repetition: int = 1) -> list[str]:
@@ -185,6 +200,39 @@ class Segment:
             del parts[count:]
         return parts
 
+    def repetition_values(self, field: int, count: int) -> list[list[str]]:
+        """``component_values(field, count, r)`` for every repetition ``r``, splitting once.
+
+        ``[]`` when the field is empty (as :meth:`repetitions` gives 0).
+        """
+        if field < 1:
+            raise ValueError("HL7 positions start at 1")
+        split = self._fields or self._split()
+        value = split[field] if field < len(split) else ""
+        if not value:
+            return []
+        if self._header and field <= 2:
+            found = [[value]]
+        elif self._plain:
+            found = [value.split(self._ctx.cs)]
+        else:
+            ctx = self._ctx
+            found = []
+            for rep in value.split(ctx.rs):
+                parts = rep.split(ctx.cs)
+                if ctx.ss in rep:
+                    parts = [part.split(ctx.ss, 1)[0] for part in parts]
+                if ctx.es in rep:
+                    parts = [ctx.unescape(part) if ctx.es in part else part for part in parts]
+                found.append(parts)
+        for parts in found:
+            size = len(parts)
+            if size < count:
+                parts.extend([""] * (count - size))
+            elif size > count:
+                del parts[count:]
+        return found
+
     def _components(self, value: str, repetition: int) -> list[str]:
         """The components of one repetition of ``value``: first sub-components, unescaped."""
         ctx = self._ctx
@@ -206,13 +254,8 @@ class Segment:
         """The first sub-component of the first component of the first repetition."""
         ctx = self._ctx
         if self._plain:
-            return value[: value.index(ctx.cs)] if ctx.cs in value else value
-        if ctx.rs in value:
-            value = value[: value.index(ctx.rs)]
-        if ctx.cs in value:
-            value = value[: value.index(ctx.cs)]
-        if ctx.ss in value:
-            value = value[: value.index(ctx.ss)]
+            return value.partition(ctx.cs)[0]
+        value = value.partition(ctx.rs)[0].partition(ctx.cs)[0].partition(ctx.ss)[0]
         return ctx.unescape(value) if ctx.es in value else value
 
     def _get(self, field: int, component: int, subcomponent: int, repetition: int) -> str:
@@ -356,15 +399,21 @@ class Message:
     @property
     def msh(self) -> Segment:
         """The MSH segment (always the first)."""
-        return self._segment(0)
+        segment = self._segments[0]
+        if segment is None:
+            segment = self._segments[0] = Segment(self._names[0], self._lines[0], self._ctx)
+        return segment
 
     def first(self, name: str) -> Segment | None:
         """The first segment called ``name``, or ``None``."""
-        try:
-            index = self._names.index(name)
-        except ValueError:
+        names = self._names
+        if name not in names:
             return None
-        return self._segment(index)
+        index = names.index(name)
+        segment = self._segments[index]
+        if segment is None:
+            segment = self._segments[index] = Segment(name, self._lines[index], self._ctx)
+        return segment
 
     def all(self, name: str) -> list[Segment]:
         """Every segment called ``name``, in order."""

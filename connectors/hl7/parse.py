@@ -26,6 +26,8 @@ from connectors.hl7.message import Message
 _BOM = b"\xef\xbb\xbf"
 _LEADING = " \t\r\n\ufeff"
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
+#: Segment names seen so far (at most 36 ** 3): a set look-up is cheaper than the test.
+_SEGMENT_NAMES: set[str] = set()
 
 
 def peek_msh18(data: bytes) -> str:
@@ -91,10 +93,11 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
         )
     names: list[str] = []
     lines: list[str] = []
+    known = _SEGMENT_NAMES
     for line in text.split("\r"):
         if line[3:4] == fs or len(line) == 3:
             name = line[:3]
-            if name.isalnum() and name.isascii() and name.isupper():
+            if name in known or _is_segment_name(name):
                 names.append(name)
                 lines.append(line)
                 continue
@@ -114,6 +117,14 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
             control_id=message.control_id or None,
         )
     return message
+
+
+def _is_segment_name(name: str) -> bool:
+    """Three upper-case ASCII letters or digits (remembered in :data:`_SEGMENT_NAMES`)."""
+    if name.isalnum() and name.isascii() and name.isupper():
+        _SEGMENT_NAMES.add(name)
+        return True
+    return False
 
 
 def _decode(data: bytes, fallback: str) -> tuple[str, str]:

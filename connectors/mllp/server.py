@@ -12,6 +12,10 @@ an idle timeout, and a maximum frame size. An oversize frame or broken framing
 gets a NAK (when a control id can be read) and the connection is closed. When
 Kafka is unavailable the sender gets AE, or no ACK and a closed connection
 (``on_kafka_failure``), so that it resends.
+
+In a child of several listener processes (:mod:`connectors.mllp.handoff`) the
+server binds nothing (:meth:`MllpServer.accept_handed_over`) and serves the sockets
+its parent accepted, given to :meth:`MllpServer.adopt`.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ class MllpServer:
         self._ack_ids = AckIds()
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._bind = True
+        self._adopting: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -111,8 +117,43 @@ class MllpServer:
         """Connections currently being served."""
         return len(self._connections)
 
+    def accept_handed_over(self) -> None:
+        """Bind no port: serve only the sockets given to :meth:`adopt` (call before start)."""
+        self._bind = False
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve ``sock``, a connection accepted by another process (TLS, if any, is ours)."""
+        if self._closing:
+            sock.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._adopt(sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._accept, loop=loop)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=self._ssl,
+                ssl_handshake_timeout=10.0 if self._ssl else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("mllp handed-over connection failed", error=type(exc).__name__)
+            sock.close()
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+
     async def start(self) -> None:
-        """Bind and start accepting connections."""
+        """Bind and start accepting connections (or, handed over, only get ready)."""
+        if not self._bind:
+            self._sweeper = asyncio.create_task(self._sweep_idle(), name="mllp-idle-sweeper")
+            log.info("mllp serving handed-over connections", tls=self._ssl is not None)
+            return
         self._server = await asyncio.start_server(
             self._accept,
             self._settings.host,
@@ -137,6 +178,8 @@ class MllpServer:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
+        for adopting in list(self._adopting):
+            adopting.cancel()
         for task, conn in list(self._connections.items()):
             if not conn.busy:
                 task.cancel()
@@ -207,6 +250,7 @@ class _Connection:
         self._peer = peer
         self._decoder = MllpDecoder(self._settings.max_frame_bytes)
         self._bucket = TokenBucket(self._settings.rate_limit_per_s)
+        self._limited = self._settings.rate_limit_per_s > 0
         self._frames: deque[bytes] = deque()
         self._head = bytearray()  # the start of the frame being received, for a NAK
         self.busy = False
@@ -242,7 +286,8 @@ class _Connection:
                 self._frames.extend(frames)
                 continue
             payload = self._frames.popleft()
-            await self._bucket.take()
+            if self._limited:
+                await self._bucket.take()
             if not await self._answer(payload):
                 return
 

@@ -17,12 +17,13 @@ from carebus.errors import MissingRequiredField, UnsupportedMessageType
 from connectors.hl7 import Message
 from connectors.translate import adt, documents, orders, problems, referral, results, scheduling
 from connectors.translate.common import (
+    HEADER_FIELDS,
     PATIENT_DIED,
     Context,
     Draft,
     Event,
     component_texts,
-    death_evidence,
+    discharged_died,
     event_id,
     header_base,
     patient,
@@ -59,11 +60,11 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
     when MSH-10 could be read.
     """
     msh = message.msh
-    facility, msh7, control_id = texts(msh, 4, 7, 10)
+    msh_texts = texts(msh, *HEADER_FIELDS)
+    _, facility, _, _, msh7, control_id, _ = msh_texts
     if not control_id:
         raise MissingRequiredField("MSH-10 (message control id) is empty", field="MSH-10")
-    evn = message.first("EVN")
-    evn_type, recorded, occurred = texts(evn, 1, 2, 6)
+    evn_type, recorded, occurred = texts(message.first("EVN"), 1, 2, 6)
     message_type, trigger = component_texts(msh, 9, 2)
     message_type = message_type.upper()
     trigger = (trigger or evn_type).upper()
@@ -91,24 +92,26 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
     ctx = Context(control_id, message_type, trigger, facility, when)
     drafts = translator(message, ctx)
     base = header_base(
-        msh, ctx, message_time=message_time, received_time=to_millis(received_time), raw=raw
+        ctx, msh_texts, message_time=message_time, received_time=to_millis(received_time), raw=raw
     )
+    discharged_dead = discharged_died(message, ctx)
     events: list[Event] = []
     for draft in drafts:
-        person, pid_evidence = patient(draft.pid, draft.pd1, ctx)
+        person, evidence = patient(draft.pid, draft.pd1, ctx)
         key = person["key"]
         header = dict(base, event_id=event_id(ctx, msh7, len(events)))
         events.append(
             Event(draft.schema, key, {"header": header, "patient": person, **draft.fields})
         )
-        evidence = death_evidence(pid_evidence, message, ctx)
+        if discharged_dead:
+            evidence += ("DISCHARGE_DESTINATION",)
         if evidence:
             header = dict(base, event_id=event_id(ctx, msh7, len(events)))
             died = {
                 "header": header,
                 "patient": person,
                 "death_time": person["death_time"] or ctx.event_time,
-                "evidence": evidence,
+                "evidence": list(evidence),
             }
             events.append(Event(PATIENT_DIED, key, died))
     return events

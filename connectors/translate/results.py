@@ -86,7 +86,7 @@ def observation(obx: Segment) -> dict[str, Any]:
         "units": units or None,
         "reference_range": reference_range or None,
         "abnormal_flags": [
-            flag for rep in range(1, obx.repetitions(8) + 1) if (flag := value(obx, 8, 1, 1, rep))
+            flag for (flag,) in obx.repetition_values(8, 1) if flag and flag != HL7_NULL
         ],
         "status": status or None,
         "observation_time": as_time(observed),

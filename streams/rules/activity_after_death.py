@@ -11,7 +11,7 @@ from typing import Final
 
 from streams.alert import Alert
 from streams.region import Region
-from streams.rules.base import Rule, message_key
+from streams.rules.base import Rule, message_alert
 from streams.state import PatientState
 from streams.view import APPOINTMENT, ORDER, REFERRAL, EventView
 
@@ -24,14 +24,12 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
     if death is None or view.time <= death.time or not _is_new_activity(view):
         return []
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
-            recipients=[view.sender],
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view),
-            evidence=[view.control_id, death.control_id],
+        message_alert(
+            ID,
+            state,
+            view,
+            recipients=(view.sender,),
+            evidence=(death.control_id,),
             summary="Booking, order or referral for a patient recorded as dead",
         )
     ]

@@ -10,34 +10,23 @@ from __future__ import annotations
 
 from typing import Final
 
-from streams.alert import Alert
-from streams.deadlines import DAY, Deadline
-from streams.observe import PATHWAY
-from streams.region import Region
-from streams.rules.base import Rule, episode_key
-from streams.state import PatientState
+from streams.deadlines import DAY
+from streams.rules.base import pathway_clock
+from streams.state import Pathway
 
 ID: Final = "cancer-referral-not-booked"
 DELAY: Final = 7 * DAY
 
 
-def fire(deadline: Deadline, state: PatientState, region: Region) -> list[Alert]:
-    """Alert H and the referrer when the open pathway has no booking from H."""
-    pathway = state.pathways.get(deadline.ref)
-    if pathway is None or pathway.booked:
-        return []
-    return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=deadline.due,
-            recipients=[pathway.hospital, pathway.referrer],
-            fallback=pathway.referrer,
-            dedup_key=episode_key(ID, state, pathway.referrer, pathway.control_id),
-            evidence=[pathway.control_id],
-            summary="Suspected-cancer referral not booked within 7 days",
-        )
-    ]
+def booked(pathway: Pathway) -> bool:
+    """Met: an ``SIU^S12`` from H arrived within the window."""
+    return pathway.booked
 
 
-RULE: Final = Rule(id=ID, episode=PATHWAY, delay=DELAY, on_deadline=fire)
+RULE: Final = pathway_clock(
+    ID,
+    delay=DELAY,
+    met=booked,
+    tell_referrer=True,
+    summary="Suspected-cancer referral not booked within 7 days",
+)

@@ -10,7 +10,7 @@ from typing import Final
 
 from streams.alert import Alert
 from streams.region import Region
-from streams.rules.base import Rule, care_team, message_key
+from streams.rules.base import Rule, care_team, message_alert
 from streams.state import PatientState
 from streams.view import DIED, EventView
 
@@ -23,18 +23,7 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         return []
     team = care_team(state, view)
     team.discard(view.sender)
-    return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
-            recipients=team,
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view),
-            evidence=[view.control_id],
-            summary="Patient has died",
-        )
-    ]
+    return [message_alert(ID, state, view, recipients=team, summary="Patient has died")]
 
 
 RULE: Final = Rule(id=ID, schemas=frozenset({DIED}), on_event=check)

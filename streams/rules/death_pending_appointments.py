@@ -13,7 +13,7 @@ from typing import Final
 from streams.alert import Alert
 from streams.deadlines import to_micros
 from streams.region import Region
-from streams.rules.base import Rule, message_key
+from streams.rules.base import Rule, message_alert, message_key
 from streams.state import PatientState
 from streams.view import DIED, EventView
 
@@ -31,14 +31,13 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         if appointment.start > death_time:
             held.setdefault(appointment.provider, []).append(appointment.control_id)
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
-            recipients=[provider],
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view, provider),
-            evidence=[view.control_id, *sorted(bookings)],
+        message_alert(
+            ID,
+            state,
+            view,
+            recipients=(provider,),
+            key=message_key(ID, state, view, provider),
+            evidence=sorted(bookings),
             summary=f"Patient has died; {len(bookings)} appointment(s) still booked",
         )
         for provider, bookings in sorted(held.items())

@@ -11,7 +11,7 @@ from typing import Final
 
 from streams.alert import Alert
 from streams.region import Region
-from streams.rules.base import COMMUNITY_KINDS, Rule, care_team, message_key, of_kinds
+from streams.rules.base import COMMUNITY_KINDS, Rule, care_team, message_alert, of_kinds
 from streams.state import PatientState
 from streams.view import ENCOUNTER, EventView
 
@@ -24,14 +24,11 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         return []
     team = of_kinds(care_team(state, view), region, COMMUNITY_KINDS)
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
-            recipients=[view.sender, *team],
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view),
-            evidence=[view.control_id],
+        message_alert(
+            ID,
+            state,
+            view,
+            recipients=(view.sender, *team),
             summary="Patient on the end-of-life register admitted to hospital",
         )
     ]

@@ -11,7 +11,7 @@ from typing import Final
 
 from streams.alert import Alert
 from streams.region import Region
-from streams.rules.base import COMMUNITY_KINDS, Rule, care_team, message_key, of_kinds
+from streams.rules.base import COMMUNITY_KINDS, Rule, care_team, message_alert, of_kinds
 from streams.state import PatientState
 from streams.view import ENCOUNTER, EventView
 
@@ -23,14 +23,11 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
     if not state.eol or view.trigger != "A03" or region.kind(view.sender) != "hospital":
         return []
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
+        message_alert(
+            ID,
+            state,
+            view,
             recipients=of_kinds(care_team(state, view), region, COMMUNITY_KINDS),
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view),
-            evidence=[view.control_id],
             summary="Patient on the end-of-life register discharged from hospital",
         )
     ]

@@ -10,34 +10,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from streams.alert import Alert
-from streams.deadlines import DAY, Deadline
-from streams.observe import PATHWAY
-from streams.region import Region
-from streams.rules.base import Rule, episode_key
-from streams.state import PatientState
+from streams.deadlines import DAY
+from streams.rules.base import pathway_clock
 
 ID: Final = "faster-diagnosis-at-risk"
 DELAY: Final = 21 * DAY
 
-
-def fire(deadline: Deadline, state: PatientState, region: Region) -> list[Alert]:
-    """Alert H while the pathway is still open (no outcome document, no death)."""
-    pathway = state.pathways.get(deadline.ref)
-    if pathway is None:
-        return []
-    return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=deadline.due,
-            recipients=[pathway.hospital],
-            fallback=pathway.referrer,
-            dedup_key=episode_key(ID, state, pathway.referrer, pathway.control_id),
-            evidence=[pathway.control_id],
-            summary="No diagnosis outcome 21 days after a suspected-cancer referral",
-        )
-    ]
-
-
-RULE: Final = Rule(id=ID, episode=PATHWAY, delay=DELAY, on_deadline=fire)
+RULE: Final = pathway_clock(
+    ID,
+    delay=DELAY,
+    met=None,  # only the outcome document (closing the pathway) meets it
+    tell_referrer=False,
+    summary="No diagnosis outcome 21 days after a suspected-cancer referral",
+)

@@ -10,7 +10,7 @@ from typing import Final
 
 from streams.alert import Alert
 from streams.region import Region
-from streams.rules.base import Rule
+from streams.rules.base import Rule, message_alert
 from streams.state import PatientState
 from streams.view import SCHEMAS, EventView
 
@@ -25,14 +25,12 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
     if key in state.raised:
         return []
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
-            recipients=[view.sender],
-            fallback=view.sender,
-            dedup_key=key,
-            evidence=[view.control_id],
+        message_alert(
+            ID,
+            state,
+            view,
+            recipients=(view.sender,),
+            key=key,
             summary="Message without a valid NHS number: verify the patient's identity",
         )
     ]

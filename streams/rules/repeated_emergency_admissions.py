@@ -14,7 +14,7 @@ from typing import Final
 from streams.alert import Alert
 from streams.observe import EMERGENCY_WINDOW
 from streams.region import Region
-from streams.rules.base import Rule, care_team, message_key, of_kinds
+from streams.rules.base import Rule, care_team, message_alert, of_kinds
 from streams.state import PatientState
 from streams.view import ENCOUNTER, EventView
 
@@ -37,14 +37,12 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
     if len(earlier) < 2:
         return []
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
+        message_alert(
+            ID,
+            state,
+            view,
             recipients=of_kinds(care_team(state, view), region, GP),
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view),
-            evidence=[view.control_id, *(c for _, c in earlier)],
+            evidence=[c for _, c in earlier],
             summary=f"Emergency admission number {len(earlier) + 1} within 90 days",
         )
     ]

@@ -14,7 +14,7 @@ from typing import Final
 from streams.alert import Alert
 from streams.deadlines import YEAR
 from streams.region import Region
-from streams.rules.base import Rule, message_key
+from streams.rules.base import Rule, message_alert
 from streams.state import PatientState
 from streams.view import DEMOGRAPHICS, ENCOUNTER, REFERRAL, EventView
 
@@ -37,20 +37,18 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         return []
     if state.referred.get(provider, since - 1) >= since:
         return []
-    others = any(p != provider and t >= since for p, t in state.seen.items()) or any(
-        p != provider and t >= since for p, t in state.referred.items()
-    )
-    if not others:
+    # P itself is not known since then (above), so anyone known since then is another.
+    seen, referred = state.seen, state.referred
+    if not (seen and max(seen.values()) >= since) and not (
+        referred and max(referred.values()) >= since
+    ):
         return []
     return [
-        Alert.create(
-            rule=ID,
-            patient=state.key,
-            raised_at=view.time,
-            recipients=[provider],
-            fallback=view.sender,
-            dedup_key=message_key(ID, state, view),
-            evidence=[view.control_id],
+        message_alert(
+            ID,
+            state,
+            view,
+            recipients=(provider,),
             summary="First contact with this provider in 365 days; history is held elsewhere",
         )
     ]

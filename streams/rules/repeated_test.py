@@ -14,7 +14,7 @@ from typing import Final
 from streams.alert import Alert
 from streams.deadlines import DAY
 from streams.region import Region
-from streams.rules.base import Rule, message_key
+from streams.rules.base import Rule, message_alert, message_key
 from streams.state import PatientState
 from streams.view import ORDER, EventView
 
@@ -41,14 +41,13 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         ]
         if earlier:
             alerts.append(
-                Alert.create(
-                    rule=ID,
-                    patient=state.key,
-                    raised_at=view.time,
-                    recipients=[view.sender],
-                    fallback=view.sender,
-                    dedup_key=message_key(ID, state, view, code),
-                    evidence=[view.control_id, *sorted(earlier)],
+                message_alert(
+                    ID,
+                    state,
+                    view,
+                    recipients=(view.sender,),
+                    key=message_key(ID, state, view, code),
+                    evidence=sorted(earlier),
                     summary=f"Test {code} ordered; another provider has a final result "
                     f"within {days} days",
                 )

@@ -19,8 +19,10 @@ from carebus.metrics import (
     METRICS,
     OPS_ALERT_KINDS,
     OTHER,
+    ROLES,
     RULES,
     Metrics,
+    Role,
     known_reasons,
 )
 from carebus.topics import TopicNames
@@ -285,3 +287,51 @@ class TestRecording:
         names = set(families(Metrics(process_metrics=True)))
         assert "python_info" in names
         assert "python_info" not in set(families(Metrics()))
+
+
+def carebus_families(m: Metrics) -> set[str]:
+    """The carebus metric names in ``m``'s exposition (counters without ``_total``)."""
+    return {name for name in families(m) if name.startswith("carebus_")}
+
+
+def role_names(role: Role) -> set[str]:
+    return {s.name.removesuffix("_total") for s in METRICS if role in s.roles}
+
+
+class TestRoles:
+    def test_listener_exposes_no_worker_or_feed_watch_metric(self) -> None:
+        """The listener's exposition has its ingest metrics only, even after every update."""
+        m = Metrics(providers=PROVIDERS, role="listener")
+        exercise(m, random.Random(2), n=5)
+        exposed = carebus_families(m)
+        assert exposed == role_names("listener")
+        assert not {n for n in exposed if n.startswith(("carebus_worker_", "carebus_feed_"))}
+        assert "carebus_mllp_open_connections" in exposed
+        assert b"carebus_worker_deadlines_pending" not in m.render()
+
+    def test_worker_exposes_no_listener_metric(self) -> None:
+        """The worker's exposition has its own metrics and produce errors, no MLLP series."""
+        m = Metrics(providers=PROVIDERS, role="worker")
+        exercise(m, random.Random(3), n=5)
+        exposed = carebus_families(m)
+        assert exposed == role_names("worker")
+        assert not {n for n in exposed if n.startswith(("carebus_mllp_", "carebus_deadletters"))}
+        assert "carebus_kafka_produce_errors" in exposed
+        assert m.registry.get_sample_value("carebus_worker_deadlines_pending") == 3
+
+    def test_dashboard_exposes_only_the_feed_watch(self) -> None:
+        """The dashboard's exposition holds the silent-feed metrics and nothing else."""
+        m = Metrics(providers=PROVIDERS, role="dashboard")
+        exercise(m, random.Random(4), n=5)
+        assert carebus_families(m) == {"carebus_feed_silent", "carebus_ops_alerts_raised"}
+
+    def test_every_metric_belongs_to_a_process(self) -> None:
+        """Each metric is exposed by at least one process; without a role, by all of them."""
+        for spec in METRICS:
+            assert spec.roles and spec.roles <= set(ROLES), spec.name
+        assert carebus_families(Metrics()) == {s.name.removesuffix("_total") for s in METRICS}
+
+    def test_an_unknown_role_is_refused(self) -> None:
+        """A role that names no carebus process raises rather than exposing nothing."""
+        with pytest.raises(ValueError, match="role"):
+            Metrics(role="listner")  # type: ignore[arg-type]

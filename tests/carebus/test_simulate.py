@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks import bench_simulate
 from carebus.cli import main
 from carebus.simulate import FeedRun, Rejection
 from streams.alert import Alert
-from streams.region import load_region
+from streams.region import load_region, parse_region
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT.parent / "shared" / "spec" / "examples"
@@ -321,3 +324,49 @@ class TestFeedRun:
         assert [(r.feed, r.position, r.reason) for r in rejections] == [("junk", 1, "unparseable")]
         assert run.stats.messages == 4
         assert run.stats.patients == 1
+
+
+class TestBenchFeedOutput:
+    """The benchmark's synthetic feed pins the whole alert output, not just the examples.
+
+    The expected values were produced by the engine before its speed-up (commit
+    7b3581f) from the first :data:`BENCH_MESSAGES` messages of
+    ``benchmarks.bench_simulate.messages``, which is deterministic; with the clock
+    moved past every pathway deadline, all fourteen rules fire. A change to the
+    engine or the rules that changes any alert byte changes the digest.
+    """
+
+    BENCH_MESSAGES = 12_000
+    UNTIL = datetime(2026, 3, 1, tzinfo=UTC)
+    EXPECTED_RULES = {
+        "activity-after-death": 408,
+        "cancer-referral-not-booked": 100,
+        "cancer-referral-not-seen": 100,
+        "death-notified": 375,
+        "death-pending-appointments": 375,
+        "eol-admission": 751,
+        "eol-discharge": 738,
+        "faster-diagnosis-at-risk": 302,
+        "faster-diagnosis-breach": 302,
+        "hospice-handoff-missed": 187,
+        "identity-unverified": 375,
+        "repeated-emergency-admissions": 188,
+        "repeated-history": 2641,
+        "repeated-test": 407,
+    }
+    #: SHA-256 of the alert JSON lines, each ended by a newline, in the order raised
+    EXPECTED_SHA256 = "0ab87dc35591afc11fd4da0c8469bc164d54880597d6b1c1005461fbadbb9b7d"
+
+    def test_bench_feed_gives_the_same_alerts_as_before_the_speed_up(self) -> None:
+        """The bench feed's alerts, per rule and byte for byte, are those of the old engine."""
+        lines: list[str] = []
+        run = FeedRun(
+            region=parse_region(bench_simulate.REGION),
+            received_time=bench_simulate.RECEIVED,
+            on_alert=lambda alert: lines.append(alert.to_json() + "\n"),
+        )
+        data = b"".join(bench_simulate.messages(self.BENCH_MESSAGES))
+        run.run([("bench", data)], until=self.UNTIL)
+        assert run.stats.rejected == 0
+        assert Counter(json.loads(line)["rule"] for line in lines) == self.EXPECTED_RULES
+        assert hashlib.sha256("".join(lines).encode()).hexdigest() == self.EXPECTED_SHA256

@@ -12,9 +12,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from carebus.admin import admin_client
 from carebus.errors import ConfigError, KafkaUnavailable
 from carebus.kafka import kafka_python_config
-from carebus.settings import KafkaSettings, Settings, TopicSettings
+from carebus.settings import KafkaSettings, MllpSettings, Settings, TopicSettings
 from carebus.topics import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
     LONG_RETENTION_MS,
+    RECORD_OVERHEAD_BYTES,
     TopicNames,
     TopicSpec,
     apply,
@@ -67,6 +69,25 @@ class TestDeclarations:
         assert spec.name == "p.alerts.provider.RJE"
         assert spec.partitions == 4
 
+    def test_archives_take_the_largest_frame_and_events_keep_the_default(self) -> None:
+        """Raw and dead-letter topics allow a max-size frame plus 64 KiB; others set no limit."""
+        names = TopicNames()
+        specs = {s.name: s for s in declared_topics(TopicSettings(), max_frame_bytes=4_000_000)}
+        for name in (names.raw, names.deadletter):
+            assert specs[name].configs["max.message.bytes"] == str(4_000_000 + 65_536)
+        for name in (names.events, names.alerts, names.alert_status, names.ops):
+            assert "max.message.bytes" not in specs[name].configs
+
+    def test_archive_limit_defaults_to_the_listener_frame_limit(self) -> None:
+        """Without a frame limit given, the archive limit follows MllpSettings' default."""
+        raw = declared_topics(TopicSettings())[0]
+        assert raw.max_message_bytes == MllpSettings().max_frame_bytes + RECORD_OVERHEAD_BYTES
+
+    def test_archive_limit_never_falls_below_kafkas_default(self) -> None:
+        """A small frame limit does not make the archives stricter than Kafka's default."""
+        raw = declared_topics(TopicSettings(), max_frame_bytes=1024)[0]
+        assert raw.max_message_bytes == KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+
     @pytest.mark.parametrize("code", ["", "A B", "X/Y", "ÄB", "X" * 300])
     def test_provider_codes_unfit_for_topic_names_are_rejected(self, code: str) -> None:
         """A provider code that cannot appear in a topic name raises ConfigError."""
@@ -113,6 +134,18 @@ class TestCompare:
             "1000",
             True,
         )
+
+    def test_record_limit_at_the_broker_default_is_fixable_drift(self) -> None:
+        """A topic still at Kafka's default max.message.bytes is drift that apply can fix."""
+        spec = dataclasses.replace(SPEC, max_message_bytes=2_000_000)
+        (drift,) = compare(spec, 6, 1, {**MATCHING, "max.message.bytes": "1048588"})
+        assert (drift.setting, drift.actual, drift.declared, drift.fixable) == (
+            "max.message.bytes",
+            "1048588",
+            "2000000",
+            True,
+        )
+        assert compare(spec, 6, 1, {**MATCHING, "max.message.bytes": "2000000"}) == []
 
     def test_cleanup_policy_order_does_not_matter(self) -> None:
         """'compact,delete' and 'delete,compact' are the same policy."""
@@ -247,3 +280,85 @@ class TestProduceConsume:
         assert records, "the produced record was not consumed"
         assert (records[0].key, records[0].value) == (b"9434765919", value)
         assert records[0].headers == [("carebus-schema", b"x")]
+
+
+def topic_config(settings: Settings, topic: str, key: str) -> str:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    with admin_client(settings) as admin:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {key: None})
+        configs = admin.describe_configs([resource], config_filter="all")
+    return str(configs["topic"][topic][key]["value"])
+
+
+def with_frame_limit(settings: Settings, max_frame_bytes: int) -> Settings:
+    return settings.replace(mllp=MllpSettings(max_frame_bytes=max_frame_bytes))
+
+
+@pytest.mark.integration
+class TestArchiveRecordLimit:
+    def test_created_archives_carry_the_limit_and_drift_is_reported(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """apply sizes raw and dead-letter topics from mllp.max_frame_bytes and reports drift."""
+        names = TopicNames.from_settings(kafka_isolated.topics)
+        apply(with_frame_limit(kafka_isolated, 2_000_000))
+        for topic in (names.raw, names.deadletter):
+            assert topic_config(kafka_isolated, topic, "max.message.bytes") == "2065536"
+        assert topic_config(kafka_isolated, names.events, "max.message.bytes") == str(
+            KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+        )
+        bigger = with_frame_limit(kafka_isolated, 3_000_000)
+        drifted = {r.name: r for r in apply(bigger) if r.status != "ok"}
+        assert set(drifted) == {names.raw, names.deadletter}
+        for report in drifted.values():
+            assert [str(d) for d in report.drift] == [
+                "max.message.bytes is 2065536, declared 3065536"
+            ]
+        fixed = [r for r in apply(bigger, fix=True) if r.status == "fixed"]
+        assert sorted(r.name for r in fixed) == sorted([names.raw, names.deadletter])
+        assert {r.status for r in apply(bigger)} == {"ok"}
+        assert topic_config(kafka_isolated, names.raw, "max.message.bytes") == "3065536"
+
+    async def test_a_max_size_frame_lands_on_the_raw_topic(self, kafka_isolated: Settings) -> None:
+        """A 1 MiB message with the archive headers is stored on raw, but too big for events."""
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        from carebus.kafka import aiokafka_config
+        from tests.connectors.ingest_helpers import TopicReader
+
+        apply(kafka_isolated)
+        names = TopicNames.from_settings(kafka_isolated.topics)
+        value = uuid.uuid4().bytes * (MllpSettings().max_frame_bytes // 16)
+        headers = [
+            ("carebus-sender", b"RXA01"),
+            ("carebus-peer", b"127.0.0.1:50000;cn=" + b"e" * 200),
+            ("carebus-received-time", b"2026-03-01T09:30:00.000000+00:00"),
+            ("carebus-control-id", b"C" * 199),
+            ("carebus-raw-sha256", b"0" * 64),
+            ("carebus-source", b"mllp"),
+        ]
+        producer = AIOKafkaProducer(
+            **aiokafka_config(kafka_isolated),
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=2 * 1_048_576,
+        )
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait(
+                names.raw, value, key=b"RXA01|" + b"C" * 199, headers=headers
+            )
+            with pytest.raises(MessageSizeTooLargeError):
+                await producer.send_and_wait(names.events, value, key=b"9434765919")
+        finally:
+            await producer.stop()
+        reader = TopicReader(kafka_isolated)
+        try:
+            [record] = reader.read(names.raw)
+        finally:
+            reader.close()
+        assert meta.topic == names.raw
+        assert record.value == value
+        assert record.headers["carebus-source"] == b"mllp"

@@ -1,21 +1,26 @@
-"""Tests for connectors/http.py: POST HL7 v2, 200 only after durable publish."""
+"""Tests for connectors/http.py: POST HL7 v2, 200 only after durable publish; HTTPS."""
 
 from __future__ import annotations
 
+import dataclasses
+import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 
+from carebus.errors import ConfigError
 from carebus.settings import HttpSettings, Settings
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator
 from connectors.http import PATH, HttpServer
+from connectors.mllp.allowlist import Allowlist
 from connectors.pipeline import Pipeline
 from connectors.publish import Publisher
 from tests.connectors.ingest_helpers import TopicReader, adt
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -40,6 +45,7 @@ async def post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
         return r.status, await r.json()
 
 
+@pytest.mark.integration
 class TestHttp:
     async def test_one_message_200_after_publish(
         self, url: str, topics: TopicNames, reader: TopicReader
@@ -91,3 +97,157 @@ class TestHttp:
         assert isinstance(results, list)
         assert results[0]["reason"] == "unparseable"
         assert reader.end_offsets(topics.deadletter) == 1
+
+
+# -- HTTPS ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pki:
+    """A test CA, the server's certificate (with key) and a client certificate."""
+
+    ca: trustme.CA
+    cafile: Path
+    server_cert: Path
+    client: trustme.LeafCert
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    ca = trustme.CA()
+    cafile = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    server = ca.issue_cert("127.0.0.1", "localhost", common_name="carebus.test")
+    server_cert = tmp_path / "server.pem"
+    server.private_key_and_cert_chain_pem.write_to_path(str(server_cert))
+    client = ca.issue_cert("engine.trust-a.example", common_name="engine.trust-a.example")
+    return Pki(ca, cafile, server_cert, client)
+
+
+def client_context(pki: Pki, *, with_cert: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.cafile))
+    if with_cert:
+        pki.client.configure_cert(ctx)
+    return ctx
+
+
+@asynccontextmanager
+async def https_server(
+    settings: Settings, topics: TopicNames, http: HttpSettings, allowlist: Allowlist | None = None
+) -> AsyncIterator[int]:
+    """An HTTP(S) endpoint on a real pipeline and producer; yields its port."""
+    pub = Publisher(settings)
+    await pub.start([topics.raw, topics.events, topics.deadletter])
+    pipeline = Pipeline(
+        pub, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), allowlist=allowlist
+    )
+    server = HttpServer(http, pipeline)
+    await server.start()
+    try:
+        yield server.port
+    finally:
+        await server.stop()
+        await pub.stop()
+
+
+async def post_tls(
+    url: str, body: bytes, ctx: ssl.SSLContext | None
+) -> tuple[int, dict[str, object]]:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx or False)) as session,
+        session.post(url, data=body, timeout=aiohttp.ClientTimeout(total=15)) as r,
+    ):
+        return r.status, await r.json()
+
+
+def tls_settings(pki: Pki, *, mutual: bool) -> HttpSettings:
+    return HttpSettings(
+        port=0,
+        tls_certfile=pki.server_cert,
+        tls_client_cafile=pki.cafile if mutual else None,
+    )
+
+
+@pytest.mark.integration
+class TestHttps:
+    async def test_https_post_is_accepted_and_published(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader, pki: Pki
+    ) -> None:
+        """With a server certificate, an HTTPS POST gets 200 once its records are on Kafka."""
+        async with https_server(ingest_settings, topics, tls_settings(pki, mutual=False)) as port:
+            url = f"https://127.0.0.1:{port}{PATH}"
+            status, body = await post_tls(url, adt("S1"), client_context(pki, with_cert=False))
+        assert (status, body["accepted"]) == (200, 1)
+        [raw] = reader.read(topics.raw)
+        assert raw.headers["carebus-source"] == b"http"
+        assert raw.headers["carebus-peer"].startswith(b"127.0.0.1:")
+        assert reader.end_offsets(topics.events) == 1
+
+    async def test_plain_http_is_refused_when_tls_is_on(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader, pki: Pki
+    ) -> None:
+        """A plain-HTTP request to the TLS port gets no answer and stores nothing; HTTPS does."""
+        async with https_server(ingest_settings, topics, tls_settings(pki, mutual=False)) as port:
+            with pytest.raises(aiohttp.ClientError):
+                await post_tls(f"http://127.0.0.1:{port}{PATH}", adt("P1"), None)
+            https = f"https://127.0.0.1:{port}{PATH}"
+            status, _ = await post_tls(https, adt("P2"), client_context(pki, with_cert=False))
+        assert status == 200
+        assert [r.key for r in reader.read(topics.raw)] == [b"RXA01|P2"]
+
+    async def test_mutual_tls_refuses_a_client_without_a_certificate(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader, pki: Pki
+    ) -> None:
+        """With a client CA set, a client presenting no certificate is refused at handshake."""
+        async with https_server(ingest_settings, topics, tls_settings(pki, mutual=True)) as port:
+            url = f"https://127.0.0.1:{port}{PATH}"
+            with pytest.raises(aiohttp.ClientError):
+                await post_tls(url, adt("N1"), client_context(pki, with_cert=False))
+            status, _ = await post_tls(url, adt("N2"), client_context(pki, with_cert=True))
+        assert status == 200
+        assert [r.key for r in reader.read(topics.raw)] == [b"RXA01|N2"]
+
+    async def test_client_certificate_is_checked_against_the_allow_list(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader, pki: Pki
+    ) -> None:
+        """The client certificate's CN decides which facilities an HTTPS sender may use."""
+        allowlist = Allowlist.from_mapping(
+            {"peers": [{"cn": "engine.trust-a.example", "facilities": ["RXA01"]}]}
+        )
+        ctx = client_context(pki, with_cert=True)
+        settings = tls_settings(pki, mutual=True)
+        async with https_server(ingest_settings, topics, settings, allowlist) as port:
+            url = f"https://127.0.0.1:{port}{PATH}"
+            own = await post_tls(url, adt("C1", facility="RXA01"), ctx)
+            other = await post_tls(url, adt("C2", facility="RXB02"), ctx)
+        assert own[0] == 200
+        assert other[0] == 422
+        assert other[1]["results"] == [
+            {
+                "position": 1,
+                "control_id": "C2",
+                "status": "rejected",
+                "reason": "sender-not-allowed",
+                "detail": other[1]["results"][0]["detail"],  # type: ignore[index]
+            }
+        ]
+        [raw] = [r for r in reader.read(topics.raw) if r.key == b"RXA01|C1"]
+        assert raw.headers["carebus-peer"].endswith(b";cn=engine.trust-a.example")
+        [dead] = reader.read(topics.deadletter)
+        assert dead.headers["carebus-reason"] == b"sender-not-allowed"
+
+
+class TestTlsSettings:
+    def test_unreadable_certificate_is_a_config_error(self, tmp_path: Path) -> None:
+        """A certificate file that cannot be loaded stops the start with a ConfigError."""
+        pipeline = Pipeline(Publisher(Settings()), TopicNames(), publish_timeout_s=1.0)
+        missing = HttpSettings(tls_certfile=tmp_path / "absent.pem")
+        with pytest.raises(ConfigError, match="HTTP TLS certificate"):
+            HttpServer(missing, pipeline)
+
+    def test_client_ca_without_certificate_is_a_config_error(self, tmp_path: Path) -> None:
+        """A client CA without a server certificate is refused, naming the http settings."""
+        pipeline = Pipeline(Publisher(Settings()), TopicNames(), publish_timeout_s=1.0)
+        settings = HttpSettings(tls_client_cafile=tmp_path / "ca.pem")
+        with pytest.raises(ConfigError, match=r"http\.tls_certfile"):
+            HttpServer(settings, pipeline)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from kafka.admin import NewTopic
 
+from carebus.admin import admin_client
 from carebus.settings import Settings
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator
 from connectors.mllp.allowlist import Allowlist, Peer
-from connectors.pipeline import Pipeline
+from connectors.pipeline import DEADLETTER_KEEP_BYTES, Pipeline
 from connectors.publish import Publisher
 from tests.connectors.ingest_helpers import TopicReader, adt
 
@@ -139,3 +142,108 @@ class TestRejected:
         pipeline = Pipeline(publisher, topics, publish_timeout_s=10.0, allowlist=allowlist)
         outcome = await pipeline.submit(adt("AL3"), Peer("file", "/drop"), NOW)
         assert outcome.status == "accepted"
+
+
+def _limited_topics(
+    settings: Settings, prefix: str, *, raw_limit: int, deadletter_limit: int
+) -> tuple[Settings, TopicNames]:
+    """Raw, events and dead-letter topics with small record limits (max.message.bytes)."""
+    settings = settings.replace(topics=dataclasses.replace(settings.topics, prefix=prefix))
+    names = TopicNames.from_settings(settings.topics)
+    limits = {names.raw: raw_limit, names.events: 1_048_588, names.deadletter: deadletter_limit}
+    with admin_client(settings) as admin:
+        admin.create_topics(
+            [
+                NewTopic(name, 1, 1, topic_configs={"max.message.bytes": str(limit)})
+                for name, limit in limits.items()
+            ]
+        )
+    return settings, names
+
+
+def _big_adt(control_id: str, size: int) -> bytes:
+    """An ADT message padded with a note segment to about ``size`` bytes."""
+    raw = adt(control_id)
+    return raw + b"NTE|1||" + b"x" * (size - len(raw) - 8) + b"\r"
+
+
+class TestTooLarge:
+    async def test_raw_record_refused_as_too_large_is_rejected_and_dead_lettered(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """A message the raw topic refuses for its size is rejected for good, dead-lettered
+        whole, and leaves no events behind."""
+        settings, names = _limited_topics(
+            kafka_isolated,
+            f"{kafka_isolated.topics.prefix}-big",
+            raw_limit=150_000,
+            deadletter_limit=1_048_588,
+        )
+        raw = _big_adt("BIG1", 200_000)
+        pub = Publisher(settings)
+        await pub.start([names.raw, names.events, names.deadletter])
+        reader = TopicReader(settings)
+        try:
+            pipeline = Pipeline(pub, names, publish_timeout_s=10.0, dedup=Deduplicator(3600))
+            outcome = await pipeline.submit(raw, PEER, NOW)
+            again = await pipeline.submit(raw, PEER, NOW)
+            small = await pipeline.submit(adt("SMALL1"), PEER, NOW)
+            assert outcome.status == "rejected"
+            assert outcome.error is not None
+            assert outcome.error.reason == "message-too-large"
+            assert not outcome.error.retriable
+            assert again.status == "rejected"  # a resend is refused again, not a duplicate
+            assert small.status == "accepted"
+            letters = reader.read(names.deadletter)
+            assert [r.value for r in letters] == [raw, raw]
+            assert letters[0].headers["carebus-reason"] == b"message-too-large"
+            assert "carebus-truncated" not in letters[0].headers
+            assert [r.key for r in reader.read(names.raw)] == [b"RXA01|SMALL1"]
+            assert reader.end_offsets(names.events) == 1
+        finally:
+            reader.close()
+            await pub.stop()
+
+    async def test_dead_letter_too_large_keeps_a_truncated_copy(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """When the dead-letter topic refuses the raw bytes too, it gets their start, the
+        full size and why."""
+        settings, names = _limited_topics(
+            kafka_isolated,
+            f"{kafka_isolated.topics.prefix}-big2",
+            raw_limit=150_000,
+            deadletter_limit=150_000,
+        )
+        raw = _big_adt("BIG2", 200_000)
+        pub = Publisher(settings)
+        await pub.start([names.raw, names.events, names.deadletter])
+        reader = TopicReader(settings)
+        try:
+            pipeline = Pipeline(pub, names, publish_timeout_s=10.0)
+            outcome = await pipeline.submit(raw, PEER, NOW)
+            assert outcome.status == "rejected"
+            assert outcome.error is not None and outcome.error.reason == "message-too-large"
+            [letter] = reader.read(names.deadletter)
+            assert letter.value == raw[:DEADLETTER_KEEP_BYTES]
+            assert letter.headers["carebus-raw-size"] == str(len(raw)).encode()
+            assert letter.headers["carebus-truncated"].startswith(b"record-too-large: ")
+            assert letter.headers["carebus-reason"] == b"message-too-large"
+            sha = hashlib.sha256(raw).hexdigest().encode()
+            assert letter.headers["carebus-raw-sha256"] == sha
+            assert reader.end_offsets(names.raw) == 0
+            assert reader.end_offsets(names.events) == 0
+        finally:
+            reader.close()
+            await pub.stop()
+
+    async def test_largest_frame_is_published(
+        self, pipeline: Pipeline, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A message as large as mllp.max_frame_bytes (1 MiB) fits the producer and topics."""
+        raw = _big_adt("MAX1", 1_048_576)
+        outcome = await pipeline.submit(raw, PEER, NOW)
+        assert outcome.status == "accepted"
+        [rec] = reader.read(topics.raw)
+        assert rec.value == raw
+        assert reader.end_offsets(topics.events) == 1

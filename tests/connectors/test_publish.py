@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import uuid
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from kafka.admin import NewTopic
 
+from carebus.admin import admin_client
 from carebus.errors import KafkaUnavailable, PublishFailed
-from carebus.settings import KafkaSettings, Settings
+from carebus.settings import KafkaSettings, MllpSettings, Settings
 from carebus.topics import TopicNames
-from connectors.publish import Publisher, Record
+from connectors.publish import Publisher, Record, RecordTooLarge
 from tests.connectors.ingest_helpers import TopicReader
 
 
@@ -65,3 +70,122 @@ class TestPublisher:
         records = reader.read(topics.raw)
         assert [r.value for r in records] == [b"v0", b"v1", b"v2"]
         assert records[0].headers == {"h": b"1"}
+
+
+class Recording(Publisher):
+    """A publisher that keeps each producer it makes, to check they were closed."""
+
+    made: list[AIOKafkaProducer]
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        producer = super()._new_producer()
+        self.made = [*getattr(self, "made", []), producer]
+        return producer
+
+
+def _closed(producer: AIOKafkaProducer) -> bool:
+    """Stopped, with no connection left open."""
+    conns = producer.client._conns.values()
+    return bool(producer._closed) and not any(conn.connected() for conn in conns)
+
+
+class TestConnectCleanup:
+    async def test_cancelled_start_stops_its_producer(self) -> None:
+        """A start cancelled while the producer is still connecting leaves no producer open."""
+        with socket.socket() as silent:  # takes TCP connections, never answers
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            address = f"127.0.0.1:{silent.getsockname()[1]}"
+            pub = Recording(Settings(kafka=KafkaSettings(bootstrap_servers=address)))
+            starting = asyncio.create_task(pub.start(timeout_s=30.0))
+            await asyncio.sleep(0.5)
+            assert not starting.done()
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+        [producer] = pub.made
+        assert _closed(producer)
+
+    @pytest.mark.integration
+    async def test_cancelled_while_waiting_for_topic_stops_its_producer(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """Cancelled after connecting, while waiting for a topic: the connections are closed."""
+        topics = TopicNames.from_settings(kafka_isolated.topics)
+        pub = Recording(kafka_isolated)
+        starting = asyncio.create_task(pub.start([topics.raw], timeout_s=30.0))
+        while not getattr(pub, "made", None) or not pub.made[0].client._conns:
+            await asyncio.sleep(0.05)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert _closed(pub.made[0])
+
+    @pytest.mark.integration
+    async def test_missing_topic_stops_its_producer(self, kafka_isolated: Settings) -> None:
+        """A start that fails part-way (a missing topic) closes the producer it had connected."""
+        topics = TopicNames.from_settings(kafka_isolated.topics)
+        pub = Recording(kafka_isolated)
+        with pytest.raises(KafkaUnavailable):
+            await pub.start([topics.raw], timeout_s=2.0)
+        assert _closed(pub.made[0])
+
+
+def _limited_topic(settings: Settings, max_message_bytes: int) -> str:
+    name = f"{settings.topics.prefix}.limited-{uuid.uuid4().hex[:6]}"
+    with admin_client(settings) as admin:
+        config = {"max.message.bytes": str(max_message_bytes)}
+        admin.create_topics([NewTopic(name, 1, 1, topic_configs=config)])
+    return name
+
+
+class TestRecordSize:
+    def test_request_limit_is_above_the_largest_frame(self) -> None:
+        """max_request_size leaves room for key and headers above mllp.max_frame_bytes."""
+        for frame in (1_048_576, 4 * 1_048_576):
+            settings = Settings(mllp=MllpSettings(max_frame_bytes=frame))
+            limit = Publisher(settings).producer_config()["max_request_size"]
+            record = Record("t", b"F" * 40 + b"|" + b"C" * 199, b"x" * frame, _big_headers())
+            assert limit >= record.size + 64 * 1024
+
+    async def test_over_request_limit_is_too_large_before_anything_is_sent(self) -> None:
+        """A record over max_request_size raises RecordTooLarge at once, not a retriable error."""
+        pub = Publisher(Settings())
+        limit = pub.producer_config()["max_request_size"]
+        with pytest.raises(RecordTooLarge) as raised:
+            await pub.send([Record("t", b"k", b"v"), Record("t", b"k", b"x" * limit)])
+        assert not raised.value.retriable
+        assert raised.value.size > limit
+
+    @pytest.mark.integration
+    async def test_broker_refusal_of_a_large_record_is_too_large(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """A large record the topic refuses (max.message.bytes) fails as RecordTooLarge."""
+        topic = _limited_topic(kafka_isolated, 100_000)
+        pub = Publisher(kafka_isolated)
+        await pub.start([topic])
+        try:
+            with pytest.raises(RecordTooLarge) as raised:
+                await pub.publish([Record(topic, b"k", b"x" * 150_000)])
+            assert raised.value.topic == topic
+            await pub.publish([Record(topic, b"k", b"small")])  # the producer still works
+        finally:
+            await pub.stop()
+
+    @pytest.mark.integration
+    async def test_refused_small_record_stays_retriable(self, kafka_isolated: Settings) -> None:
+        """A record no bigger than a batch may only have shared a batch: PublishFailed (AE)."""
+        topic = _limited_topic(kafka_isolated, 1_000)
+        pub = Publisher(kafka_isolated)
+        await pub.start([topic])
+        try:
+            with pytest.raises(PublishFailed):
+                await pub.publish([Record(topic, b"k", b"x" * 2_000)])
+        finally:
+            await pub.stop()
+
+
+def _big_headers() -> tuple[tuple[str, bytes], ...]:
+    names = ("sender", "peer", "received-time", "control-id", "raw-sha256", "source")
+    return tuple((f"carebus-{n}", b"v" * 200) for n in names)

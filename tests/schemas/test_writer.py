@@ -23,9 +23,9 @@ def _fastavro(schema: dict[str, Any], record: Any) -> bytes:
 
 
 def _generated(schema: dict[str, Any], record: Any) -> bytes:
-    out = bytearray()
-    compile_writer(schema)(record, out)
-    return bytes(out)
+    parts: list[bytes] = []
+    compile_writer(schema)(record, parts.append)
+    return b"".join(parts)
 
 
 def _record(*fields: tuple[str, Any]) -> dict[str, Any]:

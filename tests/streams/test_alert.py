@@ -61,6 +61,32 @@ class TestAlert:
         """With nobody else to tell the alert goes to the fallback (sending) provider."""
         assert _alert([], fallback="RX9").recipients == ("RX9",)
 
+    def test_raised_at_may_be_micros_or_the_event_datetime(self) -> None:
+        """create takes epoch microseconds or an aware datetime; one instant, one alert."""
+        from_datetime = Alert.create(
+            rule="r",
+            patient="p",
+            raised_at=AT.astimezone(timezone(timedelta(hours=1))),
+            recipients=["RX1"],
+            fallback="RX1",
+            dedup_key="k",
+            evidence=["M1"],
+            summary="",
+        )
+        from_micros = Alert.create(
+            rule="r",
+            patient="p",
+            raised_at=to_micros(AT),
+            recipients=["RX1"],
+            fallback="RX1",
+            dedup_key="k",
+            evidence=["M1"],
+            summary="",
+        )
+        assert from_micros.raised_at == AT
+        assert from_datetime == from_micros
+        assert from_datetime.to_json() == from_micros.to_json()
+
     def test_an_alert_without_recipients_cannot_exist(self) -> None:
         """Constructing an Alert with no recipients is refused."""
         with pytest.raises(ValueError, match="no recipients"):

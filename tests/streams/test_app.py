@@ -17,7 +17,7 @@ from faust.types import Message
 import schemas.codec
 from carebus.errors import ConfigError
 from carebus.settings import Settings, TopicSettings, WorkerSettings
-from streams.app import Worker, build_worker, control_topic_name, create_app
+from streams.app import Worker, build_worker, control_topic_name, create_app, handed_over
 from streams.control import Tick, encode, partition_for
 from streams.coordinator import Entry
 from streams.delivery import AlertDelivery
@@ -78,6 +78,20 @@ async def put(
         await asyncio.wait_for(agent.new_value_processed.wait(), 10)
 
 
+async def eventually(check: Any, timeout_s: float = 10.0) -> None:
+    """Wait until ``check()`` is true (the coordinate agent works in batches)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def applied(worker: Worker, key: str) -> int | None:
+    """The offset of the last event applied to ``key``'s entry (None: no entry yet)."""
+    raw = worker.patients.get(key)
+    return None if raw is None else Entry.decode(raw).applied.get("e")
+
+
 class TestCreateApp:
     def test_app_is_configured_from_settings(self, tmp_path: Path, region: Region) -> None:
         """App id, store, partitions and the web port come from the settings."""
@@ -124,7 +138,8 @@ class TestCoordinateAgent:
         async with worker.app.agents["coordinate"].test_context() as agent:
             value = schemas.codec.encode(event.schema, event.record)
             await put(agent, "t.events", partition, 4, feed.key.encode(), value)
-            entry = Entry.from_dict(worker.patients[feed.key])
+            await eventually(lambda: worker.patients.get(feed.key) is not None)
+            entry = Entry.decode(worker.patients[feed.key])
             assert entry.applied == {"e": 4}
             assert await worker.delivery.drain(5.0)
         assert [k.split(":")[0] for k in kafka.dedup_keys("t.alerts")] == ["identity-unverified"]
@@ -143,12 +158,41 @@ class TestCoordinateAgent:
             for offset, event in enumerate(events):
                 value = schemas.codec.encode(event.schema, event.record)
                 await put(agent, "t.events", partition, offset, feed.key.encode(), value)
+            await eventually(lambda: applied(worker, feed.key) == 1)
             assert kafka.dedup_keys("t.alerts") == []
             tick = encode(Tick(time.time_ns() // 1000))
             await put(agent, worker.control_topic, partition, 0, None, tick)
-            assert await worker.delivery.drain(5.0)
-            await asyncio.sleep(0.02)
+            await eventually(lambda: kafka.dedup_keys("t.alerts") != [])
         assert [k.split(":")[0] for k in kafka.dedup_keys("t.alerts")] == ["hospice-handoff-missed"]
+
+
+class FakeBuffer:
+    """Faust's producer buffer as handed_over sees it: records drain one per poll."""
+
+    def __init__(self, size: int, *, started: bool = True) -> None:
+        self.queued, self.started, self.should_stop = size, started, False
+        self.polls = 0
+
+    @property
+    def size(self) -> int:
+        self.polls += 1
+        self.queued = max(0, self.queued - 1) if self.polls > 1 else self.queued
+        return self.queued
+
+
+class TestHandedOver:
+    async def test_waits_until_the_buffer_is_empty(self) -> None:
+        """A batch waits while Faust's producer buffer still holds records."""
+        buffer = FakeBuffer(3)
+        await asyncio.wait_for(handed_over(buffer, poll_s=0), 5)
+        assert buffer.queued == 0
+        assert buffer.polls >= 4
+
+    async def test_a_buffer_that_is_not_running_is_not_waited_for(self) -> None:
+        """Under test_context nothing drains the buffer, so there is nothing to wait for."""
+        buffer = FakeBuffer(3, started=False)
+        await asyncio.wait_for(handed_over(buffer, poll_s=0), 5)
+        assert buffer.queued == 3
 
 
 class TestStatusAgent:

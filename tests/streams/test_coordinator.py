@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,14 +76,24 @@ def feed_event(
     """Hand one event to the coordinator as the agent would."""
     partition = partition_for(event.key, PARTITIONS)
     value = schemas.codec.encode(event.schema, event.record)
-    return coordinator.on_event(table, partition, offset, key=event.key, value=value, now=now)
+    out = coordinator.on_event(table, partition, offset, key=event.key, value=value, now=now)
+    coordinator.flush(table)
+    return out
 
 
 def deliver(
     coordinator: Coordinator, table: dict[str, Any], out: Outgoing, offset: int
 ) -> list[Outgoing]:
     """Hand one control message to the coordinator of its partition."""
-    return coordinator.on_control(table, out.partition, offset, value=encode(out.message), now=NOW)
+    sent = coordinator.on_control(table, out.partition, offset, value=encode(out.message), now=NOW)
+    coordinator.flush(table)
+    return sent
+
+
+def tick(coordinator: Coordinator, table: dict[str, Any], partition: int, now: int) -> None:
+    """A wall-clock tick for ``partition``, then the flush the agent does after a batch."""
+    coordinator.on_tick(table, partition, now)
+    coordinator.flush(table)
 
 
 def hospice_discharge(feed: Feed) -> list[StreamEvent]:
@@ -90,6 +101,135 @@ def hospice_discharge(feed: Feed) -> list[StreamEvent]:
         feed.adt("A01", "RX1", "2026-02-09 09:00"),
         feed.adt("A03", "RX1", "2026-02-12 11:00", discharge_destination="88"),
     ]
+
+
+class CountingTable(dict[str, Any]):
+    """A plain dict table that counts writes (one per changelog record in Faust)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+class TestEntryFormat:
+    def test_entry_round_trips_as_compact_json_without_empty_fields(self) -> None:
+        """Encoded entries use short keys and leave out empty fields; decode restores them."""
+        entry = Entry(3, state={"k": 1}, next_due=42, applied={"e": 9})
+        raw = entry.encode()
+        assert json.loads(raw) == {"v": 2, "p": 3, "s": {"k": 1}, "d": 42, "a": {"e": 9}}
+        assert b" " not in raw
+        assert Entry.decode(raw) == entry
+
+    def test_first_release_entries_are_still_read(self) -> None:
+        """A version 1 value (long keys, as Faust's JSON serializer stored it) decodes."""
+        v1: dict[str, Any] = {
+            "v": 1,
+            "p": 1,
+            "state": {"k": 2},
+            "due": 7,
+            "outbox": [{"dedup_key": "x"}],
+            "applied": {"e": 5, "c": 2},
+            "alias": None,
+            "moved": None,
+            "absorbed": ["RX1:OLD"],
+        }
+        entry = Entry.decode(json.dumps(v1).encode())
+        assert entry == Entry(
+            1,
+            state={"k": 2},
+            next_due=7,
+            outbox=[{"dedup_key": "x"}],
+            applied={"e": 5, "c": 2},
+            absorbed=["RX1:OLD"],
+        )
+        assert Entry.decode(v1) == entry
+
+    def test_unknown_or_unreadable_values_are_value_errors(self) -> None:
+        """A value of an unknown version, or not JSON at all, raises ValueError."""
+        with pytest.raises(ValueError, match="format 9"):
+            Entry.decode(b'{"v": 9, "p": 0}')
+        with pytest.raises(ValueError, match="unreadable"):
+            Entry.decode(b"\xff not json")
+
+    def test_a_first_release_table_is_carried_on(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """An event already applied under version 1 is not applied again after an upgrade."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(0)[0], verified=False)
+        feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), offset=4)
+        current = Entry.decode(table[feed.key])
+        v1: dict[str, Any] = {
+            "v": 1,
+            "p": current.partition,
+            "state": current.state,
+            "due": current.next_due,
+            "outbox": [],
+            "applied": current.applied,
+            "alias": None,
+            "moved": None,
+            "absorbed": [],
+        }
+        table[feed.key] = json.dumps(v1).encode()
+        coordinator.assign(range(PARTITIONS))  # forget the cache: read the table again
+        feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), offset=4)
+        assert Entry.decode(table[feed.key]).state == current.state
+        assert sink.rules() == ["identity-unverified"]
+
+
+class TestBatches:
+    def test_writes_wait_for_the_flush_and_each_patient_is_written_once(
+        self, coordinator: Coordinator
+    ) -> None:
+        """Records of one batch change the table only at the flush, once per patient."""
+        table = CountingTable()
+        feed = Feed(keys_in(0)[0], verified=False)
+        partition = partition_for(feed.key, PARTITIONS)
+        for offset, event in enumerate(hospice_discharge(feed)):
+            value = schemas.codec.encode(event.schema, event.record)
+            coordinator.on_event(table, partition, offset, key=feed.key, value=value, now=NOW)
+        assert table.writes == 0
+        assert coordinator.pending_writes() == 1
+        assert coordinator.flush(table) == 1
+        entry = Entry.decode(table[feed.key])
+        assert entry.applied == {"e": 1}
+        assert entry.next_due is not None
+        assert coordinator.flush(table) == 0
+
+    def test_writes_are_grouped_by_the_partition_of_their_records(
+        self, coordinator: Coordinator
+    ) -> None:
+        """take_writes gives each changed entry under its records' partition, encoded."""
+        table: dict[str, Any] = {}
+        first, second = keys_in(0)[0], keys_in(1)[0]
+        for offset, key in enumerate((first, second)):
+            event = Feed(key, verified=False).adt("A01", "RX1", "2026-02-09 09:00")
+            value = schemas.codec.encode(event.schema, event.record)
+            partition = partition_for(key, PARTITIONS)
+            coordinator.on_event(table, partition, offset, key=key, value=value, now=NOW)
+        writes = coordinator.take_writes()
+        assert {p: [k for k, _ in w] for p, w in writes.items()} == {0: [first], 1: [second]}
+        assert Entry.decode(writes[1][0][1]).applied == {"e": 1}
+        assert table == {}
+
+    def test_a_later_record_of_the_batch_sees_the_unflushed_entry(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """Within a batch the coordinator reads its own unflushed changes, not the table."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(0)[0], verified=False)
+        event = feed.adt("A01", "RX1", "2026-02-09 09:00")
+        value = schemas.codec.encode(event.schema, event.record)
+        coordinator.on_event(table, 0, 3, key=feed.key, value=value, now=NOW)
+        coordinator.assign([0, 1])  # drops the cache, not the unflushed entry
+        coordinator.on_event(table, 0, 4, key=feed.key, value=value, now=NOW)
+        coordinator.flush(table)
+        assert Entry.decode(table[feed.key]).applied == {"e": 4}
+        assert sink.rules() == ["identity-unverified"]
 
 
 class TestEvents:
@@ -101,7 +241,7 @@ class TestEvents:
         feed = Feed(keys_in(0)[0], verified=False)
         feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), offset=7)
         assert sink.rules() == ["identity-unverified"]
-        entry = Entry.from_dict(table[feed.key])
+        entry = Entry.decode(table[feed.key])
         assert [a["rule"] for a in entry.outbox] == ["identity-unverified"]
         assert entry.applied == {"e": 7}
         assert entry.partition == 0
@@ -128,8 +268,8 @@ class TestEvents:
         feed = Feed(keys_in(1)[0], verified=False)
         feed_event(coordinator, table, feed.adt("A01", "RX1", "2026-02-09 09:00"), offset=0)
         sink.publish_all()
-        coordinator.on_tick(table, 1, NOW)
-        assert Entry.from_dict(table[feed.key]).outbox == []
+        tick(coordinator, table, 1, NOW)
+        assert Entry.decode(table[feed.key]).outbox == []
 
     def test_undecodable_record_is_skipped(self, coordinator: Coordinator) -> None:
         """Bytes that are not an Avro event are counted and skipped."""
@@ -151,13 +291,13 @@ class TestDeadlines:
             feed_event(coordinator, table, event, offset)
         assert sink.rules() == []
         partition = partition_for(feed.key, PARTITIONS)
-        coordinator.on_tick(table, partition, to_micros(london("2026-02-13 10:59")))
+        tick(coordinator, table, partition, to_micros(london("2026-02-13 10:59")))
         assert sink.rules() == []
-        coordinator.on_tick(table, partition, to_micros(london("2026-02-13 11:00")))
+        tick(coordinator, table, partition, to_micros(london("2026-02-13 11:00")))
         assert sink.rules() == ["hospice-handoff-missed"]
         alert = sink.submitted[0][1]
         assert alert.raised_at == london("2026-02-13 11:00")
-        assert Entry.from_dict(table[feed.key]).next_due is None
+        assert Entry.decode(table[feed.key]).next_due is None
 
     def test_a_later_event_in_the_partition_fires_other_patients_deadlines(
         self, coordinator: Coordinator, sink: Sink
@@ -200,7 +340,7 @@ class TestDeadlines:
         fresh.assign([0, 1])
         fresh.scan_if_needed(table)
         assert fresh_sink.rules() == ["identity-unverified"]
-        fresh.on_tick(table, partition_for(feed.key, PARTITIONS), NOW)
+        tick(fresh, table, partition_for(feed.key, PARTITIONS), NOW)
         assert fresh_sink.rules() == ["identity-unverified", "hospice-handoff-missed"]
 
     def test_scan_ignores_partitions_not_assigned(
@@ -233,11 +373,11 @@ class TestMerges:
             5,
         )
         assert out == []
-        assert Entry.from_dict(table[retired]).alias == survivor
-        merged = Entry.from_dict(table[survivor])
+        assert Entry.decode(table[retired]).alias == survivor
+        merged = Entry.decode(table[survivor])
         assert merged.absorbed == [retired]
         assert merged.next_due is not None
-        coordinator.on_tick(table, 0, NOW)
+        tick(coordinator, table, 0, NOW)
         assert [
             (a.rule, a.patient) for _, a in sink.submitted if a.rule == "hospice-handoff-missed"
         ] == [("hospice-handoff-missed", survivor)]
@@ -260,12 +400,12 @@ class TestMerges:
         moves = deliver(coordinator, table, out[0], offset=0)
         assert len(moves) == 1 and moves[0].partition == 0
         assert isinstance(moves[0].message, StateMove) and moves[0].message.state is not None
-        assert Entry.from_dict(table[retired]).alias == survivor
+        assert Entry.decode(table[retired]).alias == survivor
         assert deliver(coordinator, table, moves[0], offset=0) == []
-        assert Entry.from_dict(table[survivor]).absorbed == [retired]
-        due = Entry.from_dict(table[survivor]).next_due
+        assert Entry.decode(table[survivor]).absorbed == [retired]
+        due = Entry.decode(table[survivor]).next_due
         assert deliver(coordinator, table, moves[0], offset=1) == []
-        assert Entry.from_dict(table[survivor]).next_due == due
+        assert Entry.decode(table[survivor]).next_due == due
 
     def test_a_repeated_merge_request_resends_the_same_state(
         self, coordinator: Coordinator
@@ -293,8 +433,8 @@ class TestMerges:
         assert len(out) == 1 and isinstance(out[0].message, Forwarded)
         assert out[0].partition == 0 and out[0].message.target == survivor
         assert deliver(coordinator, table, out[0], offset=1) == []
-        assert Entry.from_dict(table[survivor]).applied == {"c": 1}
-        coordinator.on_tick(table, 0, NOW)
+        assert Entry.decode(table[survivor]).applied == {"c": 1}
+        tick(coordinator, table, 0, NOW)
         assert [a.patient for _, a in sink.submitted if a.rule == "hospice-handoff-missed"] == [
             survivor
         ]

@@ -16,6 +16,12 @@ class TestMicros:
         moment = datetime(2026, 3, 29, 0, 59, 59, 999_999, tzinfo=UTC)
         assert from_micros(to_micros(moment)) == moment
 
+    def test_round_trip_is_exact_before_the_epoch_and_below_a_second(self) -> None:
+        """Negative and sub-second microsecond counts convert exactly both ways."""
+        for micros in (-1, -1_000_001, 0, 1, 999_999, 1_772_600_767_000_123):
+            assert to_micros(from_micros(micros)) == micros
+        assert from_micros(-1) == datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
     def test_a_day_is_24_elapsed_hours_across_the_clock_change(self) -> None:
         """Noon GMT plus one DAY is 13:00 BST the day the clocks go forward."""
         london = ZoneInfo("Europe/London")

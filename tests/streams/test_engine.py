@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from streams.alert import Alert
 from streams.engine import Engine
 from streams.region import Region
 from streams.rules import RULES
+from streams.rules.base import Rule
 from streams.state import PatientState
+from streams.view import ENCOUNTER, REFERRAL, EventView
 from tests.streams.events import Feed, london, replay
 
 SPEC_RULE_IDS = {
@@ -45,6 +50,49 @@ class TestRuleTable:
         """An engine built with two rules of the same id is a programming error."""
         with pytest.raises(ValueError, match="unique"):
             Engine(region, rules=(*RULES, RULES[0]))
+
+
+def _recorder(name: str, calls: list[tuple[str, str]]) -> Rule:
+    """A rule that records which events (schema, trigger) it was asked about."""
+
+    def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
+        calls.append((name, f"{view.schema}^{view.trigger}"))
+        return []
+
+    return Rule(id=name, schemas=frozenset({ENCOUNTER, REFERRAL}), on_event=check)
+
+
+class TestDispatch:
+    def test_rules_see_only_their_schemas_and_triggers_in_table_order(self, region: Region) -> None:
+        """A check runs for its schemas and named triggers (any when none), in RULES order."""
+        calls: list[tuple[str, str]] = []
+        anything = _recorder("any", calls)
+        admissions = replace(_recorder("a01", calls), triggers=frozenset({"A01"}))
+        engine = Engine(region, rules=(admissions, anything))
+        feed = Feed()
+        state = PatientState(feed.key)
+        for event in (
+            feed.adt("A01", "RX1", "2026-02-01 09:00"),
+            feed.adt("A03", "RX1", "2026-02-02 09:00"),
+            feed.referral("G0001", "RX1", "2026-02-03 09:00"),
+            feed.problem("PC1", "G0001", "2026-02-04 09:00"),
+        ):
+            engine.process(state, event)
+        assert calls == [
+            ("a01", "Encounter^A01"),
+            ("any", "Encounter^A01"),
+            ("any", "Encounter^A03"),
+            ("any", "Referral^I12"),
+        ]
+
+    def test_an_event_no_rule_wants_is_still_recorded(self, region: Region) -> None:
+        """Events that reach no check still update the state (here: the care team)."""
+        engine = Engine(region, rules=())
+        feed = Feed()
+        state = PatientState(feed.key)
+        assert engine.process(state, feed.problem("PC1", "G0001", "2026-02-04 09:00")) == []
+        assert state.eol
+        assert list(state.seen) == ["G0001"]
 
 
 class TestProcess:

@@ -54,6 +54,35 @@ class TestSerialisation:
         state.death = Death(time=1, event_time=2, sender="RX1", control_id="M1")
         assert PatientState.from_dict(state.to_dict()).death == state.death
 
+    def test_a_stored_version_1_state_still_loads(self) -> None:
+        """A state written in format 1 (what the worker's table holds) reads back field by field."""
+        raw = {
+            "v": 1,
+            "key": "9434765919",
+            "seen": {"G0001": 10, "RX1": 20},
+            "referred": {"RX1": 15},
+            "eol": True,
+            "eol_changed": 12,
+            "death": None,
+            "appointments": {"F1": ["RX1", 99, "M3"]},
+            "results": {"4548-4": {"RX1": [18, "M4"]}},
+            "emergencies": {"RX1:M5": [20, "M5"]},
+            "pathways": {"pathway:G0001:R1": [15, "RX1", "G0001", "M2", True, False]},
+            "discharges": {"discharge:RX1:V1": [21, "RX1", "M6"]},
+            "deadlines": [[15 + 7 * DAY, "cancer-referral-not-booked", "pathway:G0001:R1"]],
+            "raised": ["identity-unverified:RX1:M:RX1"],
+            "closed": ["pathway:G0001:OLD"],
+        }
+        state = PatientState.from_dict(raw)
+        assert state.pathways["pathway:G0001:R1"] == Pathway(
+            start=15, hospital="RX1", referrer="G0001", control_id="M2", booked=True
+        )
+        assert state.discharges["discharge:RX1:V1"] == Discharge(21, "RX1", "M6")
+        assert state.deadlines == [
+            Deadline(15 + 7 * DAY, "cancer-referral-not-booked", "pathway:G0001:R1")
+        ]
+        assert state.to_dict() == raw
+
     def test_unknown_format_is_refused(self) -> None:
         """A state dict of another format version is an error, not silently misread."""
         raw = PatientState("K").to_dict()

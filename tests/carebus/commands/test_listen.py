@@ -84,3 +84,189 @@ class TestListenCommand:
             assert reader.end_offsets(topics.events) == 2
         finally:
             reader.close()
+
+
+def _free_ports(count: int) -> int:
+    """A port p with p .. p + count - 1 all free (the listener and its children's metrics)."""
+    for _ in range(50):
+        base = _free_port()
+        socks = []
+        try:
+            for offset in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    kids = [int(k) for k in handle.read().split()]
+            except FileNotFoundError:
+                continue
+            found.update(kids)
+            todo.extend(kids)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if _running(p)}
+        if not alive:
+            return alive
+        time.sleep(0.2)
+    return {p for p in pids if _running(p)}
+
+
+def _send_from(host: str, port: int, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(host, 0)) as s:
+        s.sendall(b"\x0b" + raw + b"\x1c\r")
+        data = b""
+        while not data.endswith(b"\x1c\r"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def _metric_sum(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+class TestSeveralProcesses:
+    def _env(self, settings: Settings, mllp_port: int, metrics_port: int) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")} | {
+            "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "CAREBUS_TOPICS_PREFIX": settings.topics.prefix,
+            "CAREBUS_MLLP_PORT": str(mllp_port),
+            "CAREBUS_MLLP_PROCESSES": "2",
+            "CAREBUS_METRICS_LISTENER_PORT": str(metrics_port),
+            "CAREBUS_LOG_FORMAT": "json",
+        }
+
+    def _start(self, settings: Settings) -> tuple[subprocess.Popen[bytes], int, int]:
+        mllp_port, metrics_port = _free_port(), _free_ports(3)
+        env = self._env(settings, mllp_port, metrics_port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carebus", "listen"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(mllp_port, proc, timeout_s=90)
+        return proc, mllp_port, metrics_port
+
+    def test_children_serve_by_host_report_metrics_and_stop_with_the_parent(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """Two processes: AA for every host, a resend is caught, each child's metrics are
+        served on its port, and SIGTERM stops the parent and its children."""
+        topics = create_ingest_topics(kafka_isolated)
+        proc, mllp_port, metrics_port = self._start(kafka_isolated)
+        try:
+            hosts = [f"127.0.0.{n}" for n in range(2, 10)]
+            for n, host in enumerate(hosts):
+                assert b"MSA|AA|MP" in _send_from(host, mllp_port, adt(f"MP{n}"))
+            assert b"MSA|AA|MP0" in _send_from(hosts[0], mllp_port, adt("MP0"))  # resend
+            children = _descendants(proc.pid)
+            received = [
+                _metric_sum(metrics_port + 1 + i, "carebus_mllp_messages_received_total")
+                for i in (0, 1)
+            ]
+            duplicated = sum(
+                _metric_sum(metrics_port + 1 + i, "carebus_mllp_messages_duplicated_total")
+                for i in (0, 1)
+            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz") as ready:
+                assert ready.status == 200
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0
+        assert sum(received) == 9
+        assert min(received) >= 1  # both children served someone
+        assert duplicated == 1
+        assert len(children) >= 2
+        assert _wait_gone(children, 10) == set()
+        assert output.count(b"ingest stopped") == 2
+        reader = TopicReader(kafka_isolated)
+        try:
+            assert reader.end_offsets(topics.raw) == 8  # the resend was not published again
+        finally:
+            reader.close()
+
+    def test_children_stop_when_the_parent_is_killed(self, kafka_isolated: Settings) -> None:
+        """A parent killed outright leaves no orphans: its children notice and exit."""
+        create_ingest_topics(kafka_isolated)
+        proc, _, _ = self._start(kafka_isolated)
+        children = _descendants(proc.pid)
+        try:
+            proc.kill()
+            proc.wait(10)
+            assert len(children) >= 2
+            assert _wait_gone(children, 30) == set()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for pid in children:
+                if _running(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+    def test_a_child_that_cannot_start_fails_the_listener(self, kafka_isolated: Settings) -> None:
+        """A child that fails at start (its metrics port taken) makes the parent exit 1,
+        stopping the other child, without ever opening the MLLP port."""
+        create_ingest_topics(kafka_isolated)
+        mllp_port, metrics_port = _free_port(), _free_ports(3)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", metrics_port + 2))  # child 1's port
+            taken.listen(1)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "carebus", "listen"],
+                env=self._env(kafka_isolated, mllp_port, metrics_port),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                output, _ = proc.communicate(timeout=90)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert proc.returncode == 1
+        assert b"listener process exited" in output
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", mllp_port), timeout=1).close()

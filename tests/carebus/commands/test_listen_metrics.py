@@ -100,6 +100,7 @@ class TestListenerReasonLabels:
             "internal-error",
             "sender-not-allowed",
             "duplicate",
+            "message-too-large",
         ):
             assert metrics.reason_label(reason) == reason
 
@@ -321,11 +322,11 @@ class TestListenerMetrics:
         assert checks["kafka"]["ok"] and checks["mllp"]["ok"]
 
     def test_the_acks_are_what_the_counters_count(self, traffic: Traffic) -> None:
-        """The messages got AA, AA (resend), AR and AE, which the counters below rely on."""
+        """The messages got AA, AA (resend), AR and AR, which the counters below rely on."""
         assert b"MSA|AA|METRICS1" in traffic.acks["accepted"]
         assert b"MSA|AA|METRICS1" in traffic.acks["duplicate"]
         assert b"MSA|AR|" in traffic.acks["garbage"]
-        assert b"MSA|AE|METRICS3|kafka-unavailable" in traffic.acks["refused"]
+        assert b"MSA|AR|METRICS3|message-too-large" in traffic.acks["refused"]
 
     def test_messages_are_counted_per_provider_and_type(self, traffic: Traffic) -> None:
         """Received, accepted, duplicated and rejected move, labelled by provider and type."""
@@ -335,7 +336,7 @@ class TestListenerMetrics:
         assert _value(s, "carebus_mllp_messages_received_total", **ours) == 3
         assert _value(s, "carebus_mllp_messages_accepted_total", **ours) == 1
         assert _value(s, "carebus_mllp_messages_duplicated_total", **ours) == 1
-        assert _value(s, "carebus_mllp_messages_rejected_total", **ours) == 0
+        assert _value(s, "carebus_mllp_messages_rejected_total", **ours) == 1
         assert _value(s, "carebus_mllp_messages_received_total", **unknown) == 1
         assert _value(s, "carebus_mllp_messages_rejected_total", **unknown) == 1
         assert (
@@ -349,7 +350,7 @@ class TestListenerMetrics:
             code: _value(s, "carebus_mllp_ack_latency_seconds_count", ack_code=code)
             for code in ("AA", "AR", "AE")
         }
-        assert counts == {"AA": 2, "AR": 1, "AE": 1}
+        assert counts == {"AA": 2, "AR": 2, "AE": 0}
         assert _value(s, "carebus_mllp_ack_latency_seconds_bucket", ack_code="AA", le="+Inf") == 2
         assert _value(s, "carebus_mllp_ack_latency_seconds_sum", ack_code="AA") > 0
 
@@ -361,11 +362,13 @@ class TestListenerMetrics:
         assert _value(after, "carebus_mllp_connections_total") == 1
 
     def test_dead_letters_are_counted_by_reason(self, traffic: Traffic) -> None:
-        """The garbage message is one dead letter with reason `unparseable`."""
+        """Garbage is dead-lettered as `unparseable`, the oversize one as `message-too-large`."""
         s = _samples(traffic.after)
         assert _value(s, "carebus_deadletters_total", provider=OTHER, reason="unparseable") == 1
+        too_large = {"provider": "RXA01", "reason": "message-too-large"}
+        assert _value(s, "carebus_deadletters_total", **too_large) == 1
         total = sum(v for (n, _), v in s.items() if n == "carebus_deadletters_total")
-        assert total == 1
+        assert total == 2
 
     def test_a_record_kafka_refuses_is_a_produce_error_on_its_topic(self, traffic: Traffic) -> None:
         """A raw record over the topic's size limit counts one produce error for the raw topic."""

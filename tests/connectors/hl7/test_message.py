@@ -143,6 +143,24 @@ class TestSegmentBulkReads:
                     assert segment.component_values(field, 7, repetition) == expected
                     assert segment.component_values(field, 2, repetition) == expected[:2]
 
+    @pytest.mark.parametrize("text", [ADT_A01_251, MIXED, CUSTOM])
+    def test_repetition_values_is_component_values_of_each_repetition(self, text: str) -> None:
+        """repetition_values gives component_values(field, count, r) for every repetition."""
+        for segment in parse_message(text).segments:
+            for field in range(1, segment.field_count + 2):
+                for count in (1, 5):
+                    expected = [
+                        segment.component_values(field, count, repetition)
+                        for repetition in range(1, segment.repetitions(field) + 1)
+                    ]
+                    assert segment.repetition_values(field, count) == expected
+
+    def test_segment_knows_its_encoding(self) -> None:
+        """A segment gives the delimiters of its message."""
+        message = parse_message(CUSTOM)
+        assert message.segments[1].encoding == message.encoding
+        assert message.encoding.component == "#"
+
     def test_bulk_reads_resolve_escapes_and_sub_components(self) -> None:
         """Values are unescaped first sub-components, HL7 nulls kept as the two quotes."""
         pid = parse_message(MIXED).segments[1]
@@ -159,6 +177,8 @@ class TestSegmentBulkReads:
             pid.component_values(0, 2)
         with pytest.raises(ValueError):
             pid.component_values(3, 2, 0)
+        with pytest.raises(ValueError):
+            pid.repetition_values(0, 2)
 
 
 class TestMessage:

@@ -171,6 +171,52 @@ class TestPatientFields:
         assert patient_of(pid(f30=indicator))["death_indicator"] is expected
 
 
+class TestPatientMemo:
+    """Patient records are memoised by PID text: nothing else may leak between messages."""
+
+    def test_local_key_follows_the_sending_facility_of_each_message(self) -> None:
+        """The same PID from two senders keys a local id without authority by each sender."""
+        local = pid("MRN0101^^^^MR")
+        first = patient_of(local, header=msh("ADT^A08", facility="RJE"))
+        second = patient_of(local, header=msh("ADT^A08", facility="RX1"))
+        assert (first["key"], second["key"]) == ("RJE:MRN0101", "RX1:MRN0101")
+
+    def test_nhs_number_key_is_shared_by_senders(self) -> None:
+        """A PID keyed by its NHS number gives the same record whoever sends it."""
+        first = patient_of(pid(), header=msh("ADT^A08", facility="RJE"))
+        second = patient_of(pid(), header=msh("ADT^A08", facility="RX1"))
+        assert first == second
+        assert first["key"] == NHS_NUMBER
+
+    def test_pd1_is_part_of_the_record(self) -> None:
+        """The same PID with another PD1 gives that PD1's practice."""
+        first = patient_of(pid(), "PD1|||PRACTICE^^B86001")
+        second = patient_of(pid(), "PD1|||PRACTICE^^B86002")
+        third = patient_of(pid())
+        gps = [p["demographics"]["registered_gp"] for p in (first, second, third)]
+        assert gps == ["B86001", "B86002", None]
+
+    def test_escaped_bytes_follow_each_message_character_set(self) -> None:
+        """A PID with an \\X escape decodes by its own message's MSH-18."""
+        escaped = pid(f5="\\XC3A9\\^PAT")
+        header = msh("ADT^A08") + "||"  # MSH-17 empty, MSH-18 next
+        utf8 = patient_of(escaped, header=header + "UNICODE UTF-8")
+        latin = patient_of(escaped, header=header + "8859/1")
+        again = patient_of(escaped, header=header + "UNICODE UTF-8")
+        names = [p["demographics"]["family_name"] for p in (utf8, latin, again)]
+        assert names == ["\u00e9", "\u00c3\u00a9", "\u00e9"]
+
+    def test_discharge_death_does_not_stick_to_the_patient(self) -> None:
+        """A discharge to death (PV1-37 79) adds evidence for that message only."""
+        died = translate_segments(
+            msh("ADT^A03", control_id="C1"), evn(), pid(), segment("PV1", {2: "I", 37: "79"})
+        )
+        later = translate_segments(msh("ADT^A08", control_id="C2"), evn(), pid())
+        assert [e.schema for e in died][-1] == "carebus.events.PatientDied"
+        assert died[-1].record["evidence"] == ["DISCHARGE_DESTINATION"]
+        assert [e.schema for e in later] == ["carebus.events.PatientDemographics"]
+
+
 class TestHeader:
     def test_fields_come_from_msh(self) -> None:
         """Header fields map to MSH-3 to MSH-12 and the raw bytes' SHA-256."""
