@@ -49,6 +49,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from carebus.synth.nhs import numbered as nhs_number
+
 SENDERS = 32
 WARMUP_S = 2.0
 MEASURE_S = 6.0
@@ -63,19 +65,6 @@ PRODUCE_ROUNDS = 3
 ECHO_ACK = (
     b"\x0bMSH|^~\\&|CAREBUS|REGION|PAS|RXA01|20260301093000||ACK^A01^ACK|1|P|2.4\rMSA|AA|0\r\x1c\r"
 )
-
-
-def nhs_number(seed: int) -> str:
-    """A valid (modulus 11) NHS number derived from ``seed``."""
-    n = 400_000_000 + seed * 7
-    while True:
-        digits = f"{n:09d}"
-        check = 11 - sum(int(d) * (10 - i) for i, d in enumerate(digits)) % 11
-        if check == 11:
-            return digits + "0"
-        if check != 10:
-            return digits + str(check)
-        n += 1
 
 
 _NHS = [nhs_number(i) for i in range(PATIENTS)]

@@ -40,6 +40,7 @@ from typing import TypeVar
 
 from carebus.errors import MessageRejected
 from carebus.simulate import FeedRun, Simulation, batch_gc
+from carebus.synth.nhs import numbered as nhs_number
 from connectors.hl7 import iter_feed, parse_message
 from connectors.translate import Event, translate
 from streams.alert import Alert
@@ -69,17 +70,6 @@ REGION = {
 
 T = TypeVar("T")
 Step = Callable[[str, str], str]  # (HL7 timestamp, control id) -> message
-
-
-def nhs_number(seed: int) -> str:
-    """A valid (modulus 11) NHS number in the fictional 999 range."""
-    n = 999_000_000 + seed
-    while True:
-        digits = f"{n:09d}"
-        check = 11 - sum(int(d) * (10 - i) for i, d in enumerate(digits)) % 11
-        if check != 10:
-            return digits + ("0" if check == 11 else str(check))
-        n += 1
 
 
 # -- messages ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from carebus.errors import MessageRejected
+from carebus.synth.nhs import numbered as nhs_number
 from connectors.hl7 import frame, iter_feed, parse_message
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "fhir-converter-hl7v2"
@@ -43,19 +44,6 @@ _FAMILY = ["SMITH", "JONES", "TAYLOR", "BROWN", "WILLIAMS", "WILSON", "JOHNSON",
 _GIVEN = ["OLIVIA", "AMELIA", "ISLA", "OLIVER", "GEORGE", "HARRY", "NOAH", "JACK"]
 _TRUSTS = ["RR8", "RAE", "RCF", "RWY", "RXF"]
 _GPS = ["B86001", "B86002", "B82005", "B83010"]
-
-
-def nhs_number(seed: int) -> str:
-    """A valid (modulus 11) NHS number derived from ``seed``."""
-    n = 400_000_000 + seed * 7
-    while True:
-        digits = f"{n:09d}"
-        check = 11 - sum(int(d) * (10 - i) for i, d in enumerate(digits)) % 11
-        if check == 11:
-            return digits + "0"
-        if check != 10:
-            return digits + str(check)
-        n += 1
 
 
 # -- the feed ------------------------------------------------------------------------------

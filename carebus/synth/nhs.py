@@ -41,6 +41,23 @@ def synthetic(rng: random.Random) -> str:
             return first_nine + str(digit)
 
 
+def numbered(seed: int) -> str:
+    """The valid test-range NHS number at or after ``999`` followed by ``seed`` (0 to 999,999).
+
+    Deterministic, for feeds that number their patients: the same seed always gives
+    the same number. A seed whose nine digits have no check digit takes the next one's.
+    """
+    if not 0 <= seed < 1_000_000:
+        raise ValueError("seed must be from 0 to 999,999")
+    n = int(TEST_PREFIX) * 1_000_000 + seed
+    while True:
+        first_nine = f"{n:09d}"
+        digit = check_digit(first_nine)
+        if digit is not None:
+            return first_nine + str(digit)
+        n += 1
+
+
 def corrupt(number: str, rng: random.Random) -> str:
     """A copy of ``number`` with two adjacent digits swapped or one digit changed,
     chosen so that it fails the modulus-11 check."""

@@ -56,3 +56,24 @@ class TestCorrupt:
             assert len(typo) == 10
             assert typo.isdigit()
             assert not nhs.is_valid(typo)
+
+
+class TestNumbered:
+    def test_numbers_are_valid_in_the_test_range_and_stable(self) -> None:
+        """Each seed gives a valid 999-range number, the same one every time, in seed order."""
+        numbers = [nhs.numbered(seed) for seed in range(2_000)]
+        assert all(nhs.is_valid(n) and n.startswith(nhs.TEST_PREFIX) for n in numbers)
+        assert numbers == [nhs.numbered(seed) for seed in range(2_000)]
+        assert numbers == sorted(numbers)
+        assert len(set(numbers)) > 1_800
+
+    def test_a_seed_without_a_check_digit_takes_the_next_number(self) -> None:
+        """Nine digits whose check digit would be 10 give the next valid number instead."""
+        seed = next(s for s in range(1_000) if nhs.check_digit(f"999{s:06d}") is None)
+        assert nhs.numbered(seed) == nhs.numbered(seed + 1)
+
+    @pytest.mark.parametrize("seed", [-1, 1_000_000])
+    def test_seeds_outside_the_range_are_refused(self, seed: int) -> None:
+        """A seed that would leave the 999 test range is a ValueError."""
+        with pytest.raises(ValueError, match="seed"):
+            nhs.numbered(seed)
