@@ -361,7 +361,7 @@ def prepare_topics(settings: Settings, providers: Iterable[str]) -> list[TopicRe
     names = TopicNames.from_settings(settings.topics)
     t = settings.topics
     specs = [
-        *declared_topics(t),
+        *declared_topics(t, max_frame_bytes=settings.mllp.max_frame_bytes),
         TopicSpec(
             control_topic_name(settings),
             t.partitions,

@@ -108,7 +108,7 @@ class TestCrash:
         feeder.start()
         try:
             # Kill once the worker is visibly in the middle of the stream.
-            wait_for(s, names.alerts, lambda rs: len(rs) >= 150, timeout_s=60, poll_s=0.2)
+            wait_for(s, names.alerts, lambda rs: len(rs) >= 150, timeout_s=120, poll_s=0.2)
             workers.kill(first)
             before = read_topic(s, names.alerts)
             assert not any(k.startswith("hospice-handoff-missed:RX1:PEND") for k in keys(before))
@@ -124,7 +124,7 @@ class TestCrash:
 
         want = expected_keys(pending + steady)
         alerts = wait_for(
-            s, names.alerts, lambda rs: set(keys(rs)) >= want, timeout_s=60, poll_s=1.0
+            s, names.alerts, lambda rs: set(keys(rs)) >= want, timeout_s=180, poll_s=1.0
         )
         time.sleep(3)  # ticks keep coming: give a duplicate every chance to appear
         alerts = read_topic(s, names.alerts)

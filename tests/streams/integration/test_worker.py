@@ -17,7 +17,7 @@ import pytest
 from carebus.admin import admin_client
 from carebus.errors import ConfigError
 from carebus.settings import Settings
-from carebus.topics import TopicNames, declared_topics, ensure
+from carebus.topics import TopicNames, apply, declared_topics, ensure
 from streams.app import control_topic_name, prepare_topics
 from streams.control import partition_for
 from tests.streams.integration.live import (
@@ -158,6 +158,18 @@ class TestPrepareTopics:
         wanted = {names.events, names.alerts, names.alert_status, names.alerts_for("RX1")}
         assert wanted | {control_topic_name(kafka_isolated)} <= present
         assert not any(t.endswith("bad code") for t in present)
+
+    def test_sizes_the_archive_topics_for_the_listener_frame_limit(
+        self, kafka_isolated: Settings
+    ) -> None:
+        """Topics the worker creates first match what `carebus topics apply` declares."""
+        mllp = dataclasses.replace(kafka_isolated.mllp, max_frame_bytes=3_000_000)
+        settings = kafka_isolated.replace(mllp=mllp)
+        prepare_topics(settings, [])
+        names = TopicNames.from_settings(settings.topics)
+        reports = {r.name: r for r in apply(settings)}
+        for topic in (names.raw, names.deadletter):
+            assert reports[topic].status == "ok", reports[topic].drift
 
     def test_refuses_topics_that_are_not_co_partitioned(self, kafka_isolated: Settings) -> None:
         """An events topic with another partition count stops the worker with a clear error."""
