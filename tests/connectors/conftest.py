@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from carebus.settings import Settings
 from carebus.topics import TopicNames
 from tests.connectors.ingest_helpers import TopicReader, create_ingest_topics
+from tests.connectors.tls_helpers import Pki, make_pki
 
 
 @pytest.fixture
@@ -30,3 +32,9 @@ def reader(ingest_settings: Settings) -> Iterator[TopicReader]:
         yield r
     finally:
         r.close()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A test CA with server and client certificates (see ``tls_helpers``)."""
+    return make_pki(tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
 
 from carebus.errors import ConfigError
 from carebus.settings import HttpSettings, Settings
@@ -21,6 +19,7 @@ from connectors.mllp.allowlist import Allowlist
 from connectors.pipeline import Pipeline
 from connectors.publish import Publisher
 from tests.connectors.ingest_helpers import TopicReader, adt
+from tests.connectors.tls_helpers import Pki, client_context
 
 
 @pytest.fixture
@@ -100,35 +99,6 @@ class TestHttp:
 
 
 # -- HTTPS ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Pki:
-    """A test CA, the server's certificate (with key) and a client certificate."""
-
-    ca: trustme.CA
-    cafile: Path
-    server_cert: Path
-    client: trustme.LeafCert
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    ca = trustme.CA()
-    cafile = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(cafile))
-    server = ca.issue_cert("127.0.0.1", "localhost", common_name="carebus.test")
-    server_cert = tmp_path / "server.pem"
-    server.private_key_and_cert_chain_pem.write_to_path(str(server_cert))
-    client = ca.issue_cert("engine.trust-a.example", common_name="engine.trust-a.example")
-    return Pki(ca, cafile, server_cert, client)
-
-
-def client_context(pki: Pki, *, with_cert: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.cafile))
-    if with_cert:
-        pki.client.configure_cert(ctx)
-    return ctx
 
 
 @asynccontextmanager

@@ -12,10 +12,9 @@ from carebus.settings import MllpSettings
 from connectors.mllp.handoff import READY, Dispatcher, Receiver, channel_pair, child_for
 from connectors.mllp.server import MllpServer
 from connectors.mllp.tls import server_ssl_context
-from tests.connectors.mllp.test_integration import Pki, client_context, pki, send_tls
+from tests.connectors.mllp.test_integration import send_tls
 from tests.connectors.mllp.test_server import EB, SB, Sink, message, msa, recv_acks
-
-__all__ = ["pki"]  # the fixture, shared with the MLLP integration tests
+from tests.connectors.tls_helpers import Pki, client_context
 
 
 class TestChildFor:

@@ -15,12 +15,12 @@ from typing import Any
 import hl7.client
 import hl7.mllp
 import pytest
-import trustme
 
 from carebus.settings import MllpSettings, Settings
 from carebus.topics import TopicNames
 from connectors.ingest import Ingest
 from tests.connectors.ingest_helpers import TopicReader, adt
+from tests.connectors.tls_helpers import Pki, client_context
 
 pytestmark = pytest.mark.integration
 
@@ -97,33 +97,6 @@ class TestAcknowledgement:
         assert msa(first)[1:3] == msa(second)[1:3] == ["AA", "D1"]
         assert reader.end_offsets(topics.raw) == 1
         assert reader.end_offsets(topics.events) == 1
-
-
-@dataclasses.dataclass
-class Pki:
-    ca: trustme.CA
-    cafile: Path
-    server_cert: Path
-    client: trustme.LeafCert
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    ca = trustme.CA()
-    cafile = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(cafile))
-    server = ca.issue_cert("127.0.0.1", "localhost", common_name="carebus.test")
-    server_cert = tmp_path / "server.pem"
-    server.private_key_and_cert_chain_pem.write_to_path(str(server_cert))
-    client = ca.issue_cert("engine.trust-a.example", common_name="engine.trust-a.example")
-    return Pki(ca, cafile, server_cert, client)
-
-
-def client_context(pki: Pki, *, with_cert: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.cafile))
-    if with_cert:
-        pki.client.configure_cert(ctx)
-    return ctx
 
 
 async def send_tls(port: int, ctx: ssl.SSLContext, payload: bytes) -> bytes:
