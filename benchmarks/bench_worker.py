@@ -337,25 +337,21 @@ def _free_port() -> int:
 
 def wait_caught_up(
     settings: Any, group: str, topic: str, others: tuple[str, ...], timeout_s: float
-) -> tuple[float, int, float, int]:
+) -> float:
     """Poll committed offsets until the group has consumed ``topic`` and ``others`` to
-    their ends; returns (time of the first commit on ``topic``, its offset, time done,
-    offset done). ``others`` are topics the worker writes to itself (the status topic):
-    their records are work caused by the events, so the events are not done before.
+    their ends; returns the time then. ``others`` are topics the worker writes to itself
+    (the status topic): their records are work caused by the events, so the events are
+    not done before.
     """
-    first: tuple[float, int] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = committed(settings, group, topic)
-        now = time.monotonic()
-        if first is None and done > 0:
-            first = (now, done)
         if (
-            first is not None
+            done > 0
             and done >= end_offsets(settings, topic)
             and all(consumed(settings, group, t) for t in others)
         ):
-            return first[0], first[1], now, done
+            return time.monotonic()
         time.sleep(0.25)
     raise TimeoutError(f"worker did not catch up within {timeout_s:.0f} s")
 
@@ -433,7 +429,7 @@ def main() -> None:
         t_ready = wait_ready(metrics_port, timeout_s=120)
         cpu_ready = cpu_seconds(worker.pid)
         group, others = settings.worker.app_id, (names.alert_status,)
-        _, _, t_done, _ = wait_caught_up(settings, group, names.events, others, timeout_s=900)
+        t_done = wait_caught_up(settings, group, names.events, others, timeout_s=900)
         rate = len(backlog) / (t_done - t_ready)
         cpu_per_event = (cpu_seconds(worker.pid) - cpu_ready) / len(backlog)
 
