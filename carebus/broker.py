@@ -183,6 +183,8 @@ def server_properties(settings: BrokerSettings, data_dir: Path) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
+        "num.network.threads": str(settings.network_threads),
+        "num.io.threads": str(settings.io_threads),
     }
     return "".join(f"{k}={v}\n" for k, v in props.items())
 

@@ -58,6 +58,10 @@ class BrokerSettings:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "768m"
+    #: Request-handling threads (Kafka's defaults, 3 and 8, are for a server of its own;
+    #: on a small machine shared with the connectors, fewer threads cost less CPU).
+    network_threads: int = 1
+    io_threads: int = 2
     start_timeout_s: float = 90.0
     stop_timeout_s: float = 30.0
     java: str = "java"

@@ -65,6 +65,13 @@ class TestServerProperties:
         text = broker.server_properties(BrokerSettings(), tmp_path)
         assert "auto.create.topics.enable=false" in text.splitlines()
 
+    def test_request_threads_follow_the_settings(self, tmp_path: Path) -> None:
+        """The broker's network and I/O thread counts are the configured ones."""
+        s = BrokerSettings(network_threads=2, io_threads=5)
+        lines = broker.server_properties(s, tmp_path).splitlines()
+        assert "num.network.threads=2" in lines
+        assert "num.io.threads=5" in lines
+
 
 class TestClusterId:
     def test_cluster_ids_are_22_char_url_safe_and_distinct(self) -> None:
