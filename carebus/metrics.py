@@ -409,6 +409,9 @@ class Metrics:
             raise ValueError(f"unknown metrics role {role!r}")
         self.role = role
         self._m: dict[str, Any] = {}
+        #: (metric, *label values) -> the labelled child: prometheus_client's
+        #: ``labels()`` validates and locks on every call, per message on the hot path.
+        self._children: dict[tuple[str, ...], Any] = {}
         for spec in METRICS:
             own = role is None or role in spec.roles
             self._m[spec.name] = _build(spec, self.registry) if own else _UNEXPOSED
@@ -455,23 +458,28 @@ class Metrics:
         c = (code or "").strip().upper()
         return c if c in ACK_CODES else OTHER
 
+    def _child(self, name: str, *labels: str) -> Any:
+        """The child of metric ``name`` for these (already folded) label values."""
+        key = (name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._m[name].labels(*labels)
+        return child
+
     # ----------------------------------------------------------------- ingest
 
     def message_received(self, provider: str | None, message_type: str | None) -> None:
         """A message was read from a sender (counted before any check)."""
         p = self.provider_label(provider)
-        self._m["carebus_mllp_messages_received_total"].labels(
-            p, self.message_type_label(message_type)
-        ).inc()
-        self._m["carebus_mllp_last_message_received_timestamp_seconds"].labels(
-            p
-        ).set_to_current_time()
+        m = self.message_type_label(message_type)
+        self._child("carebus_mllp_messages_received_total", p, m).inc()
+        self._child("carebus_mllp_last_message_received_timestamp_seconds", p).set_to_current_time()
 
     def message_accepted(self, provider: str | None, message_type: str | None) -> None:
         """A message was durably published and acknowledged."""
-        self._m["carebus_mllp_messages_accepted_total"].labels(
-            self.provider_label(provider), self.message_type_label(message_type)
-        ).inc()
+        p = self.provider_label(provider)
+        m = self.message_type_label(message_type)
+        self._child("carebus_mllp_messages_accepted_total", p, m).inc()
 
     def message_rejected(self, provider: str | None, message_type: str | None) -> None:
         """A message was rejected (AR/AE) and will not be retried as sent."""
@@ -487,9 +495,8 @@ class Metrics:
 
     def ack_sent(self, ack_code: str, seconds: float) -> None:
         """An ACK was written ``seconds`` after its message's frame was complete."""
-        self._m["carebus_mllp_ack_latency_seconds"].labels(self.ack_code_label(ack_code)).observe(
-            max(seconds, 0.0)
-        )
+        code = self.ack_code_label(ack_code)
+        self._child("carebus_mllp_ack_latency_seconds", code).observe(max(seconds, 0.0))
 
     def connection_opened(self) -> None:
         """An MLLP connection was accepted."""

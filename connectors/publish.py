@@ -39,6 +39,7 @@ from carebus.errors import CarebusError, KafkaUnavailable, PublishFailed
 from carebus.kafka import aiokafka_config
 from carebus.log import get_logger
 from carebus.settings import Settings
+from connectors.partition import KeyPartitioner
 
 log = get_logger(__name__)
 
@@ -116,6 +117,7 @@ class Publisher:
             "linger_ms": self._settings.kafka.producer_linger_ms,
             "max_batch_size": BATCH_BYTES,
             "max_request_size": self._max_request_bytes,
+            "partitioner": KeyPartitioner(),
         }
 
     async def start(self, topics: Sequence[str] = (), *, timeout_s: float = 15.0) -> None:

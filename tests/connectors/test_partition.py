@@ -1,0 +1,103 @@
+"""Tests for connectors/partition.py: Kafka's default partitioning of keyed records."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given
+from hypothesis import strategies as st
+from kafka import KafkaConsumer, TopicPartition
+
+from carebus.kafka import kafka_python_config
+from carebus.settings import Settings
+from carebus.topics import TopicNames
+from connectors.partition import KeyPartitioner, murmur2
+from connectors.publish import Publisher, Record
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class TestMurmur2:
+    @pytest.mark.parametrize(
+        ("key", "java"),
+        [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (b"abc", 479470107),
+        ],
+    )
+    def test_matches_the_java_client(self, key: bytes, java: int) -> None:
+        """The hash is the one Kafka's Java client computes (its own test vectors)."""
+        assert _signed(murmur2(key)) == java
+
+    @given(st.binary(max_size=200))
+    def test_matches_aiokafka_for_any_bytes(self, key: bytes) -> None:
+        """Every key, of every length and byte value, hashes as aiokafka's murmur2 does."""
+        assert murmur2(key) == aiokafka_murmur2(key)
+
+
+class TestKeyPartitioner:
+    @given(st.binary(max_size=64), st.integers(min_value=1, max_value=64))
+    def test_keyed_records_go_where_aiokafka_sends_them(self, key: bytes, count: int) -> None:
+        """A keyed record gets the partition aiokafka's default partitioner gives it."""
+        partitions = list(range(count))
+        expected = DefaultPartitioner()(key, partitions, partitions)
+        assert KeyPartitioner()(key, partitions, partitions) == expected
+
+    def test_remembered_keys_keep_their_partition(self) -> None:
+        """A key seen before, and keys after the memo was emptied, keep their partitions."""
+        partitioner = KeyPartitioner()
+        partitions = list(range(6))
+        keys = [f"patient-{n}".encode() for n in range(KeyPartitioner.MEMO_SIZE + 10)]
+        first = [partitioner(key, partitions, partitions) for key in keys]
+        again = [partitioner(key, partitions, partitions) for key in keys]
+        assert first == again
+        assert first == [(murmur2(k) & 0x7FFFFFFF) % 6 for k in keys]
+
+    def test_records_without_a_key_go_to_an_available_partition(self) -> None:
+        """Without a key, the partition is one of those available."""
+        partitioner = KeyPartitioner()
+        chosen = {partitioner(None, [0, 1, 2, 3], [1, 3]) for _ in range(50)}
+        assert chosen <= {1, 3}
+
+    def test_the_publisher_partitions_with_it(self) -> None:
+        """The ingest producer is configured with this partitioner."""
+        config = Publisher(Settings()).producer_config()
+        assert isinstance(config["partitioner"], KeyPartitioner)
+
+
+@pytest.mark.integration
+class TestOnTheBroker:
+    async def test_each_key_lands_on_its_murmur2_partition(
+        self, ingest_settings: Settings, topics: TopicNames
+    ) -> None:
+        """Published keyed records are on the partition Kafka's default assignment names."""
+        keys = [f"943476{n:04d}".encode() for n in range(60)]
+        pub = Publisher(ingest_settings)
+        await pub.start([topics.events])
+        try:
+            await pub.publish([Record(topics.events, key, b"v") for key in keys])
+        finally:
+            await pub.stop()
+        consumer = KafkaConsumer(**kafka_python_config(ingest_settings), group_id=None)
+        try:
+            count = len(consumer.partitions_for_topic(topics.events) or ())
+            parts = [TopicPartition(topics.events, p) for p in range(count)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            found: dict[bytes, int] = {}
+            for _ in range(40):
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    found.update({r.key: tp.partition for r in records})
+                if len(found) == len(keys):
+                    break
+        finally:
+            consumer.close()
+        assert count > 1
+        assert found == {key: (murmur2(key) & 0x7FFFFFFF) % count for key in keys}
