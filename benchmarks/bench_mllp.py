@@ -13,12 +13,14 @@ events on Kafka with acks=all, idempotent producer, then the ACK) in each of its
 variants (:data:`VARIANTS`: the event loop uvloop versus asyncio's own) and, in the
 same run, against a no-op MLLP server that answers every frame with a fixed ACK:
 the ceiling this machine and load generator allow. Servers run in their own
-process; the load generator in this one. Besides msg/s and latency, each server
-reports the CPU time it spent per message answered (its processes' user + system
-time from /proc, so less disturbed by other load on the machine than wall-clock
-rates). Each sender connects from its own loopback address (127.0.0.2, ...), as
-distinct interface engines would, which the several-process listener
-(``mllp.processes``) spreads over its children.
+process; the load generator in this one, on uvloop when it is installed (as the
+echo server): the generator stands in for interface engines on other machines, so
+the less of the two shared cores it takes, the closer the run is to that. Besides
+msg/s and latency, each server reports the CPU time it spent per message answered
+(its processes' user + system time from /proc, so less disturbed by other load on
+the machine than wall-clock rates). Each sender connects from its own loopback
+address (127.0.0.2, ...), as distinct interface engines would, which the
+several-process listener (``mllp.processes``) spreads over its children.
 Afterwards the raw topic must hold exactly one record per AA.
 
 A last section compares Kafka clients for the hot-path producer: the CPU cost per
@@ -47,9 +49,11 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from carebus.synth.nhs import numbered as nhs_number
+
+T = TypeVar("T")
 
 SENDERS = 32
 WARMUP_S = 2.0
@@ -111,9 +115,19 @@ def variants() -> list[Variant]:
     return out
 
 
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def _serve(kind: str, settings: Any, stop: Any) -> None:
     if kind == "echo":
-        asyncio.run(_serve_echo(settings.mllp.port, stop))
+        _run(_serve_echo(settings.mllp.port, stop))
         return
     from carebus.commands.listen import run_loop
 
@@ -356,7 +370,7 @@ def _measure(
             for server in servers:
                 label = server.variant.label
                 run = f"R{round_}{load[0].upper()}{uuid.uuid4().hex[:6]}-"
-                result, count = asyncio.run(_load(server.port, run, load == "paced", server.cpu))
+                result, count = _run(_load(server.port, run, load == "paced", server.cpu))
                 sent[label] += count
                 not_aa += result.other if server.variant.kind == "carebus" else 0
                 if _better(load, result, best[label].get(load)):
