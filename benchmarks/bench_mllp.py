@@ -18,7 +18,10 @@ echo server): the generator stands in for interface engines on other machines, s
 the less of the two shared cores it takes, the closer the run is to that. Besides
 msg/s and latency, each server reports the CPU time it spent per message answered
 (its processes' user + system time from /proc, so less disturbed by other load on
-the machine than wall-clock rates). Each sender connects from its own loopback
+the machine than wall-clock rates), and so do the broker (when it is the project's
+local one) and the load generator over the same window: at the target the two
+cores give server, broker and generator 667 µs of CPU per message between them, and
+the report shows where it goes. Each sender connects from its own loopback
 address (127.0.0.2, ...), as distinct interface engines would, which the
 several-process listener (``mllp.processes``) spreads over its children.
 Afterwards the raw topic must hold exactly one record per AA.
@@ -238,6 +241,10 @@ class Result:
     last_ack: float = 0.0
     latencies: list[float] = field(default_factory=list)
     cpu_s: float = float("nan")
+    #: CPU time of the broker (when it runs on this machine) and of this process (the
+    #: load generator) over the same window: the rest of the two cores' budget.
+    broker_cpu_s: float = float("nan")
+    generator_cpu_s: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -249,6 +256,10 @@ class Result:
     def cpu_us(self) -> float:
         """Server CPU time per message answered while measuring, in microseconds."""
         return self.cpu_s / self.messages * 1e6 if self.messages else float("nan")
+
+    def per_message_us(self, seconds: float) -> float:
+        """``seconds`` of CPU time per message answered while measuring, in microseconds."""
+        return seconds / self.messages * 1e6 if self.messages else float("nan")
 
     def pct(self, p: float) -> float:
         if not self.latencies:
@@ -297,20 +308,29 @@ async def _sender(
     return sent
 
 
-async def _load(port: int, run: str, paced: bool, cpu: Callable[[], float]) -> tuple[Result, int]:
+async def _load(
+    port: int, run: str, paced: bool, cpu: Callable[[], float], broker_pid: int | None
+) -> tuple[Result, int]:
     interval = SENDERS / PACED_RATE if paced else None
     t0 = time.perf_counter() + 0.05
     out = Result(measure_from=t0 + WARMUP_S)
 
-    async def cpu_window() -> float:
+    def cpu_now() -> tuple[float, float, float]:
+        broker = _tree_cpu_s(broker_pid) if broker_pid else float("nan")
+        return cpu(), broker, time.process_time()
+
+    async def cpu_window() -> tuple[float, float, float]:
         await asyncio.sleep(out.measure_from - time.perf_counter())
-        return await asyncio.to_thread(cpu)
+        return await asyncio.to_thread(cpu_now)
 
     started = asyncio.ensure_future(cpu_window())
     sent = await asyncio.gather(
         *(_sender(port, run, i, SENDERS, interval, t0, out) for i in range(SENDERS))
     )
-    out.cpu_s = await asyncio.to_thread(cpu) - await started
+    end, begin = await asyncio.to_thread(cpu_now), await started
+    out.cpu_s, out.broker_cpu_s, out.generator_cpu_s = (
+        b - a for a, b in zip(begin, end, strict=True)
+    )
     return out, sum(sent)
 
 
@@ -356,7 +376,7 @@ def _better(load: str, new: Result, old: Result | None) -> bool:
 
 
 def _measure(
-    servers: list[Server],
+    servers: list[Server], broker_pid: int | None
 ) -> tuple[dict[str, dict[str, Result]], dict[str, int], int]:
     """Each load against each server, interleaved, :data:`ROUNDS` times; best of each.
 
@@ -370,7 +390,9 @@ def _measure(
             for server in servers:
                 label = server.variant.label
                 run = f"R{round_}{load[0].upper()}{uuid.uuid4().hex[:6]}-"
-                result, count = _run(_load(server.port, run, load == "paced", server.cpu))
+                result, count = _run(
+                    _load(server.port, run, load == "paced", server.cpu, broker_pid)
+                )
                 sent[label] += count
                 not_aa += result.other if server.variant.kind == "carebus" else 0
                 if _better(load, result, best[label].get(load)):
@@ -557,7 +579,8 @@ def main() -> None:
         try:
             for server in servers:
                 _wait_for_port(server.port, server.proc)
-            measured, sent, not_aa = _measure(servers)
+            broker_pid = broker.status(settings.broker).pid if settings.uses_local_broker else None
+            measured, sent, not_aa = _measure(servers, broker_pid)
         finally:
             for server in servers:
                 _stop_server(server)
@@ -616,6 +639,8 @@ def _report(
         ("p95 ACK ms", lambda r: r.pct(95)),
         ("p99 ACK ms", lambda r: r.pct(99)),
         ("server CPU us/msg", lambda r: r.cpu_us),
+        ("broker CPU us/msg", lambda r: r.per_message_us(r.broker_cpu_s)),
+        ("generator CPU us/msg", lambda r: r.per_message_us(r.generator_cpu_s)),
     ]
     for load, name in (("closed", "closed loop"), ("paced", f"paced {PACED_RATE:g}/s")):
         for stat, pick in stats:
@@ -634,6 +659,15 @@ def _report(
                 f"p99 {mine.pct(99) / base.pct(99):.2f}x, "
                 f"CPU per message {mine.cpu_us / base.cpu_us:.2f}x"
             )
+    budget = (os.cpu_count() or 1) / TARGET_RATE * 1e6
+    fastest = max(carebus_labels, key=lambda label: measured[label]["closed"].rate)
+    closed = measured[fastest]["closed"]
+    used = closed.cpu_us + closed.per_message_us(closed.broker_cpu_s + closed.generator_cpu_s)
+    print(
+        f"CPU budget at {TARGET_RATE:g} msg/s on {os.cpu_count()} CPUs: {budget:.0f} us per "
+        f"message for server, broker and generator together; used in the closed loop by "
+        f"{fastest}: {used:.0f} us"
+    )
     print()
     print(f"non-AA answers during measurement: {not_aa}")
     print(f"messages sent to carebus (incl. warm-up): {total_aa}; raw records on Kafka: {stored}")
