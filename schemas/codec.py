@@ -9,9 +9,12 @@ Wire form (Avro specification, "Single-object encoding")::
 schema, reads the body with that writer schema (fastavro), and resolves it to the
 current schema of the same name, so data written by an older release still reads.
 
-Everything is prepared once, at import: schemas parsed by fastavro, and for each a
-generated writer (:mod:`schemas._writer`, byte-for-byte what fastavro writes but
-several times faster on these records).
+Everything is prepared once, at import: schemas parsed by fastavro, and for each
+current schema a generated writer (:mod:`schemas._writer`, byte-for-byte what
+fastavro writes but several times faster on these records) and a generated reader
+(:mod:`schemas._reader`, returning what fastavro returns, also several times
+faster). Data written with an older released schema is read by fastavro, which
+resolves it to the current schema.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any, NamedTuple
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 import schemas
+from schemas import _reader
+from schemas._reader import Read, compile_reader
 from schemas._writer import Unsupported, Write, compile_writer
 from schemas.errors import DecodeError, EncodeError, UnknownSchema
 
@@ -41,6 +46,7 @@ class _Reader(NamedTuple):
     name: str
     writer: Any
     reader: Any | None  # None when the writer schema is the current one
+    read: Read | None  # generated reader of the current schema; None means use fastavro
 
 
 def parse(schema_json: dict[str, Any]) -> Any:
@@ -55,6 +61,13 @@ def _compile(schema_json: dict[str, Any]) -> Write | None:
         return None
 
 
+def _compile_reader(schema_json: dict[str, Any]) -> Read | None:
+    try:
+        return compile_reader(schema_json)
+    except _reader.Unsupported:
+        return None
+
+
 def _build() -> tuple[dict[str, _Writer], dict[bytes, _Reader]]:
     writers: dict[str, _Writer] = {}
     readers: dict[bytes, _Reader] = {}
@@ -63,7 +76,7 @@ def _build() -> tuple[dict[str, _Writer], dict[bytes, _Reader]]:
         fp = schemas.fingerprint(current)
         parsed = parse(current)
         writers[name] = _Writer(MAGIC + fp, parsed, _compile(current))
-        readers[fp] = _Reader(name, parsed, None)
+        readers[fp] = _Reader(name, parsed, None, _compile_reader(current))
     for version in schemas.released_versions():
         for name in schemas.RECORD_SCHEMAS:
             old = schemas.released_schema(version, name)
@@ -71,7 +84,7 @@ def _build() -> tuple[dict[str, _Writer], dict[bytes, _Reader]]:
                 continue
             fp = schemas.fingerprint(old)
             if fp not in readers:
-                readers[fp] = _Reader(name, parse(old), writers[name].schema)
+                readers[fp] = _Reader(name, parse(old), writers[name].schema, None)
     return writers, readers
 
 
@@ -107,21 +120,35 @@ def encode(schema_name: str, record: dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:
-    """The schema name and record in single-object encoded ``data``."""
-    if len(data) < HEADER_LENGTH or data[:2] != MAGIC:
+    """The schema name and record in single-object encoded ``data``.
+
+    :class:`DecodeError` when the body cannot be read (it ends early, or holds a
+    negative length, an invalid index or invalid UTF-8); its message names the
+    schema and the kind of error, never a value. Bytes after the body are ignored,
+    as fastavro ignores them.
+    """
+    if type(data) is not bytes:  # a bytearray or memoryview: read a copy
+        try:
+            data = bytes(data)
+        except TypeError:
+            raise DecodeError("not an Avro single-object encoded record") from None
+    if data[:2] != MAGIC or len(data) < HEADER_LENGTH:
         raise DecodeError("not an Avro single-object encoded record")
-    fp = bytes(data[2:HEADER_LENGTH])
+    reader = _READERS.get(data[2:HEADER_LENGTH])
+    if reader is None:
+        raise UnknownSchema(f"no schema with fingerprint {data[2:HEADER_LENGTH].hex()}")
+    name, writer, resolved, read = reader
+    record: Any
     try:
-        reader = _READERS[fp]
-    except KeyError:
-        raise UnknownSchema(f"no schema with fingerprint {fp.hex()}") from None
-    try:
-        record = schemaless_reader(BytesIO(data[HEADER_LENGTH:]), reader.writer, reader.reader)
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"cannot read {reader.name} body: {type(exc).__name__}") from exc
+        if read is not None:
+            record, _ = read(data, HEADER_LENGTH)
+            return name, record
+        record = schemaless_reader(BytesIO(data[HEADER_LENGTH:]), writer, resolved)
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
+        raise DecodeError(f"cannot read {name} body: {type(exc).__name__}") from exc
     if not isinstance(record, dict):
-        raise DecodeError(f"{reader.name} body is not a record")
-    return reader.name, record
+        raise DecodeError(f"{name} body is not a record")
+    return name, record
 
 
 def schema_header(schema_name: str) -> bytes:
