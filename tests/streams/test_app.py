@@ -127,6 +127,34 @@ class TestCreateApp:
             create_app(settings(tmp_path, region_config=tmp_path / "missing.yaml"))
 
 
+class TestWorkerApp:
+    def test_a_running_producer_is_returned_without_yielding(
+        self, tmp_path: Path, region: Region
+    ) -> None:
+        """Once the producer runs, each send's producer look-up completes without suspending."""
+        app = create_app(settings(tmp_path), region=region)
+        app.producer._started.set()  # type: ignore[attr-defined]  # as Service.start does
+        look_up = app.maybe_start_producer()
+        with pytest.raises(StopIteration) as done:
+            look_up.send(None)  # a coroutine that suspended would yield here instead
+        assert done.value.value is app.producer
+
+    async def test_a_producer_not_yet_running_is_left_to_faust(
+        self, tmp_path: Path, region: Region
+    ) -> None:
+        """Before the producer runs, the look-up is Faust's own (it starts the producer)."""
+        app = create_app(settings(tmp_path), region=region)
+        started: list[bool] = []
+
+        async def maybe_start() -> bool:
+            started.append(True)
+            return True
+
+        app.producer.maybe_start = maybe_start  # type: ignore[method-assign]
+        assert await app.maybe_start_producer() is app.producer
+        assert started == [True]
+
+
 class TestCoordinateAgent:
     async def test_events_update_the_table_and_alerts_are_published(
         self, worker: Worker, kafka: FakeKafka
