@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib.util
 import multiprocessing
 import os
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from carebus.gctuning import tune_gc
 from carebus.settings import MllpSettings, Settings
 
 if TYPE_CHECKING:
@@ -497,15 +497,3 @@ async def _start_unless_stopped(ingest: Ingest, stop: asyncio.Event) -> bool:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await starting
     return False
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheaper for a long-running ingest process.
-
-    Everything loaded at start-up (modules, schemas) is frozen out of collection,
-    and young collections run less often: each message allocates hundreds of
-    short-lived objects that reference counting frees anyway.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)

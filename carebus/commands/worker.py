@@ -31,6 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
     import mode
 
+    from carebus.gctuning import tune_gc
     from carebus.health import HealthServer, assignment_check, kafka_check
     from carebus.log import get_logger
     from carebus.metrics import Metrics
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         store=settings.worker.store,
         partitions=settings.topics.partitions,
     )
+    tune_gc()
     runner: Any = faust.Worker(
         worker.app,
         quiet=True,
