@@ -9,7 +9,7 @@ from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for
 from connectors.hl7.encoding import DEFAULT_ENCODING, Encoding
 from connectors.hl7.escape import escape, unescape
 from connectors.hl7.framing import FeedItem, FramingError, MllpDecoder, frame, iter_feed
-from connectors.hl7.message import Message, Segment
+from connectors.hl7.message import Layout, Message, Segment
 from connectors.hl7.parse import parse_message
 from connectors.hl7.validate import StrictValidationFailed, StrictValidator, validate_strict
 
@@ -19,6 +19,7 @@ __all__ = [
     "Encoding",
     "FeedItem",
     "FramingError",
+    "Layout",
     "Message",
     "MllpDecoder",
     "Segment",

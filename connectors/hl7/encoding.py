@@ -25,12 +25,12 @@ class Encoding(NamedTuple):
 
     @classmethod
     def from_header(cls, field: str, msh2: str) -> Encoding:
-        """The encoding from MSH-1 and MSH-2 (cached); see :func:`_from_header`."""
-        return _from_header(field, msh2)
+        """The encoding from MSH-1 and MSH-2 (cached); see :func:`encoding_from_header`."""
+        return encoding_from_header(field, msh2)
 
 
 @functools.lru_cache(maxsize=128)
-def _from_header(field: str, msh2: str) -> Encoding:
+def encoding_from_header(field: str, msh2: str) -> Encoding:
     """The encoding from MSH-1 and MSH-2; :class:`Unparseable` when they cannot be used.
 
     MSH-2 has four characters (component, repetition, escape, sub-component) or

@@ -6,9 +6,11 @@ repetitions, components and sub-components only as far as asked, and unescapes
 only values that contain the escape character. No per-field objects are built.
 For the translator's hot path, :meth:`Segment.first_values` reads the first value
 of several fields in one call and :meth:`Segment.component_values` several
-components of one field from one split (both give exactly what ``get`` gives).
-A segment with no repetition, sub-component or escape character in its fields
-(most are) is noticed when it is split, and read by the component separator alone.
+components of one field from one split (both give exactly what ``get`` gives);
+:meth:`Segment.read` (and :meth:`Message.read`, by segment name) reads all a
+:class:`Layout` names, first values and components, in one call. A segment with no
+repetition, sub-component or escape character in its fields (most are) is noticed
+when it is split, and read by the component separator alone.
 
 Field numbers are 1-based as in the HL7 standard. In ``MSH`` (and ``FHS``/``BHS``)
 field 1 is the field separator itself and field 2 the encoding characters, so
@@ -20,12 +22,64 @@ as the two-character string ``'""'``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
+from typing import cast
+
 from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for
 from connectors.hl7.encoding import Encoding
 from connectors.hl7.escape import unescape
 
 #: Segments whose field 1 is the field separator and field 2 the encoding characters.
 HEADER_SEGMENTS = frozenset({"MSH", "FHS", "BHS"})
+
+
+class Layout:
+    """What :meth:`Segment.read` reads of a segment: first values, then components.
+
+    ``fields`` are field numbers whose first value is read (as :meth:`Segment.get`);
+    ``components`` are ``(field, count)`` pairs whose components ``1..count`` are read
+    (as :meth:`Segment.component_values`). With ``null_as_empty`` an HL7 null (``""``)
+    is read as an empty string. Built once (a module constant), checked here so that
+    reading needs no checks.
+    """
+
+    __slots__ = ("components", "fields", "header_safe", "null_as_empty", "pick", "span", "width")
+
+    def __init__(
+        self,
+        fields: tuple[int, ...],
+        components: tuple[tuple[int, int], ...] = (),
+        *,
+        null_as_empty: bool = False,
+    ) -> None:
+        if any(field < 1 for field in fields) or any(
+            field < 1 or count < 1 for field, count in components
+        ):
+            raise ValueError("HL7 positions start at 1")
+        self.fields = fields
+        self.components = components
+        self.null_as_empty = null_as_empty
+        #: How many values a read gives.
+        self.width = len(fields) + sum(count for _, count in components)
+        numbers = (*fields, *(field for field, _ in components))
+        #: No MSH-1 or MSH-2 (whole values, not split) among the fields read.
+        self.header_safe = all(number > 2 for number in numbers)
+        #: How many items a segment's field list needs for every field read to be in it.
+        self.span = max(numbers, default=0) + 1
+        #: ``fields`` picked from a field list, as a tuple, in one call.
+        self.pick: Callable[[list[str]], tuple[str, ...]] = (
+            itemgetter(*fields)
+            if len(fields) > 1
+            else lambda split: tuple(split[f] for f in fields)
+        )
+
+    def __repr__(self) -> str:
+        return f"Layout({self.fields!r}, {self.components!r}, null_as_empty={self.null_as_empty})"
+
+
+#: HL7's explicit null, read as an empty string by a ``null_as_empty`` :class:`Layout`.
+_NULL = '""'
 
 #: Stands in for a delimiter MSH-2 does not define: a lone surrogate never occurs in
 #: decoded text, so ``in`` and ``split`` on it never match.
@@ -176,6 +230,51 @@ class Segment:
                 if es in value:
                     value = ctx.unescape(value)
             values.append(value)
+        return values
+
+    def read(self, layout: Layout) -> list[str]:
+        """A segment's reads in one call, as one list: the first value of each of
+        ``layout.fields`` (as :meth:`first_values`), then components ``1..count`` of each
+        ``(field, count)`` in ``layout.components`` (as :meth:`component_values`).
+
+        Equal to ``first_values(*fields) + component_values(f, count) + ...`` (with
+        ``""`` for each HL7 null when ``layout.null_as_empty``). Texts without a
+        repetition, sub-component or escape character (most) are read by the component
+        separator alone; the fields' first values are taken all at once when none of
+        them has one.
+        """
+        split = self._fields or self._split()
+        if self._header and not layout.header_safe:  # MSH-1 or MSH-2 asked for: rare
+            values = self.first_values(*layout.fields)
+            for field, count in layout.components:
+                values += self.component_values(field, count)
+        else:
+            ctx = self._ctx
+            cs, rs, ss, es = ctx.cs, ctx.rs, ctx.ss, ctx.es
+            plain = self._plain
+            if len(split) < layout.span:  # absent trailing fields read as empty
+                split = split + [""] * (layout.span - len(split))
+            picked = layout.pick(split)
+            joined = "".join(picked)
+            if plain or not (rs in joined or ss in joined or es in joined):
+                values = [text.partition(cs)[0] for text in picked] if cs in joined else [*picked]
+            else:
+                values = [self._first_value(text) for text in picked]
+            for field, count in layout.components:
+                text = split[field]
+                if plain or not (rs in text or ss in text or es in text):
+                    parts = text.split(cs)
+                else:
+                    parts = self._components(text, 1)
+                found = len(parts)
+                if found < count:
+                    parts += [""] * (count - found)
+                elif found > count:
+                    del parts[count:]
+                values += parts
+        # A plain segment's values are parts of its text: no null in the text, none read.
+        if layout.null_as_empty and (not self._plain or _NULL in self.text) and _NULL in values:
+            return ["" if value == _NULL else value for value in values]
         return values
 
     def component_values(self, field: int, count: int, repetition: int = 1) -> list[str]:
@@ -394,7 +493,13 @@ class Message:
     @property
     def segments(self) -> list[Segment]:
         """Every segment, in order (Z-segments included)."""
-        return [self._segment(i) for i in range(len(self._names))]
+        segments = self._segments
+        if None in segments:
+            ctx = self._ctx
+            for index, (name, line) in enumerate(zip(self._names, self._lines, strict=True)):
+                if segments[index] is None:
+                    segments[index] = Segment(name, line, ctx)
+        return cast(list[Segment], segments.copy())  # no None left
 
     @property
     def msh(self) -> Segment:
@@ -414,6 +519,18 @@ class Message:
         if segment is None:
             segment = self._segments[index] = Segment(name, self._lines[index], self._ctx)
         return segment
+
+    def read(self, name: str, layout: Layout) -> list[str]:
+        """``first(name).read(layout)``, or ``[""] * layout.width`` when there is no such
+        segment: one call for the translator's hot path."""
+        names = self._names
+        if name not in names:
+            return [""] * layout.width
+        index = names.index(name)
+        segment = self._segments[index]
+        if segment is None:
+            segment = self._segments[index] = Segment(name, self._lines[index], self._ctx)
+        return segment.read(layout)
 
     def all(self, name: str) -> list[Segment]:
         """Every segment called ``name``, in order."""

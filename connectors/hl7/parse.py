@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from carebus.errors import Unparseable
 from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for, decode, utf16_codec
-from connectors.hl7.encoding import Encoding
+from connectors.hl7.encoding import encoding_from_header
 from connectors.hl7.message import Message
 
 _BOM = b"\xef\xbb\xbf"
@@ -77,15 +77,18 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
 
     fs = text[3:4]
     end = text.find(fs, 4) if fs else -1
-    head_end = len(text)
-    for terminator in ("\r", "\n"):
-        found = text.find(terminator, 4)
-        if 0 <= found < head_end:
+    has_lf = "\n" in text
+    head_end = text.find("\r", 4)
+    if head_end < 0:
+        head_end = len(text)
+    if has_lf:
+        found = text.find("\n", 4, head_end)
+        if found >= 0:
             head_end = found
     msh2 = text[4:end] if 0 <= end < head_end else text[4:head_end]
-    encoding = Encoding.from_header(fs, msh2)
+    encoding = encoding_from_header(fs, msh2)
 
-    if "\n" in text:
+    if has_lf:
         text = (
             text.replace("\r\n", "\r").replace("\n", "\r")
             if "\r" in text

@@ -12,27 +12,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from hashlib import sha256
 
 from carebus.errors import MissingRequiredField, UnsupportedMessageType
-from connectors.hl7 import Message
+from connectors.hl7 import Layout, Message
 from connectors.translate import adt, documents, orders, problems, referral, results, scheduling
 from connectors.translate.common import (
-    HEADER_FIELDS,
+    HEADER,
     PATIENT_DIED,
     Context,
     Draft,
     Event,
-    component_texts,
     discharged_died,
     event_id,
-    header_base,
     patient,
     required_time,
-    texts,
 )
 from connectors.translate.time import to_millis
 
 Translator = Callable[[Message, Context], list[Draft]]
+
+#: EVN-1 (trigger event, when MSH-9.2 is empty), EVN-2 (recorded) and EVN-6 (occurred).
+EVENT = Layout((1, 2, 6), null_as_empty=True)
 
 #: (MSH-9.1, MSH-9.2) -> translator. Nothing else is translated.
 TRANSLATORS: dict[tuple[str, str], Translator] = {
@@ -59,13 +60,20 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
     :class:`~carebus.errors.MessageRejected` subclass, with ``control_id`` set
     when MSH-10 could be read.
     """
-    msh = message.msh
-    msh_texts = texts(msh, *HEADER_FIELDS)
-    _, facility, _, _, msh7, control_id, _ = msh_texts
+    (
+        application,
+        facility,
+        receiving_application,
+        receiving_facility,
+        msh7,
+        control_id,
+        version,
+        message_type,
+        trigger,
+    ) = message.read("MSH", HEADER)
     if not control_id:
         raise MissingRequiredField("MSH-10 (message control id) is empty", field="MSH-10")
-    evn_type, recorded, occurred = texts(message.first("EVN"), 1, 2, 6)
-    message_type, trigger = component_texts(msh, 9, 2)
+    evn_type, recorded, occurred = message.read("EVN", EVENT)
     message_type = message_type.upper()
     trigger = (trigger or evn_type).upper()
     if not message_type or not trigger:
@@ -91,26 +99,43 @@ def translate(message: Message, *, raw: bytes, received_time: datetime) -> list[
         when = message_time
     ctx = Context(control_id, message_type, trigger, facility, when)
     drafts = translator(message, ctx)
-    base = header_base(
-        ctx, msh_texts, message_time=message_time, received_time=to_millis(received_time), raw=raw
-    )
-    discharged_dead = discharged_died(message, ctx)
+    # The header of the first event; the others differ only by their event id.
+    first_header = {
+        "event_id": event_id(ctx, msh7, 0),
+        "message_type": message_type,
+        "trigger_event": trigger,
+        "control_id": control_id,
+        "sending_application": application or None,
+        "sending_facility": facility,
+        "receiving_application": receiving_application or None,
+        "receiving_facility": receiving_facility or None,
+        "hl7_version": version,
+        "event_time": when,
+        "message_time": message_time,
+        "received_time": to_millis(received_time),
+        "raw_sha256": sha256(raw).hexdigest(),
+    }
+    discharged_dead = trigger == "A03" and discharged_died(message, ctx)
     events: list[Event] = []
     for draft in drafts:
         person, evidence = patient(draft.pid, draft.pd1, ctx)
         key = person["key"]
-        header = dict(base, event_id=event_id(ctx, msh7, len(events)))
+        header = (
+            dict(first_header, event_id=event_id(ctx, msh7, len(events)))
+            if events
+            else first_header
+        )
         events.append(
             Event(draft.schema, key, {"header": header, "patient": person, **draft.fields})
         )
         if discharged_dead:
             evidence += ("DISCHARGE_DESTINATION",)
         if evidence:
-            header = dict(base, event_id=event_id(ctx, msh7, len(events)))
+            header = dict(first_header, event_id=event_id(ctx, msh7, len(events)))
             died = {
                 "header": header,
                 "patient": person,
-                "death_time": person["death_time"] or ctx.event_time,
+                "death_time": person["death_time"] or when,
                 "evidence": list(evidence),
             }
             events.append(Event(PATIENT_DIED, key, died))

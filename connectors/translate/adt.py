@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from carebus.errors import MissingRequiredField
-from connectors.hl7 import Message, Segment
+from connectors.hl7 import Layout, Message, Segment
 from connectors.translate.common import (
     Context,
     Draft,
@@ -13,7 +13,6 @@ from connectors.translate.common import (
     component_texts,
     identifiers,
     require_segment,
-    texts,
 )
 
 ENCOUNTER = "carebus.events.Encounter"
@@ -32,20 +31,32 @@ ENCOUNTER_KINDS = {
 }
 
 
+#: PV1-2 (patient class), 4 (admission type), 19 (visit number), 36 (discharge
+#: disposition), 37 (discharge destination), 44 and 45 (admit and discharge times),
+#: then PV1-3.1 to 3.4 (location) and PV1-6.1 to 6.4 (prior location).
+PV1 = Layout((2, 4, 19, 36, 37, 44, 45), ((3, 4), (6, 4)), null_as_empty=True)
+
+
 def encounter(message: Message, ctx: Context) -> list[Draft]:
     """One ``Encounter`` from PID and PV1."""
     pid = require_segment(message, "PID", ctx)
-    pv1 = message.first("PV1")
-    patient_class, admission_type, visit, disposition, destination, admitted, discharged = texts(
-        pv1, 2, 4, 19, 36, 37, 44, 45
-    )
+    (
+        patient_class,
+        admission_type,
+        visit,
+        disposition,
+        destination,
+        admitted,
+        discharged,
+        *places,
+    ) = message.read("PV1", PV1)
     fields: dict[str, Any] = {
         "kind": ENCOUNTER_KINDS[ctx.trigger_event],
         "visit_number": visit or None,
         "patient_class": patient_class or None,
         "admission_type": admission_type or None,
-        "location": location(pv1, 3),
-        "prior_location": location(pv1, 6),
+        "location": _location(*places[:4]),
+        "prior_location": _location(*places[4:]),
         "discharge_disposition": disposition or None,
         "discharge_destination": destination or None,
         "admit_time": as_time(admitted),
@@ -87,7 +98,11 @@ def location(segment: Segment | None, field: int) -> dict[str, Any] | None:
     """A PL field as a ``carebus.events.Location``, or None when empty."""
     if segment is None:
         return None
-    point_of_care, room, bed, facility = component_texts(segment, field, 4)
+    return _location(*component_texts(segment, field, 4))
+
+
+def _location(point_of_care: str, room: str, bed: str, facility: str) -> dict[str, Any] | None:
+    """:func:`location` given PL.1 to PL.4 as read by :func:`component_texts`."""
     if not (point_of_care or room or bed or facility):
         return None
     return {

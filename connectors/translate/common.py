@@ -6,10 +6,12 @@ built here. Everything is pure: time comes from the message and the caller.
 Rejection messages name fields and control ids, never values.
 
 This is the hot path of every connector and of ``carebus simulate``, so segments
-are read a few fields at a time: :func:`texts` gives the first value of several
-fields in one call and :func:`component_texts` several components of one field
-from one split. Both read values as :func:`value` does but give ``""`` where it
-gives None, so a record field is ``text or None``.
+are read a few fields at a time: :func:`read` gives everything a translator needs of
+a segment in one call (first values and components, as a
+:class:`~connectors.hl7.Layout` says), :func:`texts` the first value of several
+fields and :func:`component_texts` several components of one field. They read
+values as :func:`value` does but give ``""`` where it gives None, so a record field
+is ``text or None``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import islice
 from typing import Any, NamedTuple
 
 from carebus.errors import InvalidIdentifier, MissingRequiredField
-from connectors.hl7 import Encoding, Message, Segment
+from connectors.hl7 import Encoding, Layout, Message, Segment
 from connectors.nhs import normalise_nhs_number
 from connectors.translate.time import parse_date, parse_dtm
 
@@ -44,7 +47,7 @@ _nhs_number = functools.lru_cache(maxsize=16_384)(normalise_nhs_number)
 #: Patient records and their death evidence by PID text, with what else they are made
 #: of: the PD1 text, the delimiters, and the sending facility when the patient key is
 #: made of it. A feed repeats each patient's PID (from several senders), and building
-#: the record is a third of translating an ADT message. Emptied when full.
+#: the record is a third of translating an ADT message. The older half goes when full.
 _PATIENTS: dict[str, tuple[str | None, Encoding, str | None, dict[str, Any], tuple[str, ...]]] = {}
 _PATIENTS_MAX = 4096
 
@@ -101,6 +104,17 @@ def value(
         return None
     text = segment.get(field, component, subcomponent, repetition)
     return text if text and text != HL7_NULL else None
+
+
+def read(segment: Segment | None, layout: Layout) -> list[str]:
+    """``segment.read(layout)``, or ``[""] * layout.width`` when the segment is absent.
+
+    Translators' layouts read HL7 nulls as ``""`` (``null_as_empty``), as :func:`value`
+    reads them.
+    """
+    if segment is None:
+        return [""] * layout.width
+    return segment.read(layout)
 
 
 def texts(segment: Segment | None, *fields: int) -> list[str]:
@@ -179,40 +193,10 @@ def require_segment(message: Message, name: str, ctx: Context) -> Segment:
 
 # -- header and event ids -------------------------------------------------------------
 
-#: The MSH fields the header is made of, read in one call: MSH-3 (sending application),
-#: 4 (sending facility), 5 and 6 (receiving application and facility), 7 (message
-#: time), 10 (control id), 12 (version).
-HEADER_FIELDS = (3, 4, 5, 6, 7, 10, 12)
-
-
-def header_base(
-    ctx: Context,
-    msh_texts: list[str],
-    *,
-    message_time: datetime,
-    received_time: datetime,
-    raw: bytes,
-) -> dict[str, Any]:
-    """The header fields every event of one message shares (all but ``event_id``).
-
-    ``msh_texts`` is ``texts(msh, *HEADER_FIELDS)``.
-    """
-    application, _, receiver_application, receiver, _, _, version = msh_texts
-    return {
-        "event_id": "",
-        "message_type": ctx.message_type,
-        "trigger_event": ctx.trigger_event,
-        "control_id": ctx.control_id,
-        "sending_application": application or None,
-        "sending_facility": ctx.sending_facility,
-        "receiving_application": receiver_application or None,
-        "receiving_facility": receiver or None,
-        "hl7_version": version,
-        "event_time": ctx.event_time,
-        "message_time": message_time,
-        "received_time": received_time,
-        "raw_sha256": hashlib.sha256(raw).hexdigest(),
-    }
+#: What the header is made of, read in one call: MSH-3 (sending application), 4
+#: (sending facility), 5 and 6 (receiving application and facility), 7 (message
+#: time), 10 (control id), 12 (version), then MSH-9.1 and 9.2 (message type, trigger).
+HEADER = Layout((3, 4, 5, 6, 7, 10, 12), ((9, 2),), null_as_empty=True)
 
 
 def event_id(ctx: Context, msh7: str, index: int) -> str:
@@ -317,9 +301,20 @@ def patient(
     esc = encoding.escape
     if not esc or (esc not in text and (pd1_text is None or esc not in pd1_text)):
         if len(_PATIENTS) >= _PATIENTS_MAX:
-            _PATIENTS.clear()
+            # Forget the older half (a dict keeps insertion order): a patient's messages
+            # come close together, so the recent ones are those worth keeping.
+            for old in list(islice(_PATIENTS, _PATIENTS_MAX // 2)):
+                del _PATIENTS[old]
         _PATIENTS[text] = (pd1_text, encoding, facility if by_facility else None, record, evidence)
     return record, evidence
+
+
+#: What a patient record is made of besides PID-3, read in one call: PID-7 (birth
+#: date), 8 (sex), 29 (death time), 30 (death indicator), 32 (NHS number status), then
+#: PID-5.1 to 5.5 (name) and PID-11.1 to 11.6 (address).
+PID = Layout((7, 8, 29, 30, 32), ((5, 5), (11, 6)), null_as_empty=True)
+#: PD1-4 (registered practitioner), then PD1-3.1 to 3.10 (practice).
+PD1 = Layout((4,), ((3, 10),), null_as_empty=True)
 
 
 def _patient(
@@ -327,7 +322,8 @@ def _patient(
 ) -> tuple[dict[str, Any], tuple[str, ...], bool]:
     """:func:`patient`, not memoised, and whether the key is made of the sending facility."""
     found, key, nhs_number, by_facility = _identifiers(pid, 3, "PID-3", ctx)
-    birth, sex, died, indicator, status = texts(pid, 7, 8, 29, 30, 32)
+    values = pid.read(PID)
+    died, indicator, status = values[2:5]
     record = {
         "key": key,
         "nhs_number": nhs_number,
@@ -335,7 +331,7 @@ def _patient(
         "identifiers": found,
         "death_time": as_time(died),
         "death_indicator": True if indicator == "Y" else False if indicator == "N" else None,
-        "demographics": _demographics(pid, pd1, birth, sex),
+        "demographics": _demographics(values, pd1),
     }
     evidence: tuple[str, ...] = ()
     if indicator == "Y":
@@ -347,33 +343,36 @@ def _patient(
 
 def demographics(pid: Segment, pd1: Segment | None) -> dict[str, Any]:
     """The ``carebus.events.Demographics`` record of a PID (and PD1) segment."""
-    birth, sex = texts(pid, 7, 8)
-    return _demographics(pid, pd1, birth, sex)
+    return _demographics(pid.read(PID), pd1)
 
 
-def _demographics(pid: Segment, pd1: Segment | None, birth: str, sex: str) -> dict[str, Any]:
-    """:func:`demographics` given PID-7 (``birth``) and PID-8 (``sex``) as read by texts."""
-    family, given, middle, _, title = component_texts(pid, 5, 5)
+def _demographics(values: list[str], pd1: Segment | None) -> dict[str, Any]:
+    """:func:`demographics` given ``pid.read(PID)``."""
+    birth, sex, _, _, _, family, given, middle, _, title = values[:10]
     gp = practitioner = None
     if pd1 is not None:
-        practice = component_texts(pd1, 3, 10)
+        practitioner, *practice = pd1.read(PD1)
         gp = practice[2] or practice[9] or practice[0] or None
-        practitioner = value(pd1, 4)
     return {
         "family_name": family or None,
         "given_names": [name for name in (given, middle) if name],
         "title": title or None,
         "birth_date": as_date(birth),
         "sex": sex or None,
-        "address": address(pid, 11),
+        "address": _address(values[10:16]),
         "registered_gp": gp,
-        "registered_gp_practitioner": practitioner,
+        "registered_gp_practitioner": practitioner or None,
     }
 
 
 def address(segment: Segment, field: int) -> dict[str, Any] | None:
     """The first repetition of an XAD field as a ``carebus.events.Address``, or None."""
-    first, second, city, county, postcode, country = component_texts(segment, field, 6)
+    return _address(component_texts(segment, field, 6))
+
+
+def _address(parts: list[str]) -> dict[str, Any] | None:
+    """:func:`address` given XAD.1 to XAD.6 as read by :func:`component_texts`."""
+    first, second, city, county, postcode, country = parts
     if not (first or second or city or county or postcode or country):
         return None
     return {

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from connectors.hl7 import Message
-from connectors.translate.common import Context, Draft, as_time, require_segment, texts
+from connectors.hl7 import Layout, Message
+from connectors.translate.common import Context, Draft, as_time, require_segment
 
 DOCUMENT = "carebus.events.Document"
+
+#: TXA-2 (document type), 4 (activity time), 12 (document id), 17 (completion status).
+TXA = Layout((2, 4, 12, 17), null_as_empty=True)
 
 
 def document(message: Message, ctx: Context) -> list[Draft]:
     """One ``Document`` from TXA."""
     pid = require_segment(message, "PID", ctx)
     txa = require_segment(message, "TXA", ctx)
-    document_type, activity, document_id, completion = texts(txa, 2, 4, 12, 17)
+    document_type, activity, document_id, completion = txa.read(TXA)
     fields = {
         "document_type": document_type or None,
         "document_id": document_id or None,

@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from carebus.errors import MissingRequiredField
-from connectors.hl7 import Message, Segment
-from connectors.translate.common import Context, Draft, component_texts, require_segment, texts
+from connectors.hl7 import Layout, Message, Segment
+from connectors.translate.common import Context, Draft, read, require_segment
 
 ORDER = "carebus.events.Order"
+
+#: ORC-1 (order control), 2 (placer order number), 3 (filler order number), 5 (status).
+ORC = Layout((1, 2, 3, 5), null_as_empty=True)
+#: OBR-2 and 3 (placer and filler order numbers), then OBR-4.1 to 4.3 (test code, text,
+#: coding system).
+OBR = Layout((2, 3), ((4, 3),), null_as_empty=True)
 
 
 def order(message: Message, ctx: Context) -> list[Draft]:
@@ -34,13 +40,12 @@ def order(message: Message, ctx: Context) -> list[Draft]:
 
 
 def _item(orc: Segment, obr: Segment | None, ctx: Context) -> dict[str, Any]:
-    control, placer, filler, status = texts(orc, 1, 2, 3, 5)
+    control, placer, filler, status = orc.read(ORC)
     if not control:
         raise MissingRequiredField(
             "ORC-1 (order control) is empty", control_id=ctx.control_id, field="ORC-1"
         )
-    obr_placer, obr_filler = texts(obr, 2, 3)
-    code, text, coding_system = component_texts(obr, 4, 3)
+    obr_placer, obr_filler, code, text, coding_system = read(obr, OBR)
     return {
         "order_control": control,
         "placer_order_number": placer or obr_placer or None,

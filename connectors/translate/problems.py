@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.hl7 import Message, Segment
+from connectors.hl7 import Layout, Message, Segment
 from connectors.translate.common import (
     Context,
     Draft,
     as_time,
-    component_texts,
     require_segment,
-    texts,
 )
 
 PROBLEM = "carebus.events.Problem"
 
 ACTIONS = {"PC1": "ADDED", "PC2": "UPDATED", "PC3": "DELETED"}
+
+#: PRB-1 (action code), 2 (action time), 4 (instance id), then PRB-3.1 to 3.3 (code,
+#: text, coding system).
+PRB = Layout((1, 2, 4), ((3, 3),), null_as_empty=True)
 
 
 def problem(message: Message, ctx: Context) -> list[Draft]:
@@ -31,8 +33,7 @@ def problem(message: Message, ctx: Context) -> list[Draft]:
 
 
 def _problem(prb: Segment) -> dict[str, Any]:
-    action_code, action_time, instance_id = texts(prb, 1, 2, 4)
-    code, text, coding_system = component_texts(prb, 3, 3)
+    action_code, action_time, instance_id, code, text, coding_system = prb.read(PRB)
     return {
         "action_code": action_code or None,
         "action_time": as_time(action_time),

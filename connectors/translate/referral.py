@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from connectors.hl7 import Message
+from connectors.hl7 import Layout, Message
 from connectors.translate.common import (
     Context,
     Draft,
     as_time,
-    component_texts,
     require_segment,
-    texts,
     value,
 )
 
 REFERRAL = "carebus.events.Referral"
 
+#: RF1-1 (status), 2 (priority), 3 (type), 6 (referral id), 7 (effective time), then
+#: RF1-10.1 and 10.2 (reason code and text).
+RF1 = Layout((1, 2, 3, 6, 7), ((10, 2),), null_as_empty=True)
+
 
 def referral(message: Message, ctx: Context) -> list[Draft]:
     """One ``Referral`` from RF1 (all fields null when there is no RF1)."""
     pid = require_segment(message, "PID", ctx)
-    rf1 = message.first("RF1")
-    status, priority, referral_type, referral_id, effective = texts(rf1, 1, 2, 3, 6, 7)
-    reason_code, reason_text = component_texts(rf1, 10, 2)
+    status, priority, referral_type, referral_id, effective, reason_code, reason_text = (
+        message.read("RF1", RF1)
+    )
     fields = {
         "referral_id": referral_id or None,
         "status": status or None,

@@ -8,15 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from carebus.errors import MissingRequiredField
-from connectors.hl7 import Message, Segment
+from connectors.hl7 import Layout, Message, Segment
 from connectors.translate.common import (
     HL7_NULL,
     Context,
     Draft,
     as_time,
-    component_texts,
+    read,
     require_segment,
-    texts,
     value,
 )
 
@@ -57,9 +56,16 @@ def result(message: Message, ctx: Context) -> list[Draft]:
     return drafts
 
 
+#: OBR-2 (placer order number), 3 (filler order number), 7 (observation time), 25
+#: (status), then OBR-4.1 to 4.3 (test code, text, coding system).
+OBR = Layout((2, 3, 7, 25), ((4, 3),), null_as_empty=True)
+#: OBX-1 (set id), 2 (value type), 6 (units), 7 (reference range), 11 (status), 14
+#: (observation time), then OBX-3.1 to 3.3 (code, text, coding system).
+OBX = Layout((1, 2, 6, 7, 11, 14), ((3, 3),), null_as_empty=True)
+
+
 def _request(obr: Segment | None, orc: Segment | None) -> dict[str, Any]:
-    placer, filler, observed, status = texts(obr, 2, 3, 7, 25)
-    code, text, coding_system = component_texts(obr, 4, 3)
+    placer, filler, observed, status, code, text, coding_system = read(obr, OBR)
     return {
         "test_code": code or None,
         "test_text": text or None,
@@ -74,8 +80,9 @@ def _request(obr: Segment | None, orc: Segment | None) -> dict[str, Any]:
 
 def observation(obx: Segment) -> dict[str, Any]:
     """An OBX segment as a ``carebus.events.Observation``."""
-    set_id, value_type, units, reference_range, status, observed = texts(obx, 1, 2, 6, 7, 11, 14)
-    code, text, coding_system = component_texts(obx, 3, 3)
+    set_id, value_type, units, reference_range, status, observed, code, text, coding_system = (
+        obx.read(OBX)
+    )
     return {
         "set_id": set_id or None,
         "value_type": value_type or None,

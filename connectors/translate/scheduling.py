@@ -4,14 +4,13 @@ deleted (S17) and missed (S26)."""
 from __future__ import annotations
 
 from carebus.errors import MissingRequiredField
-from connectors.hl7 import Message
+from connectors.hl7 import Layout, Message
 from connectors.translate.common import (
     Context,
     Draft,
     as_time,
     optional_time,
     require_segment,
-    texts,
 )
 
 APPOINTMENT = "carebus.events.Appointment"
@@ -24,6 +23,12 @@ ACTIONS = {
     "S17": "DELETED",
     "S26": "NO_SHOW",
 }
+
+#: SCH-1 (placer appointment id), 2 (filler appointment id), 8 (appointment type), 9
+#: and 10 (duration and its unit), 25 (filler status).
+SCH = Layout((1, 2, 8, 9, 10, 25), null_as_empty=True)
+#: AIS-3 (service), 4 (start time), 7 and 8 (duration and its unit).
+AIS = Layout((3, 4, 7, 8), null_as_empty=True)
 
 #: Duration units (upper-cased CE.1 or text) to minutes per unit.
 _MINUTES_PER_UNIT = {
@@ -50,14 +55,12 @@ def appointment(message: Message, ctx: Context) -> list[Draft]:
     """One ``Appointment`` from SCH and the first AIS."""
     sch = require_segment(message, "SCH", ctx)
     pid = require_segment(message, "PID", ctx)
-    placer_id, filler_id, appointment_type, duration, duration_unit, filler_status = texts(
-        sch, 1, 2, 8, 9, 10, 25
-    )
+    placer_id, filler_id, appointment_type, duration, duration_unit, filler_status = sch.read(SCH)
     if not filler_id:
         raise MissingRequiredField(
             "SCH-2 (filler appointment id) is empty", control_id=ctx.control_id, field="SCH-2"
         )
-    service, start, ais_duration, ais_duration_unit = texts(message.first("AIS"), 3, 4, 7, 8)
+    service, start, ais_duration, ais_duration_unit = message.read("AIS", AIS)
     fields = {
         "action": ACTIONS[ctx.trigger_event],
         "filler_appointment_id": filler_id,

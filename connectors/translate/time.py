@@ -42,11 +42,19 @@ def parse_dtm(value: str) -> datetime:
     digits, offset = text, ""
     if len(text) > 5 and text[-5] in "+-":
         digits, offset = text[:-5], text[-5:]
-    size = len(digits)
-    if size in _ISO_SIZES and _ascii_digits(digits) and (not offset or _ascii_digits(offset[1:])):
+    if (
+        len(digits) in _ISO_SIZES
+        and digits.isascii()
+        and digits.isdecimal()
+        and (not offset or _ascii_digits(offset[1:]))
+    ):
         # The wall-clock time labelled UTC, then moved by its offset (given, or London's).
+        # ``wall`` has fold 0: a repeated time is its first occurrence (BST), a skipped one
+        # reads as GMT. A ZoneInfo reads only the wall-clock fields and fold of the
+        # datetime it is given, so ``wall`` may be labelled UTC (``replace(tzinfo=None)``
+        # would cost more than all the rest of the parse).
         wall = datetime.fromisoformat(f"{digits[:8]}T{digits[8:] or '00'}+00:00")
-        return wall - (_offset(offset) if offset else _london_offset(wall))
+        return wall - (_offset(offset) if offset else LONDON.utcoffset(wall) or _NO_OFFSET)
     return _parse_dtm_general(text)
 
 
@@ -97,17 +105,6 @@ def to_millis(moment: datetime) -> datetime:
 
 def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdecimal()
-
-
-def _london_offset(wall: datetime) -> timedelta:
-    """Europe/London's UTC offset at the wall-clock time ``wall`` shows.
-
-    ``wall`` has fold 0: a repeated time is its first occurrence (BST), a skipped one
-    reads as GMT. A ZoneInfo reads only the wall-clock fields and fold of the datetime
-    it is given, so ``wall`` may be labelled UTC (``replace(tzinfo=None)`` would cost
-    more than all the rest of the parse).
-    """
-    return LONDON.utcoffset(wall) or _NO_OFFSET
 
 
 def _offset(text: str) -> timedelta:

@@ -14,6 +14,7 @@ class TestPublicApi:
             "Encoding",
             "FeedItem",
             "FramingError",
+            "Layout",
             "Message",
             "MllpDecoder",
             "Segment",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from connectors.hl7 import Message, Segment, parse_message
+from connectors.hl7 import Layout, Message, Segment, parse_message
 from tests.connectors.hl7.samples import ADT_A01_251
 
 
@@ -179,6 +181,86 @@ class TestSegmentBulkReads:
             pid.component_values(3, 2, 0)
         with pytest.raises(ValueError):
             pid.repetition_values(0, 2)
+
+
+def _expected_read(segment: Segment, layout: Layout) -> list[str]:
+    """What Segment.read is defined to give, from first_values and component_values."""
+    values = segment.first_values(*layout.fields)
+    for field, count in layout.components:
+        values += segment.component_values(field, count)
+    if layout.null_as_empty:
+        values = ["" if value == '""' else value for value in values]
+    return values
+
+
+#: Field values made of delimiters (of either encoding), escapes, nulls and text.
+_VALUES = st.lists(
+    st.sampled_from(["a", "B1", "^", "~", "&", "\\", "\\F\\", "\\X41\\", '""', "#", "$", "!"]),
+    max_size=6,
+).map("".join)
+_LAYOUTS = st.builds(
+    Layout,
+    st.lists(st.integers(1, 14), max_size=8).map(tuple),
+    st.lists(st.tuples(st.integers(1, 14), st.integers(1, 6)), max_size=3).map(tuple),
+    null_as_empty=st.booleans(),
+)
+
+
+class TestSegmentRead:
+    @pytest.mark.parametrize("text", [ADT_A01_251, MIXED, CUSTOM])
+    @pytest.mark.parametrize("null_as_empty", [False, True])
+    def test_read_is_first_values_then_component_values(
+        self, text: str, null_as_empty: bool
+    ) -> None:
+        """read gives first_values of the fields, then component_values of each pair."""
+        layouts = [
+            Layout((1, 2, 3, 4, 5, 7, 9, 11, 40), ((3, 5), (5, 3), (9, 2), (11, 6), (40, 2))),
+            Layout((3, 4), ((1, 2), (2, 3)), null_as_empty=null_as_empty),
+            Layout((), ((3, 1),), null_as_empty=null_as_empty),
+        ]
+        for segment in parse_message(text).segments:
+            for layout in layouts:
+                assert segment.read(layout) == _expected_read(segment, layout)
+
+    @settings(deadline=None, max_examples=300)
+    @given(
+        st.lists(_VALUES, max_size=14),
+        st.lists(_VALUES, max_size=14),
+        st.sampled_from(["|^~\\&", "#$*!%"]),
+        _LAYOUTS,
+    )
+    def test_read_matches_the_general_reads_on_any_segment(
+        self, msh_tail: list[str], fields: list[str], encoding: str, layout: Layout
+    ) -> None:
+        """Plain or not, header or not, read equals the field-by-field reads."""
+        fs = encoding[0]
+        header = f"MSH{encoding}" + "".join(fs + value for value in msh_tail)
+        message = parse_message(header + "\r" + fs.join(["ZXY", *fields]))
+        for segment in message.segments:
+            assert segment.read(layout) == _expected_read(segment, layout)
+
+    def test_width_is_the_number_of_values_read(self, pid: Segment) -> None:
+        """A layout gives one value per field and count values per component pair."""
+        layout = Layout((3, 7), ((5, 3), (11, 2)))
+        assert layout.width == 7
+        assert len(pid.read(layout)) == layout.width
+
+    def test_layout_rejects_positions_below_1(self) -> None:
+        """Field numbers and component counts start at 1, checked when a layout is built."""
+        with pytest.raises(ValueError):
+            Layout((3, 0))
+        with pytest.raises(ValueError):
+            Layout((3,), ((0, 2),))
+        with pytest.raises(ValueError):
+            Layout((3,), ((5, 0),))
+
+    def test_message_read_is_the_first_segment_read(self, message: Message) -> None:
+        """Message.read reads the first segment of a name, or gives blanks when absent."""
+        layout = Layout((3, 7), ((5, 3),))
+        pid = message.first("PID")
+        assert pid is not None
+        assert message.read("PID", layout) == pid.read(layout)
+        assert message.read("OBX", layout) == [""] * layout.width
 
 
 class TestMessage:

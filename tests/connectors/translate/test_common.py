@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 
 from carebus.errors import InvalidIdentifier, MissingRequiredField
-from connectors.translate.common import EVENT_ID_NAMESPACE, Context, event_id
+from connectors.hl7 import Layout, parse_message
+from connectors.translate import common
+from connectors.translate.common import (
+    EVENT_ID_NAMESPACE,
+    PD1,
+    PID,
+    Context,
+    event_id,
+    read,
+    texts,
+)
 from tests.connectors.translate.helpers import (
     NHS_NUMBER,
     RECEIVED,
@@ -206,6 +216,16 @@ class TestPatientMemo:
         names = [p["demographics"]["family_name"] for p in (utf8, latin, again)]
         assert names == ["\u00e9", "\u00c3\u00a9", "\u00e9"]
 
+    def test_a_full_memo_forgets_its_older_half(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """When the memo is full the older half goes; the records stay the same."""
+        monkeypatch.setattr(common, "_PATIENTS", {})
+        monkeypatch.setattr(common, "_PATIENTS_MAX", 4)
+        pids = [pid(f"MRN{n}^^^RX1^MR") for n in range(5)]
+        first = [patient_of(text) for text in pids]
+        kept = [key.split("|")[3] for key in common._PATIENTS]
+        assert kept == ["MRN2^^^RX1^MR", "MRN3^^^RX1^MR", "MRN4^^^RX1^MR"]
+        assert [patient_of(text) for text in pids] == first
+
     def test_discharge_death_does_not_stick_to_the_patient(self) -> None:
         """A discharge to death (PV1-37 79) adds evidence for that message only."""
         died = translate_segments(
@@ -278,3 +298,26 @@ class TestEventId:
         other = only(translate_segments(msh("ADT^A08", control_id="MSG000002"), evn(), pid()))
         assert first.record["header"]["event_id"] == again.record["header"]["event_id"]
         assert first.record["header"]["event_id"] != other.record["header"]["event_id"]
+
+
+class TestRead:
+    def test_reads_values_as_texts_and_component_texts_do(self) -> None:
+        """read gives first values, then components, each HL7 null as an empty string."""
+        message = parse_message(
+            "MSH|^~\\&|A|B|||20260209||ADT^A08|C1|P|2.4\r"
+            'PID|1||A1^^^NHS^NH~B2||DOE^JANE^""^^MS||19450312|""|||1 HIGH ST^^LEEDS\r'
+            "PD1|||PRACTICE^^B86001|G1^GP"
+        )
+        pid_segment, pd1_segment = message.first("PID"), message.first("PD1")
+        assert pid_segment is not None and pd1_segment is not None
+        assert read(pid_segment, PID) == [
+            *texts(pid_segment, *PID.fields),
+            "DOE", "JANE", "", "", "MS",
+            "1 HIGH ST", "", "LEEDS", "", "", "",
+        ]  # fmt: skip
+        assert read(pd1_segment, PD1) == ["G1", "PRACTICE", "", "B86001", *[""] * 7]
+
+    def test_absent_segment_reads_as_empty_strings(self) -> None:
+        """An absent segment gives one empty string per value the layout reads."""
+        layout = Layout((2, 3), ((4, 3),), null_as_empty=True)
+        assert read(None, layout) == [""] * 5
