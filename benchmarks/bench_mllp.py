@@ -8,22 +8,24 @@ next, as interface engines do. Two loads, each for a fixed time after a warm-up:
    (latency; measured from each message's scheduled send time, so a slow server
    cannot hide its queueing).
 
-Each load runs against the carebus listener (parse, translate, raw record and
-events on Kafka with acks=all, idempotent producer, then the ACK) in each of its
-variants (:data:`VARIANTS`: the event loop uvloop versus asyncio's own) and, in the
-same run, against a no-op MLLP server that answers every frame with a fixed ACK:
-the ceiling this machine and load generator allow. Servers run in their own
-process; the load generator in this one, on uvloop when it is installed (as the
-echo server): the generator stands in for interface engines on other machines, so
-the less of the two shared cores it takes, the closer the run is to that. Besides
-msg/s and latency, each server reports the CPU time it spent per message answered
-(its processes' user + system time from /proc, so less disturbed by other load on
-the machine than wall-clock rates), and so do the broker (when it is the project's
-local one) and the load generator over the same window: at the target the two
-cores give server, broker and generator 667 µs of CPU per message between them, and
-the report shows where it goes. Each sender connects from its own loopback
-address (127.0.0.2, ...), as distinct interface engines would, which the
-several-process listener (``mllp.processes``) spreads over its children.
+First each listener variant takes :data:`STEADY_S` seconds of the closed-loop load,
+unmeasured, so that a freshly started broker's JIT compiler is warm (a long-running
+broker is). Each load then runs against the carebus listener (parse, translate, raw
+record and events on Kafka with acks=all, idempotent producer, then the ACK) in each
+of its variants (:data:`VARIANTS`: the event loop uvloop versus asyncio's own, one
+and two processes) and, in the same run, against a no-op MLLP server that answers
+every frame with a fixed ACK: the ceiling this machine and load generator allow.
+Servers run in their own process; the load generator in this one, on uvloop when it
+is installed (as the echo server): the generator stands in for interface engines on
+other machines, so the less of the two shared cores it takes, the closer the run is
+to that. Besides msg/s and latency, each server reports the CPU time it spent per
+message answered (its processes' user + system time from /proc, so less disturbed by
+other load on the machine than wall-clock rates), and so do the broker (when it is
+the project's local one) and the load generator over the same window: at the target
+the two cores give server, broker and generator 667 µs of CPU per message between
+them, and the report shows where it goes. Each sender connects from its own loopback
+address (127.0.0.2, ...), as distinct interface engines would, which the several-
+process listener (``mllp.processes``) spreads over its children.
 Afterwards the raw topic must hold exactly one record per AA.
 
 A last section compares Kafka clients for the hot-path producer: the CPU cost per
@@ -61,6 +63,10 @@ T = TypeVar("T")
 SENDERS = 32
 WARMUP_S = 2.0
 MEASURE_S = 6.0
+#: Before any measurement, each listener variant takes the closed-loop load this long:
+#: a freshly started broker's JIT compiler (and each listener's memos) need it to reach
+#: the steady state a long-running deployment is in.
+STEADY_S = 10.0
 #: Interleaved rounds per load and server; the best round of each is reported.
 ROUNDS = 2
 PACED_RATE = 1000.0
@@ -238,6 +244,7 @@ class Result:
     accepted: int = 0
     other: int = 0
     measure_from: float = 0.0
+    measure_s: float = MEASURE_S
     last_ack: float = 0.0
     latencies: list[float] = field(default_factory=list)
     cpu_s: float = float("nan")
@@ -249,7 +256,7 @@ class Result:
     @property
     def rate(self) -> float:
         """Messages answered per second (a server that falls behind takes longer)."""
-        seconds = max(MEASURE_S, self.last_ack - self.measure_from)
+        seconds = max(self.measure_s, self.last_ack - self.measure_from)
         return self.messages / seconds
 
     @property
@@ -274,7 +281,7 @@ async def _sender(
     # Each sender is its own interface engine, at its own loopback address.
     source = (f"127.0.0.{2 + first % 250}", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=source)
-    measure_from, stop_at = t0 + WARMUP_S, t0 + WARMUP_S + MEASURE_S
+    measure_from, stop_at = out.measure_from, out.measure_from + out.measure_s
     n = first
     sent = 0
     scheduled = t0 + (first / step) * (interval or 0)
@@ -309,11 +316,16 @@ async def _sender(
 
 
 async def _load(
-    port: int, run: str, paced: bool, cpu: Callable[[], float], broker_pid: int | None
+    port: int,
+    run: str,
+    paced: bool,
+    cpu: Callable[[], float],
+    broker_pid: int | None,
+    measure_s: float = MEASURE_S,
 ) -> tuple[Result, int]:
     interval = SENDERS / PACED_RATE if paced else None
     t0 = time.perf_counter() + 0.05
-    out = Result(measure_from=t0 + WARMUP_S)
+    out = Result(measure_from=t0 + WARMUP_S, measure_s=measure_s)
 
     def cpu_now() -> tuple[float, float, float]:
         broker = _tree_cpu_s(broker_pid) if broker_pid else float("nan")
@@ -385,6 +397,13 @@ def _measure(
     best: dict[str, dict[str, Result]] = {s.variant.label: {} for s in servers}
     sent: dict[str, int] = {s.variant.label: 0 for s in servers}
     not_aa = 0
+    for server in servers:
+        if server.variant.kind == "carebus":
+            run = f"W{uuid.uuid4().hex[:6]}-"
+            steady, count = _run(_load(server.port, run, False, server.cpu, None, STEADY_S))
+            sent[server.variant.label] += count
+            not_aa += steady.other
+    print(f"  steady state: {STEADY_S:g}s of closed-loop load on each listener", flush=True)
     for round_ in range(ROUNDS):
         for load in ("closed", "paced"):
             for server in servers:
