@@ -115,12 +115,19 @@ def _positive_float(text: str) -> float:
 # -- alert lines -------------------------------------------------------------------
 
 
+#: Sixteen consonants standing for the hex digits of a key digest.
+_DIGEST_LETTERS = str.maketrans("0123456789abcdef", "bcdfghjkmnpqrstv")
+
+
 def key_digest(dedup_key: str) -> str:
     """A short, stable reference to an alert that does not reveal its dedup key.
 
-    The dedup key holds the patient key, so lines on a terminal show this instead.
+    The dedup key holds the patient key, so lines on a terminal show this instead:
+    twelve hex digits of its SHA-256 written as consonants, so that a digest never
+    holds a run of digits that reads (to a person or a data-loss scanner) as an NHS
+    number.
     """
-    return hashlib.sha256(dedup_key.encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha256(dedup_key.encode("utf-8")).hexdigest()[:12].translate(_DIGEST_LETTERS)
 
 
 # Ten digits, optionally spaced 3-3-4, not inside a longer run: NHS-number shaped.

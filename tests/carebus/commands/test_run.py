@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from carebus.cli import build_parser
 from carebus.commands.run import (
@@ -125,7 +127,12 @@ class TestAlertLine:
         """The same dedup key always gives the same digest; other keys give others."""
         assert key_digest("a:1:X") == key_digest("a:1:X")
         assert key_digest("a:1:X") != key_digest("a:2:X")
-        assert re.fullmatch(r"[0-9a-f]{12}", key_digest("a:1:X"))
+        assert re.fullmatch(r"[bcdfghjkmnpqrstv]{12}", key_digest("a:1:X"))
+
+    @given(st.text(min_size=1, max_size=60))
+    def test_a_digest_never_looks_like_an_nhs_number(self, dedup_key: str) -> None:
+        """No digest holds a run of digits, so no alert line reads as naming a patient."""
+        assert not any(ch.isdigit() for ch in key_digest(dedup_key))
 
 
 def summary(sent: int, progress: int, elapsed: float = 2.0) -> ReplaySummary:
