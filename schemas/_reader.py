@@ -29,6 +29,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from schemas._codegen import Emitter, Unsupported, define, require_record
+
 #: Reads the record whose Avro binary encoding starts at ``pos`` in ``data`` (which
 #: must be ``bytes``); returns the record and the position just after it.
 Read = Callable[[bytes, int], tuple[dict[str, Any], int]]
@@ -36,10 +38,6 @@ Read = Callable[[bytes, int], tuple[dict[str, Any], int]]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
-
-
-class Unsupported(Exception):
-    """The schema uses a shape this reader does not handle."""
 
 
 def decode_long(data: bytes, pos: int) -> tuple[int, int]:
@@ -152,8 +150,7 @@ _HELPERS: dict[str, Any] = {
 
 def compile_reader(schema: Any) -> Read:
     """A reader for a self-contained JSON record schema; :class:`Unsupported` otherwise."""
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        raise Unsupported("top level must be a record")
+    require_record(schema)
     gen = _Generator()
     result = gen.node(schema, 1, ())
     lines = [
@@ -164,36 +161,16 @@ def compile_reader(schema: Any) -> Read:
         f"    return {result}, p",
         "",
     ]
-    env = dict(_HELPERS, **gen.constants)
-    exec(compile("\n".join(lines), f"<avro reader {schema.get('name')}>", "exec"), env)  # noqa: S102
-    reader: Read = env["read"]
+    reader: Read = define(lines, "read", _HELPERS, gen, f"avro reader {schema.get('name')}")
     return reader
 
 
-class _Generator:
+class _Generator(Emitter):
     """Emits the statements that read a value at ``p`` in ``d``, advancing ``p``.
 
     :meth:`node` returns an expression for the value, valid after its statements
     (a local, or for a record a dict display of locals); ``n`` and ``b`` are scratch.
     """
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.constants: dict[str, Any] = {}
-        self.named: dict[str, Any] = {}
-        self._count = 0
-
-    def line(self, indent: int, text: str) -> None:
-        self.lines.append("    " * indent + text)
-
-    def var(self) -> str:
-        self._count += 1
-        return f"v{self._count}"
-
-    def constant(self, value: Any) -> str:
-        name = f"C{len(self.constants)}"
-        self.constants[name] = value
-        return name
 
     def node(self, schema: Any, indent: int, stack: tuple[str, ...]) -> str:
         if isinstance(schema, list):

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from schemas._codegen import Emitter, Unsupported, define, require_record
+
 #: Writes the Avro binary encoding of a record as a series of ``bytes`` pieces, each
 #: passed to the callable it is given (``list.append``, then ``b"".join``, is fastest;
 #: ``bytearray.extend`` works too).
@@ -29,10 +31,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-
-
-class Unsupported(Exception):
-    """The schema uses a shape this writer does not handle."""
 
 
 def encode_long(n: int) -> bytes:
@@ -121,36 +119,15 @@ _HELPERS: dict[str, Any] = {
 
 def compile_writer(schema: Any) -> Write:
     """A writer for a self-contained JSON record schema; :class:`Unsupported` otherwise."""
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        raise Unsupported("top level must be a record")
+    require_record(schema)
     gen = _Generator()
     gen.node("value", schema, 1, ())
-    source = "def write(value, w):\n" + "\n".join(gen.lines) + "\n"
-    env = dict(_HELPERS, **gen.constants)
-    exec(compile(source, f"<avro writer {schema.get('name')}>", "exec"), env)  # noqa: S102
-    writer: Write = env["write"]
+    lines = ["def write(value, w):", *gen.lines, ""]
+    writer: Write = define(lines, "write", _HELPERS, gen, f"avro writer {schema.get('name')}")
     return writer
 
 
-class _Generator:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.constants: dict[str, Any] = {}
-        self.named: dict[str, Any] = {}
-        self._count = 0
-
-    def line(self, indent: int, text: str) -> None:
-        self.lines.append("    " * indent + text)
-
-    def var(self) -> str:
-        self._count += 1
-        return f"v{self._count}"
-
-    def constant(self, value: Any) -> str:
-        name = f"C{len(self.constants)}"
-        self.constants[name] = value
-        return name
-
+class _Generator(Emitter):
     def node(self, var: str, schema: Any, indent: int, stack: tuple[str, ...]) -> None:
         if isinstance(schema, list):
             self.union(var, schema, indent, stack)

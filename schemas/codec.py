@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 import schemas
-from schemas import _reader
+from schemas._codegen import Unsupported
 from schemas._reader import Read, compile_reader
-from schemas._writer import Unsupported, Write, compile_writer
+from schemas._writer import Write, compile_writer
 from schemas.errors import DecodeError, EncodeError, UnknownSchema
 
 MAGIC = b"\xc3\x01"
@@ -64,7 +64,7 @@ def _compile(schema_json: dict[str, Any]) -> Write | None:
 def _compile_reader(schema_json: dict[str, Any]) -> Read | None:
     try:
         return compile_reader(schema_json)
-    except _reader.Unsupported:
+    except Unsupported:
         return None
 
 
