@@ -125,13 +125,12 @@ def variants() -> list[Variant]:
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when it is installed, else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+    """Run ``main`` on uvloop when it is installed, else on asyncio's own loop (the
+    listener's ``mllp.event_loop = auto``)."""
+    from carebus.commands.listen import run_loop
+    from carebus.settings import MllpSettings
+
+    return run_loop(main, MllpSettings(event_loop="auto"))
 
 
 def _serve(kind: str, settings: Any, stop: Any) -> None:
