@@ -11,6 +11,7 @@ partition of recent keys (a feed repeats its patients).
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 _WORDS = struct.Struct("<I")
+#: How many recent keys' hashes are remembered.
+MEMO_SIZE = 16_384
 
 
 def murmur2(data: bytes) -> int:
@@ -43,6 +46,11 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _positive_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
 class KeyPartitioner:
     """aiokafka's ``partitioner`` interface, with Kafka's default assignment.
 
@@ -51,19 +59,9 @@ class KeyPartitioner:
     a key: a random available partition, as aiokafka's default does.
     """
 
-    MEMO_SIZE = 16_384
-
-    def __init__(self) -> None:
-        self._hashes: dict[bytes, int] = {}
-
     def __call__(
         self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
     ) -> int:
         if key is None:
             return random.choice(available or all_partitions)
-        positive = self._hashes.get(key)
-        if positive is None:
-            if len(self._hashes) >= self.MEMO_SIZE:
-                self._hashes.clear()
-            positive = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return all_partitions[positive % len(all_partitions)]
+        return all_partitions[_positive_hash(key) % len(all_partitions)]

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from carebus.kafka import kafka_python_config
 from carebus.settings import Settings
 from carebus.topics import TopicNames
-from connectors.partition import KeyPartitioner, murmur2
+from connectors.partition import MEMO_SIZE, KeyPartitioner, murmur2
 from connectors.publish import Publisher, Record
 
 
@@ -51,10 +51,10 @@ class TestKeyPartitioner:
         assert KeyPartitioner()(key, partitions, partitions) == expected
 
     def test_remembered_keys_keep_their_partition(self) -> None:
-        """A key seen before, and keys after the memo was emptied, keep their partitions."""
+        """A key seen before, and keys after the memo was full, keep their partitions."""
         partitioner = KeyPartitioner()
         partitions = list(range(6))
-        keys = [f"patient-{n}".encode() for n in range(KeyPartitioner.MEMO_SIZE + 10)]
+        keys = [f"patient-{n}".encode() for n in range(MEMO_SIZE + 10)]
         first = [partitioner(key, partitions, partitions) for key in keys]
         again = [partitioner(key, partitions, partitions) for key in keys]
         assert first == again
