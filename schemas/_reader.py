@@ -183,11 +183,8 @@ class _Generator(Emitter):
         logical = schema.get("logicalType") if isinstance(schema, dict) else None
         if logical == "timestamp-millis" and kind == "long":
             value = self.var()
-            self.line(indent, f"{value} = _tsget(d[p:p + {_TIMESTAMP_WIDTH}])")
-            self.line(indent, f"if {value} is None:")
-            self.line(indent + 1, f"{value}, p = _ts(d, p)")
-            self.line(indent, "else:")
-            self.line(indent + 1, f"p += {_TIMESTAMP_WIDTH}")
+            fast = f"_tsget(d[p:p + {_TIMESTAMP_WIDTH}])"
+            self.lookup(value, fast, "_ts(d, p)", indent, width=_TIMESTAMP_WIDTH)
             return value
         if logical == "date" and kind == "int":
             value = self.long(indent)
@@ -212,13 +209,17 @@ class _Generator(Emitter):
             return self.record(schema, indent, stack)
         raise Unsupported(f"type {kind!r}")
 
+    def lookup(self, target: str, fast: str, slow: str, indent: int, width: int = 1) -> None:
+        """``target`` from a table (``fast``, ``width`` bytes), else from ``slow`` (value, p)."""
+        self.line(indent, f"{target} = {fast}")
+        self.line(indent, f"if {target} is None:")
+        self.line(indent + 1, f"{target}, p = {slow}")
+        self.line(indent, "else:")
+        self.line(indent + 1, f"p += {width}")
+
     def long(self, indent: int) -> str:
         value = self.var()
-        self.line(indent, f"{value} = _ONE[d[p]]")
-        self.line(indent, f"if {value} is None:")
-        self.line(indent + 1, f"{value}, p = _long(d, p)")
-        self.line(indent, "else:")
-        self.line(indent + 1, "p += 1")
+        self.lookup(value, "_ONE[d[p]]", "_long(d, p)", indent)
         return value
 
     def string(self, indent: int) -> str:
@@ -236,22 +237,15 @@ class _Generator(Emitter):
             symbols[size] if size is not None and size < len(symbols) else None for size in _SIZE
         )
         value = self.var()
-        self.line(indent, f"{value} = {self.constant(table)}[d[p]]")
-        self.line(indent, f"if {value} is None:")
-        self.line(indent + 1, f"{value}, p = _symbol(d, p, {self.constant(symbols)})")
-        self.line(indent, "else:")
-        self.line(indent + 1, "p += 1")
+        fast = f"{self.constant(table)}[d[p]]"
+        self.lookup(value, fast, f"_symbol(d, p, {self.constant(symbols)})", indent)
         return value
 
     def array(self, schema: dict[str, Any], indent: int, stack: tuple[str, ...]) -> str:
         value, count = self.var(), self.var()
         self.line(indent, f"{value} = []")
         self.line(indent, "while True:")
-        self.line(indent + 1, f"{count} = _SIZE[d[p]]")
-        self.line(indent + 1, f"if {count} is None:")
-        self.line(indent + 2, f"{count}, p = _count(d, p)")
-        self.line(indent + 1, "else:")
-        self.line(indent + 2, "p += 1")
+        self.lookup(count, "_SIZE[d[p]]", "_count(d, p)", indent + 1)
         self.line(indent + 1, f"if not {count}:")
         self.line(indent + 2, "break")
         self.line(indent + 1, f"for _ in range({count}):")
