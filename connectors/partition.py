@@ -5,16 +5,14 @@ partition count: Kafka's Java client, librdkafka's ``murmur2_random`` and aiokaf
 all agree, so every producer of a topic puts a patient's events on the same
 partition. aiokafka computes murmur2 one byte at a time in Python, twice per
 message on the listener's hot path (the raw record and the event). :func:`murmur2`
-reads the key four bytes at a time, and :class:`KeyPartitioner` remembers the
-partition of recent keys (a feed repeats its patients).
+reads the key four bytes at a time, and :func:`partition_for` remembers the hash of
+recent keys (a feed repeats its patients).
 """
 
 from __future__ import annotations
 
 import functools
-import random
 import struct
-from collections.abc import Sequence
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -51,17 +49,9 @@ def _positive_hash(key: bytes) -> int:
     return murmur2(key) & 0x7FFFFFFF
 
 
-class KeyPartitioner:
-    """aiokafka's ``partitioner`` interface, with Kafka's default assignment.
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``partitions`` (numbered from 0) that Kafka's default gives ``key``.
 
-    Keyed records: ``murmur2(key) & 0x7fffffff`` modulo the number of partitions
-    (the hash of up to :data:`MEMO_SIZE` recent keys is remembered). Records without
-    a key: a random available partition, as aiokafka's default does.
+    The hash of up to :data:`MEMO_SIZE` recent keys is remembered.
     """
-
-    def __call__(
-        self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
-    ) -> int:
-        if key is None:
-            return random.choice(available or all_partitions)
-        return all_partitions[_positive_hash(key) % len(all_partitions)]
+    return _positive_hash(key) % partitions

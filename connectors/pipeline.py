@@ -319,11 +319,7 @@ class Pipeline:
             await (await self._enqueue(events))
 
     async def _enqueue(self, records: list[Record]) -> asyncio.Future[None]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                attempt = await self._publisher.send(records)
-        except TimeoutError:
-            raise PublishFailed(f"Kafka did not take records within {self._timeout:g}s") from None
+        attempt = await self._publisher.send(records, timeout_s=self._timeout)
         attempt.add_done_callback(_retrieve)
         return attempt
 

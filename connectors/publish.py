@@ -2,13 +2,26 @@
 
 :meth:`Publisher.send` enqueues records in order and returns one future that
 completes when Kafka has acknowledged every one of them (acks=all), or fails with
-:class:`~carebus.errors.PublishFailed`. Many concurrent callers share producer
-batches (``linger_ms``), so throughput comes from concurrency, not from giving up
-durability. aiokafka errors are translated here, at the boundary:
-:class:`~carebus.errors.KafkaUnavailable` when the producer cannot start,
+:class:`~carebus.errors.PublishFailed`. aiokafka errors are translated here, at the
+boundary: :class:`~carebus.errors.KafkaUnavailable` when the producer cannot start,
 :class:`~carebus.errors.PublishFailed` when a record was not acknowledged.
 
-The idempotent producer retries a record until Kafka takes it, so a record whose
+Batching. Many concurrent callers share produce requests, so throughput comes from
+concurrency, not from giving up durability. Records wait here, in one batch per
+topic partition, while the previous request is in flight; when it has been
+acknowledged, every waiting partition's batch goes in the next request
+(``aiokafka``'s ``send_batch``). The first record after a quiet spell waits at most
+``kafka.producer_linger_ms`` for company. This is the Java producer's way of
+draining a broker's ready partitions together: aiokafka's own per-record ``send``
+lingers each partition's batch separately, so records spread over many partitions
+travel in many small requests, and the per-record futures cost more CPU than the
+records themselves. Keys are partitioned as Kafka's default partitioner does
+(:func:`connectors.partition.partition_for`).
+
+Records waiting here are bounded by :data:`BUFFER_BYTES`: over it (Kafka down or
+slow), :meth:`Publisher.send` waits for room, up to its ``timeout_s``.
+
+The idempotent producer retries a batch until Kafka takes it, so a record whose
 caller stopped waiting (a timeout while Kafka is down) may still be delivered
 later; the returned future says when.
 
@@ -16,7 +29,7 @@ A record Kafka will never take because of its size is not retriable: it fails wi
 :class:`RecordTooLarge` (before anything of the call is enqueued when it is over the
 producer's ``max_request_size``; from the future when the broker refuses it against
 the topic's ``max.message.bytes``). The broker judges whole record batches, and
-this producer's batches of several records stay under :data:`BATCH_BYTES` (64 KiB),
+this publisher's batches of several records stay under :data:`BATCH_BYTES` (64 KiB),
 far below any sane topic limit: a record refused while at most that size may only
 have shared a batch with a large one, so it stays a retriable :class:`PublishFailed`.
 ``max_request_size`` is above ``mllp.max_frame_bytes`` plus headers, so every frame
@@ -26,28 +39,34 @@ the listener accepts can be sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from carebus.errors import CarebusError, KafkaUnavailable, PublishFailed
 from carebus.kafka import aiokafka_config
 from carebus.log import get_logger
 from carebus.settings import Settings
-from connectors.partition import KeyPartitioner
+from connectors.partition import partition_for
 
 log = get_logger(__name__)
 
 Headers = tuple[tuple[str, bytes], ...]
 
-#: Producer batch size: batches of several records never exceed it, so a record
-#: refused as too large while over it was alone in its batch (see the module docstring).
+#: Batch size: batches of several records never exceed it, so a record refused as
+#: too large while over it was alone in its batch (see the module docstring).
 BATCH_BYTES = 64 * 1024
+#: Bytes of records waiting for a request before :meth:`Publisher.send` waits for room
+#: (as the Java producer's ``buffer.memory``).
+BUFFER_BYTES = 32 * 1_048_576
 #: Room above ``mllp.max_frame_bytes`` in ``max_request_size`` for key, headers and
 #: batch framing.
 REQUEST_HEADROOM_BYTES = 128 * 1024
@@ -91,6 +110,50 @@ def request_limit_bytes(settings: Settings) -> int:
     return max(MIN_REQUEST_BYTES, settings.mllp.max_frame_bytes + REQUEST_HEADROOM_BYTES)
 
 
+class _Delivery:
+    """One :meth:`Publisher.send` call: its future and how many records are unacknowledged."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+
+class _Batch:
+    """Records for one topic partition, waiting for (or in) a produce request."""
+
+    __slots__ = ("builder", "deliveries", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, builder: BatchBuilder) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder = builder
+        self.deliveries: list[_Delivery] = []  # one entry per record
+
+    def append(self, record: Record, delivery: _Delivery) -> bool:
+        """Add ``record``; False when the batch is full (the first record always fits)."""
+        added = self.builder.append(
+            timestamp=None, key=record.key, value=record.value, headers=list(record.headers)
+        )
+        if added is None:
+            return False
+        self.deliveries.append(delivery)
+        return True
+
+    def acknowledged(self) -> None:
+        for delivery in self.deliveries:
+            delivery.remaining -= 1
+            if delivery.remaining == 0 and not delivery.future.done():
+                delivery.future.set_result(None)
+
+    def failed(self, error: Callable[[], CarebusError], on_error: Callable[[str], None]) -> None:
+        for delivery in self.deliveries:
+            if not delivery.future.done():
+                on_error(self.topic)
+                delivery.future.set_exception(error())
+
+
 class Publisher:
     """An idempotent acks=all producer; start it, send, stop it."""
 
@@ -102,22 +165,32 @@ class Publisher:
         max_request_bytes: int | None = None,
     ) -> None:
         self._settings = settings
-        self._on_error = on_error
+        self._on_error = on_error or _ignore
         self._max_request_bytes = max(max_request_bytes or 0, request_limit_bytes(settings))
+        self._linger_s = settings.kafka.producer_linger_ms / 1000
         self._producer: AIOKafkaProducer | None = None
         self._topics: tuple[str, ...] = ()
         self._replacing: asyncio.Lock | None = None
+        self._running = False
+        # Waiting records: per topic partition, its batches in order.
+        self._waiting: dict[tuple[str, int], deque[_Batch]] = {}
+        self._waiting_bytes = 0
+        self._room: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     def producer_config(self) -> dict[str, Any]:
-        """The aiokafka producer keyword arguments (idempotent, acks=all, small linger)."""
+        """The aiokafka producer keyword arguments (idempotent, acks=all).
+
+        aiokafka does not linger: the publisher hands it whole batches (see the
+        module docstring).
+        """
         return {
             **aiokafka_config(self._settings),
             "acks": "all",
             "enable_idempotence": True,
-            "linger_ms": self._settings.kafka.producer_linger_ms,
+            "linger_ms": 0,
             "max_batch_size": BATCH_BYTES,
             "max_request_size": self._max_request_bytes,
-            "partitioner": KeyPartitioner(),
         }
 
     async def start(self, topics: Sequence[str] = (), *, timeout_s: float = 15.0) -> None:
@@ -127,6 +200,7 @@ class Publisher:
         """
         self._topics = tuple(topics)
         self._producer = await self._connect(timeout_s)
+        self._running = True
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(**self.producer_config())
@@ -161,88 +235,166 @@ class Publisher:
         return producer
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Flush what is pending (up to ``timeout_s``) and disconnect."""
+        """Flush what is waiting (up to ``timeout_s``) and disconnect.
+
+        Records not acknowledged by then fail with :class:`PublishFailed`.
+        """
+        self._running = False
+        flusher = self._flusher
+        if flusher is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(flusher), timeout_s)
+            flusher.cancel()
+        self._fail_waiting(lambda: PublishFailed("the publisher stopped"))
         producer, self._producer = self._producer, None
         if producer is not None:
             await _quietly_stop(producer, timeout_s)
 
-    async def send(self, records: Sequence[Record]) -> asyncio.Future[None]:
+    async def send(
+        self, records: Sequence[Record], *, timeout_s: float | None = None
+    ) -> asyncio.Future[None]:
         """Enqueue ``records`` in order; the future completes once Kafka acknowledged all.
 
         The future fails with :class:`PublishFailed`, or :class:`RecordTooLarge` when
         the broker refused a record for its size. Enqueueing itself raises
-        :class:`PublishFailed` when the producer is not running or cannot take the
-        records, and :class:`RecordTooLarge`, with none of them enqueued, when one is
-        over ``max_request_size``.
+        :class:`PublishFailed` when the publisher is not running or has had no room
+        for the records within ``timeout_s`` (None: wait as long as it takes), and
+        :class:`RecordTooLarge`, with none of them enqueued, when one is over
+        ``max_request_size``.
         """
+        size = 0
         for record in records:
-            size = record.size
-            if size > self._max_request_bytes:
+            one = record.size
+            if one > self._max_request_bytes:
                 raise RecordTooLarge(
-                    record.topic, size, f"max_request_size {self._max_request_bytes}"
+                    record.topic, one, f"max_request_size {self._max_request_bytes}"
                 )
-        producer = await self._healthy_producer()
-        futures: list[asyncio.Future[Any]] = []
-        topic = ""
-        try:
-            for record in records:
-                topic = record.topic
-                sent = await producer.send(
-                    record.topic, record.value, record.key, headers=list(record.headers)
-                )
-                futures.append(sent)
-        except KafkaError as exc:
-            raise self._failed(topic, exc) from exc
-        return self._all_delivered(records, futures)
+            size += one
+        if self._waiting_bytes and self._waiting_bytes + size > BUFFER_BYTES:
+            await self._wait_for_room(size, timeout_s)
+        producer = self._producer
+        if not self._running or producer is None:
+            raise PublishFailed("the producer is not running")
+        cluster = producer.client.cluster
+        counts = []
+        for record in records:
+            partitions = cluster.partitions_for_topic(record.topic)
+            counts.append(len(partitions) if partitions else await self._learn(record.topic))
+        loop = asyncio.get_running_loop()
+        delivery = _Delivery(loop.create_future(), len(records))
+        if not records:
+            delivery.future.set_result(None)
+            return delivery.future
+        for record, count in zip(records, counts, strict=True):
+            self._append(producer, record, partition_for(record.key, count), delivery)
+        self._waiting_bytes += size
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return delivery.future
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Send ``records`` and wait until Kafka acknowledged each one (unbounded wait)."""
         await (await self.send(records))
 
-    def _all_delivered(
-        self, records: Sequence[Record], futures: list[asyncio.Future[Any]]
-    ) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        remaining = len(futures)
-        if not remaining:
-            done.set_result(None)
-            return done
-
-        def settle(fut: asyncio.Future[Any], *, record: Record) -> None:
-            nonlocal remaining
-            if done.done():
-                return
-            exc = None if fut.cancelled() else fut.exception()
-            if fut.cancelled() or exc is not None:
-                failure = self._failed(record.topic, exc, size=record.size)
-                failure.__cause__ = exc
-                done.set_exception(failure)
-                return
-            remaining -= 1
-            if remaining == 0:
-                done.set_result(None)
-
-        for record, fut in zip(records, futures, strict=True):
-            fut.add_done_callback(functools.partial(settle, record=record))
-        return done
-
-    def _failed(
-        self, topic: str, exc: BaseException | None, *, size: int = 0
-    ) -> PublishFailed | RecordTooLarge:
-        if self._on_error is not None:
+    async def _learn(self, topic: str) -> int:
+        """The partition count of a topic the producer has no metadata for yet."""
+        producer = self._producer
+        try:
+            if producer is None:
+                raise KafkaError("no producer")
+            partitions = await producer.partitions_for(topic)
+        except KafkaError as exc:
             self._on_error(topic)
-        if isinstance(exc, _TOO_LARGE):
-            if size > BATCH_BYTES:  # alone in its batch: this record itself is too large
-                return RecordTooLarge(topic, size, "the topic's max.message.bytes")
-            log.error(
-                "kafka refused a small record as too large; is the topic's "
-                "max.message.bytes below the producer batch size?",
-                topic=topic,
-                size=size,
-                batch_bytes=BATCH_BYTES,
-            )
-        name = type(exc).__name__ if exc is not None else "cancelled"
-        return PublishFailed(f"Kafka did not acknowledge a record on {topic} ({name})")
+            raise PublishFailed(f"no partitions known for {topic}") from exc
+        return len(partitions)
+
+    def _append(
+        self, producer: AIOKafkaProducer, record: Record, partition: int, delivery: _Delivery
+    ) -> None:
+        key = (record.topic, partition)
+        batches = self._waiting.get(key)
+        if batches is None:
+            batches = self._waiting[key] = deque()
+        elif batches[-1].append(record, delivery):
+            return
+        batch = _Batch(record.topic, partition, producer.create_batch())
+        batch.append(record, delivery)
+        batches.append(batch)
+
+    async def _wait_for_room(self, size: int, timeout_s: float | None) -> None:
+        self._room = self._room or asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._waiting_bytes and self._waiting_bytes + size > BUFFER_BYTES:
+                    self._room.clear()
+                    await self._room.wait()
+        except TimeoutError:
+            raise PublishFailed(f"Kafka did not take records within {timeout_s:g}s") from None
+        if not self._running:
+            raise PublishFailed("the producer is not running")
+
+    async def _flush(self) -> None:
+        """Hand the waiting batches to Kafka, one request at a time, until none wait."""
+        try:
+            if self._linger_s > 0:
+                await asyncio.sleep(self._linger_s)
+            while self._waiting:
+                await self._request(self._take())
+        finally:
+            self._flusher = None
+
+    def _take(self) -> list[_Batch]:
+        """The first waiting batch of every topic partition (per partition, in order)."""
+        taken = []
+        for key in list(self._waiting):
+            batches = self._waiting[key]
+            taken.append(batches.popleft())
+            if not batches:
+                del self._waiting[key]
+        self._waiting_bytes = (
+            sum(b.builder.size() for q in self._waiting.values() for b in q) if self._waiting else 0
+        )
+        if self._room is not None:
+            self._room.set()
+        return taken
+
+    async def _request(self, batches: list[_Batch]) -> None:
+        """Send ``batches`` and settle their records once Kafka answered for all."""
+        try:
+            producer = await self._healthy_producer()
+            sent: list[tuple[_Batch, asyncio.Future[Any]]] = []
+            for batch in batches:
+                try:
+                    future = await producer.send_batch(
+                        batch.builder, batch.topic, partition=batch.partition
+                    )
+                except KafkaError as refused:
+                    batch.failed(functools.partial(_error, batch, refused), self._on_error)
+                    continue
+                sent.append((batch, future))
+            if sent:
+                await asyncio.wait([future for _, future in sent])
+            for batch, future in sent:
+                err = None if future.cancelled() else future.exception()
+                if future.cancelled() or err is not None:
+                    batch.failed(functools.partial(_error, batch, err), self._on_error)
+                else:
+                    batch.acknowledged()
+        except BaseException as exc:  # also a cancelled flush: no caller may wait for ever
+            reason = str(exc) if isinstance(exc, PublishFailed) else "the publisher stopped"
+            for batch in batches:
+                batch.failed(functools.partial(PublishFailed, reason), self._on_error)
+            if not isinstance(exc, PublishFailed):
+                raise
+
+    def _fail_waiting(self, error: Callable[[], CarebusError]) -> None:
+        waiting, self._waiting = self._waiting, {}
+        self._waiting_bytes = 0
+        for batches in waiting.values():
+            for batch in batches:
+                batch.failed(error, self._on_error)
+        if self._room is not None:
+            self._room.set()
 
     async def _healthy_producer(self) -> AIOKafkaProducer:
         """The running producer, replaced first if its sender task died (a fatal error)."""
@@ -264,6 +416,30 @@ class Publisher:
         if self._producer is None:
             raise PublishFailed("the producer is not running")
         return self._producer
+
+
+def _error(batch: _Batch, exc: BaseException | None) -> PublishFailed | RecordTooLarge:
+    """What a batch's records fail with when Kafka did not acknowledge it."""
+    topic = batch.topic
+    if isinstance(exc, _TOO_LARGE):
+        size = batch.builder.size()
+        if size > BATCH_BYTES:  # alone in its batch: this record itself is too large
+            return RecordTooLarge(topic, size, "the topic's max.message.bytes")
+        log.error(
+            "kafka refused a small record as too large; is the topic's "
+            "max.message.bytes below the producer batch size?",
+            topic=topic,
+            size=size,
+            batch_bytes=BATCH_BYTES,
+        )
+    name = type(exc).__name__ if exc is not None else "cancelled"
+    failure = PublishFailed(f"Kafka did not acknowledge a record on {topic} ({name})")
+    failure.__cause__ = exc
+    return failure
+
+
+def _ignore(_topic: str) -> None:
+    """No produce-error hook."""
 
 
 def _sender_dead(producer: AIOKafkaProducer) -> bool:

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from carebus.kafka import kafka_python_config
 from carebus.settings import Settings
 from carebus.topics import TopicNames
-from connectors.partition import MEMO_SIZE, KeyPartitioner, murmur2
+from connectors.partition import MEMO_SIZE, murmur2, partition_for
 from connectors.publish import Publisher, Record
 
 
@@ -42,34 +42,20 @@ class TestMurmur2:
         assert murmur2(key) == aiokafka_murmur2(key)
 
 
-class TestKeyPartitioner:
+class TestPartitionFor:
     @given(st.binary(max_size=64), st.integers(min_value=1, max_value=64))
     def test_keyed_records_go_where_aiokafka_sends_them(self, key: bytes, count: int) -> None:
         """A keyed record gets the partition aiokafka's default partitioner gives it."""
         partitions = list(range(count))
-        expected = DefaultPartitioner()(key, partitions, partitions)
-        assert KeyPartitioner()(key, partitions, partitions) == expected
+        assert partition_for(key, count) == DefaultPartitioner()(key, partitions, partitions)
 
     def test_remembered_keys_keep_their_partition(self) -> None:
         """A key seen before, and keys after the memo was full, keep their partitions."""
-        partitioner = KeyPartitioner()
-        partitions = list(range(6))
         keys = [f"patient-{n}".encode() for n in range(MEMO_SIZE + 10)]
-        first = [partitioner(key, partitions, partitions) for key in keys]
-        again = [partitioner(key, partitions, partitions) for key in keys]
+        first = [partition_for(key, 6) for key in keys]
+        again = [partition_for(key, 6) for key in keys]
         assert first == again
         assert first == [(murmur2(k) & 0x7FFFFFFF) % 6 for k in keys]
-
-    def test_records_without_a_key_go_to_an_available_partition(self) -> None:
-        """Without a key, the partition is one of those available."""
-        partitioner = KeyPartitioner()
-        chosen = {partitioner(None, [0, 1, 2, 3], [1, 3]) for _ in range(50)}
-        assert chosen <= {1, 3}
-
-    def test_the_publisher_partitions_with_it(self) -> None:
-        """The ingest producer is configured with this partitioner."""
-        config = Publisher(Settings()).producer_config()
-        assert isinstance(config["partitioner"], KeyPartitioner)
 
 
 @pytest.mark.integration

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from kafka.admin import NewTopic
 
+from carebus import broker
 from carebus.admin import admin_client
 from carebus.errors import KafkaUnavailable, PublishFailed
-from carebus.settings import KafkaSettings, MllpSettings, Settings
+from carebus.settings import BrokerSettings, KafkaSettings, MllpSettings, Settings, TopicSettings
 from carebus.topics import TopicNames
+from connectors import publish
+from connectors.partition import partition_for
 from connectors.publish import Publisher, Record, RecordTooLarge
-from tests.connectors.ingest_helpers import TopicReader
+from tests.connectors.ingest_helpers import TopicReader, create_ingest_topics
 
 
 def _unused_port() -> int:
@@ -189,3 +193,114 @@ class TestRecordSize:
 def _big_headers() -> tuple[tuple[str, bytes], ...]:
     names = ("sender", "peer", "received-time", "control-id", "raw-sha256", "source")
     return tuple((f"carebus-{n}", b"v" * 200) for n in names)
+
+
+class CountingRequests(Publisher):
+    """A publisher whose producer counts the batches handed to it, per produce request."""
+
+    batches: list[tuple[str, int]]
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        producer = super()._new_producer()
+        self.batches = []
+        send_batch = producer.send_batch
+
+        async def counted(batch: Any, topic: str, *, partition: int) -> Any:
+            self.batches.append((topic, partition))
+            return await send_batch(batch, topic, partition=partition)
+
+        producer.send_batch = counted  # type: ignore[method-assign]
+        return producer
+
+
+@pytest.mark.integration
+class TestBatching:
+    async def test_records_sent_together_share_one_batch_per_partition(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """Records sent while none is in flight go to Kafka as one batch per partition."""
+        pub = CountingRequests(ingest_settings)
+        await pub.start([topics.events])
+        keys = [f"943476{n:04d}".encode() for n in range(60)]
+        try:
+            sent = [await pub.send([Record(topics.events, key, b"v")]) for key in keys]
+            await asyncio.gather(*sent)
+        finally:
+            await pub.stop()
+        count = ingest_settings.topics.partitions
+        assert sorted(pub.batches) == sorted(
+            {(topics.events, partition_for(k, count)) for k in keys}
+        )
+        assert reader.end_offsets(topics.events) == len(keys)
+
+    async def test_a_partition_keeps_its_order_across_requests(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """Records of one key sent while earlier ones are in flight land in the order sent."""
+        pub = CountingRequests(ingest_settings)
+        await pub.start([topics.events])
+        try:
+            sent = []
+            for n in range(200):
+                sent.append(await pub.send([Record(topics.events, b"9434765919", b"%d" % n)]))
+                if n % 7 == 0:
+                    await asyncio.sleep(0)  # let earlier records go while these wait
+            await asyncio.gather(*sent)
+        finally:
+            await pub.stop()
+        assert len(pub.batches) > 1
+        assert [r.value for r in reader.read(topics.events)] == [b"%d" % n for n in range(200)]
+
+    async def test_a_full_buffer_makes_senders_wait_not_fail(
+        self,
+        ingest_settings: Settings,
+        topics: TopicNames,
+        reader: TopicReader,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Over the buffer limit, send waits until records leave for Kafka; nothing is lost."""
+        monkeypatch.setattr(publish, "BUFFER_BYTES", 1_000)
+        pub = Publisher(ingest_settings)
+        await pub.start([topics.events])
+
+        async def one(n: int) -> None:
+            await (await pub.send([Record(topics.events, b"k%d" % n, b"x" * 400)], timeout_s=30))
+
+        try:
+            await asyncio.gather(*(one(n) for n in range(40)))
+        finally:
+            await pub.stop()
+        assert reader.end_offsets(topics.events) == 40
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+class TestKafkaDown:
+    async def test_no_room_is_publish_failed_and_stop_fails_the_rest(
+        self, throwaway_broker: BrokerSettings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Kafka down: a full buffer fails send after its timeout; stop fails what waits."""
+        await asyncio.to_thread(broker.start, throwaway_broker, reset=True)
+        settings = Settings(
+            broker=throwaway_broker,
+            kafka=KafkaSettings(request_timeout_s=5.0),
+            topics=TopicSettings(prefix=f"down-{uuid.uuid4().hex[:8]}", partitions=1),
+        )
+        topics = create_ingest_topics(settings)
+        pub = Publisher(settings)
+        await pub.start([topics.events])
+        try:
+            await pub.publish([Record(topics.events, b"k", b"up")])
+            await asyncio.to_thread(broker.stop, throwaway_broker)
+            monkeypatch.setattr(publish, "BUFFER_BYTES", 1_000)
+            in_flight = await pub.send([Record(topics.events, b"k", b"x" * 400)])
+            await asyncio.sleep(0.2)  # that one is now in a request Kafka does not answer
+            waiting = await pub.send([Record(topics.events, b"k", b"x" * 400)])
+            with pytest.raises(PublishFailed, match=r"within 0\.5s"):
+                await pub.send([Record(topics.events, b"k", b"x" * 900)], timeout_s=0.5)
+            assert not in_flight.done() and not waiting.done()
+        finally:
+            await pub.stop(timeout_s=1.0)
+        for future in (in_flight, waiting):
+            with pytest.raises(PublishFailed):
+                future.result()

@@ -1,18 +1,15 @@
 """No AA while Kafka is down; after it returns, every AA'd message is on Kafka exactly once.
 
-This test runs its own throwaway broker (carebus.broker, its own home and ports) so
-that it can stop and restart it without disturbing the shared test broker.
+This test runs its own throwaway broker (``throwaway_broker``: its own home and ports)
+so that it can stop and restart it without disturbing the shared test broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import hl7.client
 import pytest
@@ -25,12 +22,6 @@ from tests.connectors.ingest_helpers import TopicReader, adt, create_ingest_topi
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _send(port: int, raw: bytes) -> str:
     """Send one message; the MSA-1 code, or "" when the connection closed without an ACK."""
     with hl7.client.MLLPClient("127.0.0.1", port) as client:
@@ -40,22 +31,6 @@ def _send(port: int, raw: bytes) -> str:
         if segment.startswith("MSA"):
             return str(segment.split("|")[1])
     return ""
-
-
-@pytest.fixture
-def throwaway_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
-    settings = BrokerSettings(
-        home=tmp_path / "broker",
-        port=_free_port(),
-        controller_port=_free_port(),
-        heap="384m",
-        start_timeout_s=60.0,
-        stop_timeout_s=15.0,
-    )
-    try:
-        yield settings
-    finally:
-        broker.stop(settings)
 
 
 class TestBrokerOutage:
