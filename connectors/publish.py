@@ -371,6 +371,7 @@ class Publisher:
                 except KafkaError as refused:
                     batch.failed(functools.partial(_error, batch, refused), self._on_error)
                     continue
+                future.add_done_callback(_retrieve)  # answered even if no one waits now
                 sent.append((batch, future))
             if sent:
                 await asyncio.wait([future for _, future in sent])
@@ -436,6 +437,12 @@ def _error(batch: _Batch, exc: BaseException | None) -> PublishFailed | RecordTo
     failure = PublishFailed(f"Kafka did not acknowledge a record on {topic} ({name})")
     failure.__cause__ = exc
     return failure
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished batch's exception as seen (its flush may have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _ignore(_topic: str) -> None:
