@@ -84,6 +84,9 @@ __all__ = [
 
 #: The value every unknown label value folds to.
 OTHER = "other"
+#: Sender-given (provider, message type) pairs whose metric children are remembered;
+#: the memo starts again when full.
+SENDER_MEMO_MAX = 4096
 
 #: ``Content-Type`` of :meth:`Metrics.render`'s output.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -412,6 +415,9 @@ class Metrics:
         #: (metric, *label values) -> the labelled child: prometheus_client's
         #: ``labels()`` validates and locks on every call, per message on the hot path.
         self._children: dict[tuple[str, ...], Any] = {}
+        #: (metric, sender's provider, sender's message type) -> the child: the label
+        #: folding too, once per pair (bounded: senders choose these strings).
+        self._by_sender: dict[tuple[str, str | None, str | None], Any] = {}
         for spec in METRICS:
             own = role is None or role in spec.roles
             self._m[spec.name] = _build(spec, self.registry) if own else _UNEXPOSED
@@ -458,6 +464,19 @@ class Metrics:
         c = (code or "").strip().upper()
         return c if c in ACK_CODES else OTHER
 
+    def _sender_child(self, name: str, provider: str | None, message_type: str | None) -> Any:
+        """The child of ``name`` for a sender's provider (and message type, when given)."""
+        key = (name, provider, message_type)
+        child = self._by_sender.get(key)
+        if child is None:
+            if len(self._by_sender) >= SENDER_MEMO_MAX:
+                self._by_sender.clear()
+            labels = [self.provider_label(provider)]
+            if message_type is not None:
+                labels.append(self.message_type_label(message_type))
+            child = self._by_sender[key] = self._child(name, *labels)
+        return child
+
     def _child(self, name: str, *labels: str) -> Any:
         """The child of metric ``name`` for these (already folded) label values."""
         key = (name, *labels)
@@ -470,16 +489,18 @@ class Metrics:
 
     def message_received(self, provider: str | None, message_type: str | None) -> None:
         """A message was read from a sender (counted before any check)."""
-        p = self.provider_label(provider)
-        m = self.message_type_label(message_type)
-        self._child("carebus_mllp_messages_received_total", p, m).inc()
-        self._child("carebus_mllp_last_message_received_timestamp_seconds", p).set_to_current_time()
+        self._sender_child(
+            "carebus_mllp_messages_received_total", provider, message_type or ""
+        ).inc()
+        self._sender_child(
+            "carebus_mllp_last_message_received_timestamp_seconds", provider, None
+        ).set_to_current_time()
 
     def message_accepted(self, provider: str | None, message_type: str | None) -> None:
         """A message was durably published and acknowledged."""
-        p = self.provider_label(provider)
-        m = self.message_type_label(message_type)
-        self._child("carebus_mllp_messages_accepted_total", p, m).inc()
+        self._sender_child(
+            "carebus_mllp_messages_accepted_total", provider, message_type or ""
+        ).inc()
 
     def message_rejected(self, provider: str | None, message_type: str | None) -> None:
         """A message was rejected (AR/AE) and will not be retried as sent."""
