@@ -381,12 +381,20 @@ class Publisher:
                     batch.failed(functools.partial(_error, batch, err), self._on_error)
                 else:
                     batch.acknowledged()
-        except BaseException as exc:  # also a cancelled flush: no caller may wait for ever
-            reason = str(exc) if isinstance(exc, PublishFailed) else "the publisher stopped"
+        except Exception as exc:  # no caller may wait for ever
+            if isinstance(exc, PublishFailed):
+                reason = str(exc)
+            else:
+                log.error("produce request failed", error=type(exc).__name__)
+                reason = f"Kafka did not take the records ({type(exc).__name__})"
             for batch in batches:
                 batch.failed(functools.partial(PublishFailed, reason), self._on_error)
-            if not isinstance(exc, PublishFailed):
-                raise
+        except BaseException:  # a cancelled flush (the publisher stopping)
+            for batch in batches:
+                batch.failed(
+                    functools.partial(PublishFailed, "the publisher stopped"), self._on_error
+                )
+            raise
 
     def _fail_waiting(self, error: Callable[[], CarebusError]) -> None:
         waiting, self._waiting = self._waiting, {}

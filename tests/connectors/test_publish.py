@@ -273,6 +273,43 @@ class TestBatching:
         assert reader.end_offsets(topics.events) == 40
 
 
+class FailingOnce(Publisher):
+    """A publisher whose producer's first ``send_batch`` fails with an unexpected error."""
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        producer = super()._new_producer()
+        send_batch = producer.send_batch
+        calls = 0
+
+        async def first_fails(batch: Any, topic: str, *, partition: int) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("unexpected client failure")
+            return await send_batch(batch, topic, partition=partition)
+
+        producer.send_batch = first_fails  # type: ignore[method-assign]
+        return producer
+
+
+@pytest.mark.integration
+class TestUnexpectedFailure:
+    async def test_fails_that_request_and_keeps_publishing(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """An unexpected client error fails its request's records (retriable); later ones go."""
+        pub = FailingOnce(ingest_settings)
+        await pub.start([topics.events])
+        try:
+            with pytest.raises(PublishFailed, match="RuntimeError") as raised:
+                await pub.publish([Record(topics.events, b"k", b"lost")])
+            assert raised.value.retriable
+            await pub.publish([Record(topics.events, b"k", b"kept")])
+        finally:
+            await pub.stop()
+        assert [r.value for r in reader.read(topics.events)] == [b"kept"]
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 class TestKafkaDown:
