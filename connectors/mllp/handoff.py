@@ -4,9 +4,10 @@ With ``mllp.processes`` over 1, ``carebus listen`` binds the MLLP port in a pare
 process (:class:`Dispatcher`) and starts that many children, each with its own
 producer, pipeline and duplicate window. The parent accepts each connection and
 passes the socket (``SCM_RIGHTS`` over a Unix ``SOCK_SEQPACKET`` socketpair) to the
-child :func:`child_for` chooses from the peer's IP address, then forgets it. One
-interface engine's connections, and so its resends, always reach the same child,
-whose in-memory duplicate window therefore still holds.
+child of the peer's IP address (:class:`ChildMap`): a new address goes to the child
+serving the fewest addresses, and stays with it. One interface engine's connections,
+and so its resends, always reach the same child, whose in-memory duplicate window
+therefore still holds.
 
 Limit: a facility that sends from two hosts (two engines, or an engine that fails
 over to another address) may reach two children, and a resend that crosses over
@@ -37,9 +38,38 @@ READY = b"R"
 _HANDOVER = b"C"
 
 
+#: Peer addresses whose child is remembered; beyond it, new ones are hashed.
+MAX_HOSTS = 65_536
+
+
 def child_for(host: str, children: int) -> int:
-    """The child serving peers at IP address ``host`` (stable across runs and processes)."""
+    """A child for peers at IP address ``host`` by hash (stable across runs and processes)."""
     return zlib.crc32(host.encode("ascii", "replace")) % children
+
+
+class ChildMap:
+    """Which child serves each peer address: the same one for as long as the parent runs.
+
+    A new address goes to the child serving the fewest addresses (the lowest-numbered
+    on a tie), so that a few engines spread evenly, where a hash may well give one
+    child twice the other's. Beyond :data:`MAX_HOSTS` remembered addresses, new ones
+    are placed by :func:`child_for`.
+    """
+
+    def __init__(self, children: int) -> None:
+        self._homes: dict[str, int] = {}
+        self._hosts = [0] * children
+
+    def child(self, host: str) -> int:
+        """The child serving ``host``."""
+        index = self._homes.get(host)
+        if index is None:
+            if len(self._homes) >= MAX_HOSTS:
+                return child_for(host, len(self._hosts))
+            index = self._hosts.index(min(self._hosts))
+            self._homes[host] = index
+            self._hosts[index] += 1
+        return index
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -53,6 +83,7 @@ class Dispatcher:
     def __init__(self, settings: MllpSettings, channels: Sequence[socket.socket]) -> None:
         self._settings = settings
         self._channels = list(channels)
+        self._homes = ChildMap(len(self._channels))
         self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         self.handed_over = [0] * len(self._channels)
@@ -105,7 +136,7 @@ class Dispatcher:
 
     def hand_over(self, conn: socket.socket, host: str) -> bool:
         """Pass ``conn`` to its child; False (the caller closes it) when that fails."""
-        index = child_for(host, len(self._channels))
+        index = self._homes.child(host)
         try:
             socket.send_fds(self._channels[index], [_HANDOVER], [conn.fileno()])
         except OSError as exc:  # the child is gone or not keeping up

@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from carebus.settings import MllpSettings
-from connectors.mllp.handoff import READY, Dispatcher, Receiver, channel_pair, child_for
+from connectors.mllp import handoff as handoff_module
+from connectors.mllp.handoff import (
+    READY,
+    ChildMap,
+    Dispatcher,
+    Receiver,
+    channel_pair,
+    child_for,
+)
 from connectors.mllp.server import MllpServer
 from connectors.mllp.tls import server_ssl_context
 from tests.connectors.mllp.test_integration import send_tls
@@ -17,9 +25,35 @@ from tests.connectors.mllp.test_server import EB, SB, Sink, message, msa, recv_a
 from tests.connectors.tls_helpers import Pki, client_context
 
 
+class TestChildMap:
+    def test_same_host_same_child(self) -> None:
+        """A host always gets the same child, so its resends meet its duplicate window."""
+        homes = ChildMap(3)
+        hosts = [f"10.0.{n // 256}.{n % 256}" for n in range(500)]
+        first = [homes.child(h) for h in hosts]
+        assert [homes.child(h) for h in reversed(hosts)] == first[::-1]
+
+    def test_new_hosts_go_to_the_child_with_fewest(self) -> None:
+        """Hosts are spread evenly, each new one to the child serving the fewest."""
+        homes = ChildMap(2)
+        children = [homes.child(f"127.0.0.{n}") for n in range(2, 34)]
+        assert children.count(0) == children.count(1) == 16
+        assert children[:4] == [0, 1, 0, 1]
+
+    def test_beyond_the_memory_hosts_are_hashed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Past MAX_HOSTS remembered addresses, a new one goes where its hash says, stably."""
+        monkeypatch.setattr(handoff_module, "MAX_HOSTS", 4)
+        homes = ChildMap(3)
+        for n in range(4):
+            homes.child(f"10.1.0.{n}")
+        late = [f"10.2.0.{n}" for n in range(20)]
+        assert [homes.child(h) for h in late] == [child_for(h, 3) for h in late]
+        assert [homes.child(h) for h in late] == [child_for(h, 3) for h in late]
+
+
 class TestChildFor:
     def test_same_host_same_child(self) -> None:
-        """A host always maps to the same child, so its resends meet its duplicate window."""
+        """A host always hashes to the same child, in any process."""
         hosts = [f"10.0.{n // 256}.{n % 256}" for n in range(500)]
         first = [child_for(h, 3) for h in hosts]
         assert [child_for(h, 3) for h in hosts] == first
@@ -66,15 +100,16 @@ class TestDispatcher:
     async def test_connections_reach_the_child_of_their_host(
         self, handoff: tuple[Dispatcher, list[socket.socket], list[list[str]]]
     ) -> None:
-        """Each accepted socket is handed to the child its peer's address maps to."""
+        """Each host's connections all reach one child; the hosts are shared evenly."""
         dispatcher, _, seen = handoff
         hosts = [f"127.0.0.{n}" for n in range(2, 10)] * 2
         for host in hosts:
             await asyncio.to_thread(lambda h=host: _connect_from(h, dispatcher.port).close())
         while sum(map(len, seen)) < len(hosts):
             await asyncio.sleep(0.01)
-        for index in (0, 1):
-            assert sorted(seen[index]) == sorted(h for h in hosts if child_for(h, 2) == index)
+        assert not set(seen[0]) & set(seen[1])
+        assert len(set(seen[0])) == len(set(seen[1])) == 4
+        assert all(seen[i].count(h) == 2 for i in (0, 1) for h in seen[i])
         assert dispatcher.handed_over == [len(seen[0]), len(seen[1])]
 
 
