@@ -521,7 +521,7 @@ async def _produce_round(client: str, settings: Any, raw: str, events: str) -> P
         # aiokafka's own per-record path: its partitioner, each partition's batch
         # lingering on its own.
         config = {**Publisher(settings).producer_config()}
-        config["linger_ms"] = settings.kafka.producer_linger_ms
+        config["linger_ms"] = settings.mllp.publish_linger_ms
         producer = AIOKafkaProducer(**config)
         await producer.start()
 
@@ -539,7 +539,7 @@ async def _produce_round(client: str, settings: Any, raw: str, events: str) -> P
                 "bootstrap.servers": settings.bootstrap_servers,
                 "acks": "all",
                 "enable.idempotence": True,
-                "linger.ms": settings.kafka.producer_linger_ms,
+                "linger.ms": settings.mllp.publish_linger_ms,
                 "partitioner": "murmur2_random",  # as Java and aiokafka: same partitions
             }
         )
@@ -607,7 +607,7 @@ def main() -> None:
         print(
             f"MLLP ingest: {SENDERS} senders, each waiting for its ACK; loopback; "
             f"Kafka {settings.bootstrap_servers} (acks=all, idempotent, "
-            f"linger {settings.kafka.producer_linger_ms} ms); {os.cpu_count()} CPUs; "
+            f"linger {settings.mllp.publish_linger_ms:g} ms); {os.cpu_count()} CPUs; "
             f"{WARMUP_S:g}s warm-up + {MEASURE_S:g}s per load",
             flush=True,
         )

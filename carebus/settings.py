@@ -43,9 +43,8 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: str | None = None
     request_timeout_s: float = 30.0
-    #: How long a record waits for others to share its produce request when none is in
-    #: flight (the ingest publisher) or its batch (the alert producer).
-    producer_linger_ms: int = 1
+    #: How long an alert status record waits for others to share its batch.
+    producer_linger_ms: int = 3
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,9 @@ class MllpSettings:
     on_kafka_failure: Literal["AE", "close"] = "AE"
     duplicate_window_s: float = 86_400.0
     publish_timeout_s: float = 10.0
+    #: How long a message's records wait for others to share their produce request when
+    #: none is in flight (under load, records wait for the request in flight instead).
+    publish_linger_ms: float = 1.0
     allowed_senders_file: Path | None = None
     duplicate_max_entries: int = 500_000
     #: The listener's event loop: ``auto`` (uvloop when installed, else asyncio),

@@ -11,7 +11,7 @@ concurrency, not from giving up durability. Records wait here, in one batch per
 topic partition, while the previous request is in flight; when it has been
 acknowledged, every waiting partition's batch goes in the next request
 (``aiokafka``'s ``send_batch``). The first record after a quiet spell waits at most
-``kafka.producer_linger_ms`` for company. This is the Java producer's way of
+``mllp.publish_linger_ms`` for company. This is the Java producer's way of
 draining a broker's ready partitions together: aiokafka's own per-record ``send``
 lingers each partition's batch separately, so records spread over many partitions
 travel in many small requests, and the per-record futures cost more CPU than the
@@ -167,7 +167,7 @@ class Publisher:
         self._settings = settings
         self._on_error = on_error or _ignore
         self._max_request_bytes = max(max_request_bytes or 0, request_limit_bytes(settings))
-        self._linger_s = settings.kafka.producer_linger_ms / 1000
+        self._linger_s = settings.mllp.publish_linger_ms / 1000
         self._producer: AIOKafkaProducer | None = None
         self._topics: tuple[str, ...] = ()
         self._replacing: asyncio.Lock | None = None
