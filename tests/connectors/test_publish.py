@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -195,21 +196,22 @@ def _big_headers() -> tuple[tuple[str, bytes], ...]:
     return tuple((f"carebus-{n}", b"v" * 200) for n in names)
 
 
-class CountingRequests(Publisher):
-    """A publisher whose producer counts the batches handed to it, per produce request."""
+class Instrumented(Publisher):
+    """A publisher whose producer calls ``before(topic, partition)`` ahead of each batch."""
 
-    batches: list[tuple[str, int]]
+    def __init__(self, settings: Settings, before: Callable[[str, int], None]) -> None:
+        super().__init__(settings)
+        self.before = before
 
     def _new_producer(self) -> AIOKafkaProducer:
         producer = super()._new_producer()
-        self.batches = []
         send_batch = producer.send_batch
 
-        async def counted(batch: Any, topic: str, *, partition: int) -> Any:
-            self.batches.append((topic, partition))
+        async def instrumented(batch: Any, topic: str, *, partition: int) -> Any:
+            self.before(topic, partition)
             return await send_batch(batch, topic, partition=partition)
 
-        producer.send_batch = counted  # type: ignore[method-assign]
+        producer.send_batch = instrumented  # type: ignore[method-assign]
         return producer
 
 
@@ -219,7 +221,8 @@ class TestBatching:
         self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
     ) -> None:
         """Records sent while none is in flight go to Kafka as one batch per partition."""
-        pub = CountingRequests(ingest_settings)
+        batches: list[tuple[str, int]] = []
+        pub = Instrumented(ingest_settings, lambda *batch: batches.append(batch))
         await pub.start([topics.events])
         keys = [f"943476{n:04d}".encode() for n in range(60)]
         try:
@@ -228,16 +231,15 @@ class TestBatching:
         finally:
             await pub.stop()
         count = ingest_settings.topics.partitions
-        assert sorted(pub.batches) == sorted(
-            {(topics.events, partition_for(k, count)) for k in keys}
-        )
+        assert sorted(batches) == sorted({(topics.events, partition_for(k, count)) for k in keys})
         assert reader.end_offsets(topics.events) == len(keys)
 
     async def test_a_partition_keeps_its_order_across_requests(
         self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
     ) -> None:
         """Records of one key sent while earlier ones are in flight land in the order sent."""
-        pub = CountingRequests(ingest_settings)
+        batches: list[tuple[str, int]] = []
+        pub = Instrumented(ingest_settings, lambda *batch: batches.append(batch))
         await pub.start([topics.events])
         try:
             sent = []
@@ -248,7 +250,7 @@ class TestBatching:
             await asyncio.gather(*sent)
         finally:
             await pub.stop()
-        assert len(pub.batches) > 1
+        assert len(batches) > 1
         assert [r.value for r in reader.read(topics.events)] == [b"%d" % n for n in range(200)]
 
     async def test_a_full_buffer_makes_senders_wait_not_fail(
@@ -273,23 +275,16 @@ class TestBatching:
         assert reader.end_offsets(topics.events) == 40
 
 
-class FailingOnce(Publisher):
-    """A publisher whose producer's first ``send_batch`` fails with an unexpected error."""
+def _first_fails() -> Callable[[str, int], None]:
+    """A ``before`` hook that fails the first batch with an unexpected error."""
+    calls: list[tuple[str, int]] = []
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        producer = super()._new_producer()
-        send_batch = producer.send_batch
-        calls = 0
+    def before(topic: str, partition: int) -> None:
+        calls.append((topic, partition))
+        if len(calls) == 1:
+            raise RuntimeError("unexpected client failure")
 
-        async def first_fails(batch: Any, topic: str, *, partition: int) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise RuntimeError("unexpected client failure")
-            return await send_batch(batch, topic, partition=partition)
-
-        producer.send_batch = first_fails  # type: ignore[method-assign]
-        return producer
+    return before
 
 
 @pytest.mark.integration
@@ -298,7 +293,7 @@ class TestUnexpectedFailure:
         self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
     ) -> None:
         """An unexpected client error fails its request's records (retriable); later ones go."""
-        pub = FailingOnce(ingest_settings)
+        pub = Instrumented(ingest_settings, _first_fails())
         await pub.start([topics.events])
         try:
             with pytest.raises(PublishFailed, match="RuntimeError") as raised:
