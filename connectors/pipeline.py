@@ -53,7 +53,14 @@ from connectors.dedup import Deduplicator
 from connectors.hl7 import Message, parse_message
 from connectors.mllp.ack import read_header
 from connectors.mllp.allowlist import Allowlist, Peer
-from connectors.publish import BATCH_BYTES, Headers, Publisher, Record, RecordTooLarge
+from connectors.publish import (
+    BATCH_BYTES,
+    Headers,
+    Publisher,
+    Record,
+    RecordTooLarge,
+    mark_seen,
+)
 
 log = get_logger(__name__)
 
@@ -270,7 +277,7 @@ class Pipeline:
             if len(raw) > BATCH_BYTES:
                 # Large: the raw record alone first, so a refused one leaves no events.
                 attempt = asyncio.ensure_future(self._raw_then_events(raw_record, records))
-                attempt.add_done_callback(_retrieve)
+                attempt.add_done_callback(mark_seen)
             else:
                 # The raw record first, then the events, in one go: one wait for both.
                 attempt = await self._enqueue([raw_record, *records])
@@ -320,7 +327,7 @@ class Pipeline:
 
     async def _enqueue(self, records: list[Record]) -> asyncio.Future[None]:
         attempt = await self._publisher.send(records, timeout_s=self._timeout)
-        attempt.add_done_callback(_retrieve)
+        attempt.add_done_callback(mark_seen)
         return attempt
 
     async def _wait(self, attempt: asyncio.Future[None], deadline: float) -> None:
@@ -384,12 +391,6 @@ class Pipeline:
             source=peer.source,
         )
         return Outcome("rejected", facility, control_id, message_type, error=exc)
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    """Mark a finished attempt's exception as seen: its waiter may have given up."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _truncated(record: Record, refused: RecordTooLarge) -> Record:

@@ -371,7 +371,7 @@ class Publisher:
                 except KafkaError as refused:
                     batch.failed(functools.partial(_error, batch, refused), self._on_error)
                     continue
-                future.add_done_callback(_retrieve)  # answered even if no one waits now
+                future.add_done_callback(mark_seen)  # answered even if no one waits now
                 sent.append((batch, future))
             if sent:
                 await asyncio.wait([future for _, future in sent])
@@ -447,8 +447,9 @@ def _error(batch: _Batch, exc: BaseException | None) -> PublishFailed | RecordTo
     return failure
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a finished batch's exception as seen (its flush may have been cancelled)."""
+def mark_seen(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen: whoever waited for it may have given
+    up (a cancelled flush, a caller past its deadline), and asyncio would log it."""
     if not future.cancelled():
         future.exception()
 
