@@ -245,7 +245,7 @@ class Publisher:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(flusher), timeout_s)
             flusher.cancel()
-        self._fail_waiting(lambda: PublishFailed("the publisher stopped"))
+        self._fail_waiting(_stopped)
         producer, self._producer = self._producer, None
         if producer is not None:
             await _quietly_stop(producer, timeout_s)
@@ -391,9 +391,7 @@ class Publisher:
                 batch.failed(functools.partial(PublishFailed, reason), self._on_error)
         except BaseException:  # a cancelled flush (the publisher stopping)
             for batch in batches:
-                batch.failed(
-                    functools.partial(PublishFailed, "the publisher stopped"), self._on_error
-                )
+                batch.failed(_stopped, self._on_error)
             raise
 
     def _fail_waiting(self, error: Callable[[], CarebusError]) -> None:
@@ -452,6 +450,11 @@ def mark_seen(future: asyncio.Future[Any]) -> None:
     up (a cancelled flush, a caller past its deadline), and asyncio would log it."""
     if not future.cancelled():
         future.exception()
+
+
+def _stopped() -> PublishFailed:
+    """What records not acknowledged when the publisher stops fail with."""
+    return PublishFailed("the publisher stopped")
 
 
 def _ignore(_topic: str) -> None:
