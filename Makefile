@@ -3,7 +3,8 @@
 #               dashboard and a demo feed (carebus run); Ctrl-C stops everything
 #   make test   set up (including the headless browser for the dashboard test),
 #               then lint (ruff), type-check (mypy) and run every test
-# A missing .venv is created from scratch; it is refreshed when pyproject.toml changes.
+# A missing .venv is created from scratch; it is refreshed when pyproject.toml changes,
+# and the compiled hot path is rebuilt when one of its sources does (README, "Compiled hot path").
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,7 +14,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench clean browser
 
-$(STAMP): pyproject.toml
+# The hot path's modules, compiled with mypyc by the install (carebus/compiled.py):
+# an edit to one of them reinstalls, so that the extension matches its source.
+COMPILED := $(shell $(PYTHON) -c 'import pathlib, runpy; \
+  print(*runpy.run_path("carebus/compiled.py")["source_paths"](pathlib.Path(".")))')
+
+$(STAMP): pyproject.toml setup.py carebus/compiled.py $(COMPILED)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)

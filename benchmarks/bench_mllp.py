@@ -12,9 +12,11 @@ First each listener variant takes :data:`STEADY_S` seconds of the closed-loop lo
 unmeasured, so that a freshly started broker's JIT compiler is warm (a long-running
 broker is). Each load then runs against the carebus listener (parse, translate, raw
 record and events on Kafka with acks=all, idempotent producer, then the ACK) in each
-of its variants (:data:`VARIANTS`: the event loop uvloop versus asyncio's own, one
-and two processes) and, in the same run, against a no-op MLLP server that answers
-every frame with a fixed ACK: the ceiling this machine and load generator allow.
+of its variants (:func:`variants`: the event loop uvloop versus asyncio's own, one
+and two processes, and the compiled hot path versus the same modules interpreted
+from their Python source, :mod:`carebus.compiled`) and, in the same run, against a
+no-op MLLP server that answers every frame with a fixed ACK: the ceiling this
+machine and load generator allow.
 Servers run in their own process; the load generator in this one, on uvloop when it
 is installed (as the echo server): the generator stands in for interface engines on
 other machines, so the less of the two shared cores it takes, the closer the run is
@@ -112,19 +114,40 @@ class Variant:
     label: str
     kind: str  # "carebus" or "echo"
     mllp: dict[str, Any] = field(default_factory=dict)
+    #: The label of the variant this one is compared with (None: the first).
+    baseline: str | None = None
+    #: Run the hot path from its Python source, not the compiled modules.
+    interpreted: bool = False
 
 
 def variants() -> list[Variant]:
-    """The listener variants compared in one run (uvloop only when it is installed)."""
+    """The listener variants compared in one run: uvloop (when installed) against
+    asyncio's loop, one process against two, and, when the hot path is compiled, the
+    compiled modules against their Python source."""
+    from carebus.compiled import hot_path
+
     uvloop = importlib.util.find_spec("uvloop") is not None
     loop = "uvloop" if uvloop else "asyncio"
+    one, two = f"1 process ({loop})", f"2 processes ({loop})"
     out = [
-        Variant(f"1 process ({loop})", "carebus", {"event_loop": loop, "processes": 1}),
-        Variant(f"2 processes ({loop})", "carebus", {"event_loop": loop, "processes": 2}),
+        Variant(one, "carebus", {"event_loop": loop, "processes": 1}),
+        Variant(two, "carebus", {"event_loop": loop, "processes": 2}),
     ]
     if uvloop:
         out.append(Variant("1 process (asyncio)", "carebus", {"event_loop": "asyncio"}))
+    if hot_path() == "compiled":
+        interpreted = f"2 processes ({loop}, interpreted)"
+        out[1] = dataclasses.replace(out[1], baseline=interpreted)
+        out.append(
+            Variant(interpreted, "carebus", {"event_loop": loop, "processes": 2}, interpreted=True)
+        )
     return out
+
+
+def comparisons(carebus: list[Variant]) -> list[tuple[str, str]]:
+    """(variant, baseline) label pairs reported as ratios: each variant against its
+    ``baseline`` (the first by default); an interpreted variant is only a baseline."""
+    return [(v.label, v.baseline or carebus[0].label) for v in carebus[1:] if not v.interpreted]
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
@@ -136,13 +159,48 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
     return run_loop(main, MllpSettings(event_loop="auto"))
 
 
-def _serve(kind: str, settings: Any, stop: Any) -> None:
+def _serve(kind: str, settings: Any, stop: Any, source: str | None = None) -> None:
     if kind == "echo":
         _run(_serve_echo(settings.mllp.port, stop))
         return
+    if source is not None:
+        _import_from_source(source)
     from carebus.commands.listen import run_loop
 
     run_loop(_serve_carebus(settings, stop), settings.mllp)
+
+
+#: The packages holding compiled modules (:data:`carebus.compiled.MODULES`).
+_COMPILED_PACKAGES = ("connectors", "schemas")
+
+
+def _source_copy() -> str:
+    """A temporary copy of the compiled modules' packages, their Python source only."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    target = Path(tempfile.mkdtemp(prefix="carebus-source-"))
+    for package in _COMPILED_PACKAGES:
+        shutil.copytree(
+            root / package, target / package, ignore=shutil.ignore_patterns("*.so", "__pycache__")
+        )
+    return str(target)
+
+
+def _import_from_source(source: str) -> None:
+    """Make this (fresh) process import the hot path from ``source``: interpreted."""
+    import sys
+
+    from carebus.compiled import hot_path
+
+    loaded = [name for name in sys.modules if name.split(".")[0] in _COMPILED_PACKAGES]
+    if loaded:
+        raise RuntimeError(f"already imported: {', '.join(sorted(loaded))}")
+    sys.path.insert(0, source)
+    if hot_path() != "interpreted":
+        raise RuntimeError(f"the hot path from {source} is {hot_path()}")
 
 
 async def _until(stop: Any) -> None:
@@ -356,6 +414,8 @@ class Server:
     proc: Any
     stop: Any
     port: int
+    #: The source copy an interpreted variant runs from (removed when it stops).
+    source: str | None = None
 
     def cpu(self) -> float:
         return _tree_cpu_s(self.proc.pid)
@@ -369,9 +429,10 @@ def _start_server(variant: Variant, settings: Any) -> Server:
         mllp=dataclasses.replace(settings.mllp, port=port, **variant.mllp),
         metrics=dataclasses.replace(settings.metrics, listener_port=_free_port(4)),
     )
-    proc = ctx.Process(target=_serve, args=(variant.kind, settings, stop))
+    source = _source_copy() if variant.interpreted else None
+    proc = ctx.Process(target=_serve, args=(variant.kind, settings, stop, source))
     proc.start()
-    return Server(variant, proc, stop, port)
+    return Server(variant, proc, stop, port, source)
 
 
 def _stop_server(server: Server) -> None:
@@ -380,6 +441,10 @@ def _stop_server(server: Server) -> None:
     if server.proc.is_alive():
         server.proc.terminate()
         server.proc.join(5)
+    if server.source is not None:
+        import shutil
+
+        shutil.rmtree(server.source, ignore_errors=True)
 
 
 def _better(load: str, new: Result, old: Result | None) -> bool:
@@ -586,6 +651,7 @@ def produce_costs(settings: Any, raw: str, events: str) -> list[ProduceCost]:
 
 def main() -> None:
     from carebus import broker
+    from carebus.compiled import hot_path
     from carebus.settings import load_settings
     from carebus.topics import TopicNames, apply, declared_topics
 
@@ -607,7 +673,8 @@ def main() -> None:
         print(
             f"MLLP ingest: {SENDERS} senders, each waiting for its ACK; loopback; "
             f"Kafka {settings.bootstrap_servers} (acks=all, idempotent, "
-            f"linger {settings.mllp.publish_linger_ms:g} ms); {os.cpu_count()} CPUs; "
+            f"linger {settings.mllp.publish_linger_ms:g} ms); hot path {hot_path()}; "
+            f"{os.cpu_count()} CPUs; "
             f"{WARMUP_S:g}s warm-up + {MEASURE_S:g}s per load",
             flush=True,
         )
@@ -622,10 +689,11 @@ def main() -> None:
         finally:
             for server in servers:
                 _stop_server(server)
-        carebus_labels = [v.label for v in variants()]
+        carebus = variants()
+        carebus_labels = [v.label for v in carebus]
         total_aa = sum(sent[label] for label in carebus_labels)
         stored = _raw_count(settings, names.raw)
-        _report(measured, carebus_labels, total_aa, stored, not_aa)
+        _report(measured, carebus_labels, comparisons(carebus), total_aa, stored, not_aa)
         _report_produce(produce_costs(settings, names.raw, names.events))
     finally:
         _delete_topics(settings, sorted(wanted))
@@ -659,6 +727,7 @@ def _delete_topics(settings: Any, topics: list[str]) -> None:
 def _report(
     measured: dict[str, dict[str, Result]],
     carebus_labels: list[str],
+    pairs: list[tuple[str, str]],
     total_aa: int,
     stored: int,
     not_aa: int,
@@ -688,8 +757,7 @@ def _report(
             cells = "".join(f"{v:>{width}.1f}" for v in values)
             print(f"{name + ': ' + stat:<32}{cells}{ratio:>12.2f}")
     print()
-    one = carebus_labels[0]
-    for other in carebus_labels[1:]:
+    for other, one in pairs:
         for load in ("closed", "paced"):
             mine, base = measured[other][load], measured[one][load]
             print(

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from carebus import broker
+from carebus import broker, compiled
 from carebus.settings import BrokerSettings, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,10 +106,20 @@ def _restore_logging() -> Iterator[None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under CI=true the integration tests must run: refuse to deselect them."""
+    """Under CI=true the integration tests must run: refuse to deselect them.
+
+    Refuse, too, to test compiled modules older than their source: the extension
+    would shadow the edit (``make test`` rebuilds them first).
+    """
     markexpr = str(getattr(config.option, "markexpr", "") or "")
     if os.environ.get("CI", "").lower() == "true" and "not integration" in markexpr:
         raise pytest.UsageError("CI=true: integration tests may not be deselected")
+    stale = compiled.stale()
+    if stale:
+        raise pytest.UsageError(
+            f"compiled modules older than their source: {', '.join(stale)}; "
+            "rebuild them with `make test` (or `make lint`)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -223,11 +223,15 @@ async def _serve_one(
     child: tuple[int, socket.socket] | None = None,
 ) -> None:
     """One listener process; as ``child`` (index, channel), serving handed-over sockets."""
+    from carebus.compiled import hot_path
     from carebus.health import HealthServer, kafka_check
+    from carebus.log import get_logger
     from carebus.topics import TopicNames
     from connectors.ingest import Ingest
     from connectors.mllp.handoff import Receiver
 
+    # "compiled" unless the package was built with CAREBUS_COMPILE=0 (carebus.compiled).
+    get_logger(__name__).info("listener hot path", hot_path=hot_path())
     metrics = build_metrics(settings)
     ingest = Ingest(settings, http=http, filedrop=filedrop, observer=metrics)
     names = TopicNames.from_settings(settings.topics)
