@@ -45,7 +45,8 @@ test: lint browser
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# Stops the local brokers of this checkout, then removes caches and broker data.
+# Stops the local brokers of this checkout, then removes caches, broker data and the
+# compiled modules (the next make rebuilds them).
 clean:
 	-test ! -x $(BIN)/carebus || $(BIN)/carebus broker stop
 	-for home in .carebus/test-broker-*; do \
@@ -54,3 +55,5 @@ clean:
 	rm -rf .carebus .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist \
 	  benchmarks/results carebus.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name '*.so' -type f -exec rm -f {} +
+	rm -f $(STAMP)

@@ -9,16 +9,23 @@
     │   └── PublishFailed             yes  a produce was not acknowledged (acks=all)
     └── MessageRejected               no   this message can never be accepted as sent
         ├── Unparseable                    not HL7 v2, or broken framing
+        │   └── FramingError               MLLP framing broken, or a frame too large
         ├── UnsupportedMessageType         a message type carebus does not translate
         ├── MissingRequiredField           a field the event needs is empty
         ├── InvalidIdentifier              no usable patient identifier
-        └── SenderNotAllowed               a peer sending as a facility it may not use
+        ├── SenderNotAllowed               a peer sending as a facility it may not use
+        ├── TranslationFailed              translation or encoding failed (a defect)
+        └── MessageTooLarge                Kafka refuses a record as too large
 
 The ingest edge uses ``retriable`` to choose its answer: a retriable error gets
 ``AE`` (or no ACK) so the sender resends; a rejection gets ``AR`` (or ``AE`` when so
 configured) with :attr:`MessageRejected.reason` in MSA-3, and the raw bytes go to
 the dead-letter topic. Library exceptions (kafka-python, aiokafka, OSError) are
 translated into these at the boundary, ``raise ... from exc``.
+
+Every class of the tree lives here, in interpreted code: a subclass defined in a
+module compiled by mypyc (:mod:`carebus.compiled`) would lose its class-level
+``reason`` and ``hl7_error_code``.
 
 Messages of these exceptions never contain patient data: they name fields
 (``PID-3``), control ids and counts.
@@ -106,4 +113,29 @@ class SenderNotAllowed(MessageRejected):
     """The connected peer may not send as this sending facility (MSH-4)."""
 
     reason = "sender-not-allowed"
+    hl7_error_code = "207"
+
+
+class FramingError(Unparseable):
+    """MLLP framing is broken: bytes outside a frame, or a frame that is too large."""
+
+    reason = "framing-error"
+
+    def __init__(self, detail: str, *, frames: list[bytes] | None = None) -> None:
+        super().__init__(detail)
+        #: Frames completed in the same ``MllpDecoder.feed`` call before the error.
+        self.frames = frames or []
+
+
+class TranslationFailed(MessageRejected):
+    """The translator or the encoder failed on this message (a carebus defect)."""
+
+    reason = "translation-failed"
+    hl7_error_code = "207"
+
+
+class MessageTooLarge(MessageRejected):
+    """Kafka refuses the message's raw record or an event as too large (never retriable)."""
+
+    reason = "message-too-large"
     hl7_error_code = "207"

@@ -46,7 +46,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from carebus.errors import MessageRejected, PublishFailed, Unparseable
+from carebus.errors import (
+    MessageRejected,
+    MessageTooLarge,
+    PublishFailed,
+    TranslationFailed,
+    Unparseable,
+)
 from carebus.log import get_logger
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator
@@ -156,20 +162,6 @@ class Outcome:
     message_type: str
     events: int = 0
     error: MessageRejected | None = None
-
-
-class TranslationFailed(MessageRejected):
-    """The translator or the encoder failed on this message (a carebus defect)."""
-
-    reason = "translation-failed"
-    hl7_error_code = "207"
-
-
-class MessageTooLarge(MessageRejected):
-    """Kafka refuses the message's raw record or an event as too large (never retriable)."""
-
-    reason = "message-too-large"
-    hl7_error_code = "207"
 
 
 def _default_translate(message: Message, raw: bytes, received_time: datetime) -> Sequence[Any]:

@@ -5,10 +5,11 @@
 ``MllpDecoder`` splits a socket byte stream into MLLP frames and ``frame`` wraps one.
 """
 
+from carebus.errors import FramingError
 from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for
 from connectors.hl7.encoding import DEFAULT_ENCODING, Encoding
 from connectors.hl7.escape import escape, unescape
-from connectors.hl7.framing import FeedItem, FramingError, MllpDecoder, frame, iter_feed
+from connectors.hl7.framing import FeedItem, MllpDecoder, frame, iter_feed
 from connectors.hl7.message import Layout, Message, Segment
 from connectors.hl7.parse import parse_message
 from connectors.hl7.validate import StrictValidationFailed, StrictValidator, validate_strict

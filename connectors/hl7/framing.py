@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from carebus.errors import Unparseable
+from carebus.errors import FramingError
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -47,17 +47,6 @@ class FeedItem:
     offset: int
     raw: bytes
     batch: dict[str, str] | None = None
-
-
-class FramingError(Unparseable):
-    """MLLP framing is broken: bytes outside a frame, or a frame that is too large."""
-
-    reason = "framing-error"
-
-    def __init__(self, detail: str, *, frames: list[bytes] | None = None) -> None:
-        super().__init__(detail)
-        #: Frames completed in the same :meth:`MllpDecoder.feed` call before the error.
-        self.frames = frames or []
 
 
 def frame(payload: bytes) -> bytes:
