@@ -245,26 +245,45 @@ def _tree_cpu_s(pid: int) -> float:
     return total / ticks
 
 
+#: Ports handed out in this run, so that no two servers are given the same one.
+_GIVEN: set[int] = set()
+
+
 def _free_port(run: int = 1) -> int:
-    """A free port p (with p .. p + run - 1 free)."""
+    """A free port p (with p .. p + run - 1 free), below the ephemeral port range: a
+    port from that range can be taken by any outgoing connection (a producer's to
+    Kafka) before the server it was meant for binds it."""
+    import random
     import socket
 
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
+    low = _ephemeral_low()
+    for _ in range(200):
+        base = random.randrange(10000, low - run)
+        ports = range(base, base + run)
+        if _GIVEN.intersection(ports):
+            continue
         socks = []
         try:
-            for offset in range(run):
+            for port in ports:
                 socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", base + offset))
-            return base
+                socks[-1].bind(("127.0.0.1", port))
         except OSError:
             continue
         finally:
             for sock in socks:
                 sock.close()
+        _GIVEN.update(ports)
+        return base
     raise RuntimeError("no free ports")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port Linux picks for outgoing connections (32768 when unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _wait_for_port(port: int, proc: Any, timeout_s: float = 120) -> None:
