@@ -82,6 +82,8 @@ def stale() -> list[str]:
         if not is_compiled(name):
             continue
         extension = Path(importlib.import_module(name).__file__ or "")
+        if {"site-packages", "dist-packages"} & set(extension.parts):
+            continue  # installed from a wheel: its files' times say nothing
         stem = extension.name.split(".", 1)[0]
         source = extension.with_name(f"{stem}.py")
         if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
