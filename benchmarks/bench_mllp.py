@@ -59,6 +59,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from benchmarks.ports import free_port
 from carebus.synth.nhs import numbered as nhs_number
 
 T = TypeVar("T")
@@ -128,19 +129,17 @@ def variants() -> list[Variant]:
 
     uvloop = importlib.util.find_spec("uvloop") is not None
     loop = "uvloop" if uvloop else "asyncio"
-    one, two = f"1 process ({loop})", f"2 processes ({loop})"
+    one, two = {"event_loop": loop, "processes": 1}, {"event_loop": loop, "processes": 2}
+    compiled = hot_path() == "compiled"
+    interpreted = f"2 processes ({loop}, interpreted)"
     out = [
-        Variant(one, "carebus", {"event_loop": loop, "processes": 1}),
-        Variant(two, "carebus", {"event_loop": loop, "processes": 2}),
+        Variant(f"1 process ({loop})", "carebus", one),
+        Variant(f"2 processes ({loop})", "carebus", two, interpreted if compiled else None),
     ]
     if uvloop:
         out.append(Variant("1 process (asyncio)", "carebus", {"event_loop": "asyncio"}))
-    if hot_path() == "compiled":
-        interpreted = f"2 processes ({loop}, interpreted)"
-        out[1] = dataclasses.replace(out[1], baseline=interpreted)
-        out.append(
-            Variant(interpreted, "carebus", {"event_loop": loop, "processes": 2}, interpreted=True)
-        )
+    if compiled:
+        out.append(Variant(interpreted, "carebus", two, interpreted=True))
     return out
 
 
@@ -170,10 +169,6 @@ def _serve(kind: str, settings: Any, stop: Any, source: str | None = None) -> No
     run_loop(_serve_carebus(settings, stop), settings.mllp)
 
 
-#: The packages holding compiled modules (:data:`carebus.compiled.MODULES`).
-_COMPILED_PACKAGES = ("connectors", "schemas")
-
-
 def _source_copy() -> str:
     """A temporary copy of the compiled modules' packages, their Python source only."""
     import shutil
@@ -182,7 +177,7 @@ def _source_copy() -> str:
 
     root = Path(__file__).resolve().parents[1]
     target = Path(tempfile.mkdtemp(prefix="carebus-source-"))
-    for package in _COMPILED_PACKAGES:
+    for package in _compiled_packages():
         shutil.copytree(
             root / package, target / package, ignore=shutil.ignore_patterns("*.so", "__pycache__")
         )
@@ -195,12 +190,21 @@ def _import_from_source(source: str) -> None:
 
     from carebus.compiled import hot_path
 
-    loaded = [name for name in sys.modules if name.split(".")[0] in _COMPILED_PACKAGES]
+    packages = _compiled_packages()
+    loaded = [name for name in sys.modules if name.split(".")[0] in packages]
     if loaded:
         raise RuntimeError(f"already imported: {', '.join(sorted(loaded))}")
     sys.path.insert(0, source)
-    if hot_path() != "interpreted":
-        raise RuntimeError(f"the hot path from {source} is {hot_path()}")
+    found = hot_path()
+    if found != "interpreted":
+        raise RuntimeError(f"the hot path from {source} is {found}")
+
+
+def _compiled_packages() -> set[str]:
+    """The top-level packages holding compiled modules (:data:`carebus.compiled.MODULES`)."""
+    from carebus.compiled import MODULES
+
+    return {name.split(".")[0] for name in MODULES}
 
 
 async def _until(stop: Any) -> None:
@@ -243,47 +247,6 @@ def _tree_cpu_s(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total / ticks
-
-
-#: Ports handed out in this run, so that no two servers are given the same one.
-_GIVEN: set[int] = set()
-
-
-def _free_port(run: int = 1) -> int:
-    """A free port p (with p .. p + run - 1 free), below the ephemeral port range: a
-    port from that range can be taken by any outgoing connection (a producer's to
-    Kafka) before the server it was meant for binds it."""
-    import random
-    import socket
-
-    low = _ephemeral_low()
-    for _ in range(200):
-        base = random.randrange(10000, low - run)
-        ports = range(base, base + run)
-        if _GIVEN.intersection(ports):
-            continue
-        socks = []
-        try:
-            for port in ports:
-                socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        _GIVEN.update(ports)
-        return base
-    raise RuntimeError("no free ports")
-
-
-def _ephemeral_low() -> int:
-    """The lowest port Linux picks for outgoing connections (32768 when unknown)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
-            return int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
 
 
 def _wait_for_port(port: int, proc: Any, timeout_s: float = 120) -> None:
@@ -443,10 +406,10 @@ class Server:
 def _start_server(variant: Variant, settings: Any) -> Server:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    port = _free_port()
+    port = free_port()
     settings = settings.replace(
         mllp=dataclasses.replace(settings.mllp, port=port, **variant.mllp),
-        metrics=dataclasses.replace(settings.metrics, listener_port=_free_port(4)),
+        metrics=dataclasses.replace(settings.metrics, listener_port=free_port(4)),
     )
     source = _source_copy() if variant.interpreted else None
     proc = ctx.Process(target=_serve, args=(variant.kind, settings, stop, source))
@@ -697,9 +660,8 @@ def main() -> None:
             f"{WARMUP_S:g}s warm-up + {MEASURE_S:g}s per load",
             flush=True,
         )
-        servers = [
-            _start_server(v, settings) for v in [*variants(), Variant("echo ceiling", "echo")]
-        ]
+        carebus = variants()
+        servers = [_start_server(v, settings) for v in [*carebus, Variant("echo ceiling", "echo")]]
         try:
             for server in servers:
                 _wait_for_port(server.port, server.proc)
@@ -708,7 +670,6 @@ def main() -> None:
         finally:
             for server in servers:
                 _stop_server(server)
-        carebus = variants()
         carebus_labels = [v.label for v in carebus]
         total_aa = sum(sent[label] for label in carebus_labels)
         stored = _raw_count(settings, names.raw)

@@ -39,7 +39,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.ports import free_port
 
 BACKLOG = int(os.environ.get("BENCH_WORKER_BACKLOG", "100000"))
 LIVE = 5_000
@@ -313,7 +314,7 @@ def start_worker(settings: Any, log: Path, metrics_port: int) -> subprocess.Pope
             "CAREBUS_WORKER_DATA_DIR": str(settings.worker.data_dir),
             "CAREBUS_WORKER_REGION_CONFIG": str(settings.worker.region_config),
             "CAREBUS_WORKER_TICK_INTERVAL_S": "1",
-            "CAREBUS_WORKER_WEB_PORT": str(_free_port()),
+            "CAREBUS_WORKER_WEB_PORT": str(free_port()),
             "CAREBUS_METRICS_WORKER_PORT": str(metrics_port),
             "CAREBUS_LOG_FORMAT": "json",
             "CAREBUS_LOG_LEVEL": "WARNING",
@@ -327,12 +328,6 @@ def start_worker(settings: Any, log: Path, metrics_port: int) -> subprocess.Pope
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_caught_up(
@@ -424,7 +419,7 @@ def main() -> None:
         noop = faust_noop(settings, names.events, len(backlog))
         noop_uvloop = faust_noop(settings, names.events, len(backlog), uvloop=True)
 
-        metrics_port = _free_port()
+        metrics_port = free_port()
         worker = start_worker(settings, workdir / "worker.log", metrics_port)
         t_ready = wait_ready(metrics_port, timeout_s=120)
         cpu_ready = cpu_seconds(worker.pid)
