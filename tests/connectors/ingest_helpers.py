@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from carebus import broker
 from carebus.kafka import kafka_python_config
-from carebus.settings import Settings
+from carebus.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
 from carebus.topics import TopicNames, apply, declared_topics
 from schemas.codec import decode
 
@@ -30,6 +34,21 @@ def adt(
         f"PID|1||{nhs_number}^^^NHS^NH~M123^^^{facility}^MR||TEST^PATIENT||19700101|F\r"
         f"PV1|1|I|WARD1^^^{facility}||||||||||||||||V{control_id}\r"
     ).encode()
+
+
+async def start_throwaway(
+    home: BrokerSettings, prefix: str, **sections: Any
+) -> tuple[Settings, TopicNames]:
+    """Start the ``throwaway_broker`` ``home`` with fresh data; settings for it (5 s
+    requests, one partition a topic, ``sections`` besides) and its ingest topics."""
+    await asyncio.to_thread(broker.start, home, reset=True)
+    settings = Settings(
+        broker=home,
+        kafka=KafkaSettings(request_timeout_s=5.0),
+        topics=TopicSettings(prefix=f"{prefix}-{uuid.uuid4().hex[:8]}", partitions=1),
+        **sections,
+    )
+    return settings, create_ingest_topics(settings)
 
 
 def create_ingest_topics(settings: Settings) -> TopicNames:

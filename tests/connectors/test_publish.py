@@ -15,12 +15,12 @@ from kafka.admin import NewTopic
 from carebus import broker
 from carebus.admin import admin_client
 from carebus.errors import KafkaUnavailable, PublishFailed
-from carebus.settings import BrokerSettings, KafkaSettings, MllpSettings, Settings, TopicSettings
+from carebus.settings import BrokerSettings, KafkaSettings, MllpSettings, Settings
 from carebus.topics import TopicNames
 from connectors import publish
 from connectors.partition import partition_for
 from connectors.publish import Publisher, Record, RecordTooLarge
-from tests.connectors.ingest_helpers import TopicReader, create_ingest_topics
+from tests.connectors.ingest_helpers import TopicReader, start_throwaway
 
 
 def _unused_port() -> int:
@@ -312,13 +312,7 @@ class TestKafkaDown:
         self, throwaway_broker: BrokerSettings, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Kafka down: a full buffer fails send after its timeout; stop fails what waits."""
-        await asyncio.to_thread(broker.start, throwaway_broker, reset=True)
-        settings = Settings(
-            broker=throwaway_broker,
-            kafka=KafkaSettings(request_timeout_s=5.0),
-            topics=TopicSettings(prefix=f"down-{uuid.uuid4().hex[:8]}", partitions=1),
-        )
-        topics = create_ingest_topics(settings)
+        settings, topics = await start_throwaway(throwaway_broker, "down")
         pub = Publisher(settings)
         await pub.start([topics.events])
         try:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 
 import hl7.client
 import pytest
 
 from carebus import broker
-from carebus.settings import BrokerSettings, KafkaSettings, MllpSettings, Settings, TopicSettings
+from carebus.settings import BrokerSettings, MllpSettings
 from connectors.ingest import Ingest
-from tests.connectors.ingest_helpers import TopicReader, adt, create_ingest_topics
+from tests.connectors.ingest_helpers import TopicReader, adt, start_throwaway
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,14 +37,9 @@ class TestBrokerOutage:
         self, throwaway_broker: BrokerSettings
     ) -> None:
         """AE while the broker is down; after restart every AA'd message is there exactly once."""
-        await asyncio.to_thread(broker.start, throwaway_broker, reset=True)
-        settings = Settings(
-            broker=throwaway_broker,
-            kafka=KafkaSettings(request_timeout_s=5.0),
-            topics=TopicSettings(prefix=f"outage-{uuid.uuid4().hex[:8]}", partitions=1),
-            mllp=MllpSettings(port=0, publish_timeout_s=2.0),
+        settings, topics = await start_throwaway(
+            throwaway_broker, "outage", mllp=MllpSettings(port=0, publish_timeout_s=2.0)
         )
-        topics = create_ingest_topics(settings)
         ingest = Ingest(settings)
         await ingest.start()
         acked: Counter[str] = Counter()
