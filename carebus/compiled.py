@@ -3,8 +3,9 @@
 Parsing, translation, Avro encoding, acknowledgements and the listener's
 per-message code are ordinary typed Python, compiled to C extension modules by
 mypyc when the package is built (``setup.py``; ``CAREBUS_COMPILE=0`` builds
-without). The same source runs either way; compiled, the listener uses 4-17% less
-CPU per message (``python -m benchmarks mllp`` compares the two).
+without). The same source runs either way; compiled, the listener uses about 7%
+(two processes) to 17% (one) less CPU per message (``python -m benchmarks mllp``
+compares the two).
 
 This module is read by ``setup.py`` before anything is installed, so it imports
 nothing from carebus.
