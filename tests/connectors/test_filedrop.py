@@ -8,8 +8,14 @@ import errno
 import json
 import os
 import shutil
+import signal
+import socket
 import stat
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -532,3 +538,77 @@ class TestIngestWiring:
         finally:
             await ingest.stop(5.0)
         assert not (await check()).ok
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _readyz(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
+def _wait_readyz(
+    port: int, proc: subprocess.Popen[bytes], status: int, timeout_s: float = 90.0
+) -> dict[str, Any]:
+    """Poll /readyz until it answers ``status`` (a condition, not a speed bound)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"carebus listen exited with {proc.returncode}"
+        try:
+            code, body = _readyz(port)
+        except OSError:
+            code, body = 0, {}
+        if code == status:
+            return body
+        last = (code, body)
+        time.sleep(0.2)
+    raise AssertionError(f"/readyz did not answer {status} (last: {last!r})")
+
+
+class TestListenReadiness:
+    def test_readyz_has_the_file_drop_and_fails_while_a_folder_is_missing(
+        self, ingest_settings: Settings, tmp_path: Path
+    ) -> None:
+        """`carebus listen --file-drop` is ready only while the file drop runs with its folders."""
+        folder = tmp_path / "drop"
+        metrics_port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")} | {
+            "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": ingest_settings.bootstrap_servers,
+            "CAREBUS_TOPICS_PREFIX": ingest_settings.topics.prefix,
+            "CAREBUS_MLLP_PORT": str(_free_port()),
+            "CAREBUS_METRICS_LISTENER_PORT": str(metrics_port),
+            "CAREBUS_FILEDROP_DIRECTORY": str(folder),
+            "CAREBUS_LOG_FORMAT": "json",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carebus", "listen", "--file-drop"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            body = _wait_readyz(metrics_port, proc, 200)
+            assert body["checks"]["filedrop"]["ok"] is True
+            (folder / "failed").rmdir()
+            body = _wait_readyz(metrics_port, proc, 503)
+            assert body["checks"]["filedrop"] == {
+                "ok": False,
+                "detail": f"folder not writable: {folder / 'failed'}",
+            }
+            assert body["checks"]["mllp"]["ok"] is True
+            (folder / "failed").mkdir()
+            _wait_readyz(metrics_port, proc, 200)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
