@@ -344,7 +344,7 @@ class FileDrop:
             if _signature(st) != _signature(listed):
                 return None  # replaced or changed since the listing: look again next poll
             if (st.st_dev, st.st_ino) in writing:
-                log.info("file drop waiting: file open for writing", file=path.name)
+                log.debug("file drop waiting: file open for writing", file=path.name)
                 return None
             chunks = []
             total = 0
