@@ -12,7 +12,8 @@ first. A file is taken only when all of these hold:
 - neither its content nor its metadata has changed for ``settle_s``: the later of
   its mtime and ctime is at least ``settle_s`` old. ctime cannot be set back by a
   writer (``touch -d``, ``cp -p`` and ``rsync -t`` set mtime only), and a rename
-  updates it, so a file is never taken within ``settle_s`` of arriving;
+  updates it on Linux's usual file systems (ext4, XFS, Btrfs), so a file is not
+  taken within ``settle_s`` of arriving;
 - no process has it open for writing (:func:`open_for_writing`);
 - it is still the same file, unchanged, when opened (its inode, size, mtime and
   ctime as listed).
