@@ -15,6 +15,10 @@ folded to a bounded set and no patient data can reach a label::
     metrics.produce_error("carebus.hl7.raw")
     metrics.connection_closed()
 
+    # file-drop connector
+    metrics.filedrop_file_refused("file-too-large")  # one of FILEDROP_REFUSAL_REASONS
+    metrics.filedrop_restarted()
+
     # Faust worker
     metrics.event_processed("Encounter")            # short Avro schema name
     metrics.alert_raised("death-notified")          # rule id
@@ -69,6 +73,7 @@ __all__ = [
     "ACK_LATENCY_BUCKETS",
     "CONTENT_TYPE",
     "EVENT_TYPES",
+    "FILEDROP_REFUSAL_REASONS",
     "INGEST_REASONS",
     "MESSAGE_TYPES",
     "METRICS",
@@ -140,6 +145,15 @@ INGEST_REASONS: tuple[str, ...] = (
     "message-too-large",
     "sender-not-allowed",
     "translation-failed",
+)
+
+#: Why the file-drop connector moved a file to ``failed/`` without reading its
+#: messages (``connectors.filedrop``).
+FILEDROP_REFUSAL_REASONS: tuple[str, ...] = (
+    "file-too-large",
+    "internal-error",
+    "not-a-regular-file",
+    "unreadable",
 )
 
 #: Kinds of operational alert published on the ops topic.
@@ -257,6 +271,21 @@ METRICS: tuple[MetricSpec, ...] = (
         ("topic",),
         "Records Kafka did not durably accept, after the client's own retries.",
         _LISTENER | _WORKER,
+    ),
+    # file-drop connector
+    MetricSpec(
+        "carebus_filedrop_files_refused_total",
+        "counter",
+        ("reason",),
+        "Dropped files moved to failed/ unread: not a regular file, too large, unreadable.",
+        _LISTENER,
+    ),
+    MetricSpec(
+        "carebus_filedrop_restarts_total",
+        "counter",
+        (),
+        "Times the file-drop task crashed and was restarted.",
+        _LISTENER,
     ),
     # stream worker
     MetricSpec(
@@ -537,6 +566,17 @@ class Metrics:
     def produce_error(self, topic: str) -> None:
         """Kafka did not durably accept a record for ``topic``."""
         self._m["carebus_kafka_produce_errors_total"].labels(self.topic_label(topic)).inc()
+
+    # -------------------------------------------------------------- file drop
+
+    def filedrop_file_refused(self, reason: str) -> None:
+        """A dropped file was moved to ``failed/`` unread, for this reason."""
+        label = reason if reason in FILEDROP_REFUSAL_REASONS else OTHER
+        self._child("carebus_filedrop_files_refused_total", label).inc()
+
+    def filedrop_restarted(self) -> None:
+        """The file-drop task crashed and is being restarted."""
+        self._m["carebus_filedrop_restarts_total"].inc()
 
     # ----------------------------------------------------------------- worker
 

@@ -130,6 +130,11 @@ class FileDropSettings:
     directory: Path = Path(".carebus/drop")
     poll_interval_s: float = 1.0
     enabled: bool = False
+    #: A file is taken only once neither its content nor its metadata has changed
+    #: for this long (and no process has it open for writing).
+    settle_s: float = 2.0
+    #: Larger files are moved to ``failed/`` unread (64 MiB).
+    max_file_bytes: int = 67_108_864
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from carebus.log import get_logger
 from carebus.settings import Settings
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator
-from connectors.filedrop import FileDrop
+from connectors.filedrop import FileDrop, FileDropObserver
 from connectors.http import HttpServer
 from connectors.mllp.allowlist import load_allowlist
 from connectors.mllp.server import MllpServer
@@ -65,7 +65,10 @@ class Ingest:
         use_http = settings.http.enabled if http is None else http
         use_drop = settings.filedrop.enabled if filedrop is None else filedrop
         self.http = HttpServer(settings.http, self.pipeline) if use_http else None
-        self.filedrop = FileDrop(settings.filedrop, self.pipeline) if use_drop else None
+        drop_observer = observer if isinstance(observer, FileDropObserver) else None
+        self.filedrop = (
+            FileDrop(settings.filedrop, self.pipeline, observer=drop_observer) if use_drop else None
+        )
         self._drop_task: asyncio.Task[None] | None = None
 
     @property
@@ -93,7 +96,8 @@ class Ingest:
             await self.stop()
             raise
         if self.filedrop is not None:
-            self._drop_task = asyncio.create_task(self.filedrop.run(), name="filedrop")
+            # Restarted after a crash, with a growing pause (FileDrop.supervise).
+            self._drop_task = asyncio.create_task(self.filedrop.supervise(), name="filedrop")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking messages, let those in progress finish, then flush the producer."""

@@ -4,7 +4,8 @@ Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.host`` and
 ``metrics.listener_port`` from the start. Provider labels come from the region
 config (``worker.region_config``) when that file exists; every sender is ``other``
 otherwise. ``/readyz`` is 200 once Kafka is reachable, the raw, events and
-dead-letter topics exist, and the MLLP socket is listening.
+dead-letter topics exist, and the MLLP socket is listening; with the file drop on,
+also while its task runs and its folders are writable (``filedrop``).
 
 While Kafka cannot be reached or a topic is missing at start, the MLLP port stays
 closed (senders queue and retry), ``/readyz`` says why, and the start is retried
@@ -165,6 +166,19 @@ def listening_check(ingest: Ingest) -> Check:
     return check
 
 
+def filedrop_check(ingest: Ingest) -> Check:
+    """Ready while the file-drop task runs and its folders are writable."""
+    from carebus.health import CheckResult
+
+    async def check() -> CheckResult:
+        if ingest.filedrop is None:
+            return CheckResult(True, "file drop off")
+        ok, detail = ingest.filedrop.readiness()
+        return CheckResult(ok, detail)
+
+    return check
+
+
 def process_count(settings: MllpSettings) -> int:
     """How many listener processes ``mllp.processes`` asks for (0: one per CPU)."""
     from carebus.errors import ConfigError
@@ -247,9 +261,10 @@ async def _serve_one(
         receiver = Receiver(channel, ingest.mllp.adopt, stop.set)
         receiver.start()
         mllp_check = _flag_check(lambda: started, "serving handed-over connections")
-    health = HealthServer(
-        metrics, {"kafka": kafka, "mllp": mllp_check}, host=settings.metrics.host, port=port
-    )
+    checks = {"kafka": kafka, "mllp": mllp_check}
+    if ingest.filedrop is not None:
+        checks["filedrop"] = filedrop_check(ingest)
+    health = HealthServer(metrics, checks, host=settings.metrics.host, port=port)
     try:
         await _start_health(health, settings.metrics.host, port)
         if await start_when_kafka_ready(ingest, stop, kafka):

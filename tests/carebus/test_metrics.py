@@ -15,6 +15,7 @@ from carebus.errors import MessageRejected
 from carebus.metrics import (
     ACK_CODES,
     EVENT_TYPES,
+    FILEDROP_REFUSAL_REASONS,
     MESSAGE_TYPES,
     METRICS,
     OPS_ALERT_KINDS,
@@ -55,8 +56,10 @@ def exercise(m: Metrics, rng: random.Random, n: int = 300) -> None:
         m.set_consumer_lag(rng.choice(["carebus.events", junk()]), rng.randrange(6), 5)
         m.set_feed_silent(p, rng.random() < 0.5)
         m.ops_alert_raised(rng.choice([*OPS_ALERT_KINDS, junk()]))
+        m.filedrop_file_refused(rng.choice([*FILEDROP_REFUSAL_REASONS, junk()]))
     m.connection_opened()
     m.set_deadlines_pending(3)
+    m.filedrop_restarted()
 
 
 def families(m: Metrics) -> dict[str, Any]:
