@@ -177,11 +177,17 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class LogSettings:
-    """Logging. Patient data is masked unless ``mask_patient_data`` is turned off."""
+    """Logging. Patient data is masked unless ``mask_patient_data`` is turned off.
+
+    ``digest_key_file``: the key of the digests that stand for identifiers in logs
+    (:mod:`carebus.log`), shared by a deployment's processes so that their digests
+    match; unset, each process digests with a random key of its own.
+    """
 
     level: str = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
     mask_patient_data: bool = True
+    digest_key_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import io
 import json
+import logging
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from carebus.log import configure_logging, get_logger
+from carebus.errors import KafkaUnavailable
+from carebus.log import (
+    CLEAR_FIELDS,
+    DIGEST_FIELDS,
+    configure_logging,
+    digest,
+    get_logger,
+    use_digest_key,
+)
 from carebus.settings import LogSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 NHS_NUMBER = "9434765919"
 NAME = "Jane Smith"
@@ -103,3 +117,134 @@ class TestMasking:
         output = stream.getvalue()
         assert "ValueError" in output
         assert NHS_NUMBER not in output
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+class TestFieldsAllowedByName:
+    def test_an_undeclared_field_is_digested(self) -> None:
+        """A field no one declared is logged as a digest, whatever it holds."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        get_logger("tests.log").info("event", ward_note="Mrs Smith, bed 4")
+        (record,) = json_lines(stream)
+        assert record["ward_note"] == digest("Mrs Smith, bed 4")
+        assert "Smith" not in stream.getvalue()
+
+    def test_identifiers_appear_only_as_digests(self) -> None:
+        """Dedup keys and patient keys are digested, the same value to the same digest."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        key = f"hospice-handoff-missed|{NHS_NUMBER}|2026-03-02"
+        get_logger("tests.log").info("one", dedup_key=key, patient_key=NHS_NUMBER)
+        get_logger("tests.log").info("two", dedup_key=key)
+        one, two = json_lines(stream)
+        assert one["dedup_key"] == two["dedup_key"] == digest(key)
+        assert str(one["patient_key"]).startswith("#")
+        assert NHS_NUMBER not in stream.getvalue()
+
+    def test_declared_fields_are_kept(self) -> None:
+        """Declared fields (control id, facility, counts, reason) are logged as they are."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        get_logger("tests.log").info(
+            "rejected", control_id="MSG001", sending_facility="RJE", messages=3, reason="x-y"
+        )
+        (record,) = json_lines(stream)
+        assert record["control_id"] == "MSG001"
+        assert record["sending_facility"] == "RJE"
+        assert record["messages"] == 3
+        assert record["reason"] == "x-y"
+
+    def test_a_digest_is_keyed(self, tmp_path: Path) -> None:
+        """Digests depend on the deployment's key, so one cannot be reversed by trying values."""
+        key_file = tmp_path / "digest.key"
+        key_file.write_bytes(b"one secret\n")
+        use_digest_key(key_file)
+        first = digest(NHS_NUMBER)
+        key_file.write_bytes(b"another secret\n")
+        use_digest_key(key_file)
+        second = digest(NHS_NUMBER)
+        use_digest_key(None)
+        assert first != second
+        assert first != "#" + hashlib.sha256(NHS_NUMBER.encode()).hexdigest()[:16]
+
+    def test_every_field_carebus_logs_is_declared(self) -> None:
+        """A log call in carebus with a field neither clear nor digested fails here."""
+        undeclared = {
+            (path, field)
+            for path, field in logged_fields()
+            if field not in CLEAR_FIELDS and field not in DIGEST_FIELDS
+        }
+        assert not undeclared, sorted(undeclared)
+
+    def test_the_scan_finds_log_calls(self) -> None:
+        """The scan above sees the fields of carebus's log calls (so it can fail)."""
+        fields = {field for _, field in logged_fields()}
+        assert {"control_id", "sending_facility", "reason", "error"} <= fields
+
+
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "bind"}
+
+
+def logged_fields() -> list[tuple[str, str]]:
+    """(module path, field name) for every keyword of every log call in carebus's packages."""
+    found = []
+    for package in ("carebus", "connectors", "streams", "schemas"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                if node.func.attr not in _LOG_METHODS:
+                    continue
+                receiver = ast.unparse(node.func.value)
+                if "log" not in receiver.lower():
+                    continue
+                found += [(str(path), kw.arg) for kw in node.keywords if kw.arg]
+    return found
+
+
+class TestThirdPartyRecords:
+    def test_a_library_record_is_masked_and_rendered_alike(self) -> None:
+        """A stdlib record (aiokafka, faust, ...) goes through the same masking and renderer."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        logging.getLogger("aiokafka.consumer").warning("bad record for %s: %s", NHS_NUMBER, HL7)
+        (record,) = json_lines(stream)
+        assert record["logger"] == "aiokafka.consumer"
+        assert record["level"] == "warning"
+        assert NHS_NUMBER not in stream.getvalue()
+        assert "SMITH" not in stream.getvalue()
+
+    def test_a_library_traceback_keeps_its_frames_not_its_message(self) -> None:
+        """A library exception's message may hold record values: only type and frames are logged."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        try:
+            raise ValueError(f"cannot decode value={NAME!r}")
+        except ValueError:
+            logging.getLogger("faust.agents").exception("agent crashed")
+        (record,) = json_lines(stream)
+        exception = str(record["exception"])
+        assert "builtins.ValueError: (message withheld)" in exception
+        assert "test_log.py" in exception
+        assert "Smith" not in stream.getvalue()
+
+    def test_a_carebus_error_keeps_its_message(self) -> None:
+        """carebus's own errors are written without patient data, so their message is kept."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        try:
+            try:
+                raise OSError("connection refused")
+            except OSError as exc:
+                raise KafkaUnavailable("no broker answered within 5s") from exc
+        except KafkaUnavailable:
+            get_logger("tests.log").exception("publish failed", control_id="MSG001")
+        (record,) = json_lines(stream)
+        exception = str(record["exception"])
+        assert "carebus.errors.KafkaUnavailable: no broker answered within 5s" in exception
+        assert "builtins.OSError: (message withheld)" in exception
+        assert "connection refused" not in exception
