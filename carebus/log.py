@@ -137,6 +137,8 @@ CLEAR_FIELDS = frozenset(
         "reason",
         "region_config",
         "rejected",
+        "restart_in_s",
+        "restarts",
         "retry_in_s",
         "seconds",
         "sending_facility",
