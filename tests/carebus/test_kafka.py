@@ -248,6 +248,6 @@ class TestMutualTls:
     def test_missing_tls_file_is_a_one_line_config_error(self, tmp_path: Path) -> None:
         """A CA file that does not exist is a ConfigError naming the file, not an OSError."""
         missing = tmp_path / "nope.pem"
-        with pytest.raises(ConfigError, match="nope.pem") as info:
+        with pytest.raises(ConfigError, match=r"nope\.pem") as info:
             common_config(with_kafka(security_protocol="SSL", ssl_cafile=missing))
         assert "\n" not in str(info.value)
