@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -114,6 +115,19 @@ class TestRequireDeclared:
         assert message.startswith("topics apply refuses to start")
         assert f"{DECLARED}: replication factor 1 < 3" in message
         assert "topics.allow_low_durability = true" in message
+
+    def test_topics_apply_refuses_with_exit_2_and_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`carebus topics apply` for a cluster with RF 1 declared exits 2 with one line."""
+        from carebus.cli import main
+
+        for name in [k for k in os.environ if k.startswith("CAREBUS_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "kafka.invalid:9092")
+        assert main(["topics", "apply"]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("carebus: topics apply refuses to start")
 
 
 @pytest.mark.integration

@@ -217,6 +217,8 @@ def _start_listener(settings: Settings, topics: TopicNames, region: Path, log: P
     env |= {k: v for k, v in os.environ.items() if k.startswith("CAREBUS_KAFKA_")}
     env |= {
         "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        # the test broker is the local development broker (carebus.durability)
+        "CAREBUS_BROKER_PORT": str(settings.broker.port),
         "CAREBUS_TOPICS_PREFIX": topics.prefix,
         "CAREBUS_MLLP_PORT": str(mllp_port),
         "CAREBUS_METRICS_HOST": "127.0.0.1",
