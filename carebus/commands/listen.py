@@ -10,6 +10,12 @@ While Kafka cannot be reached or a topic is missing at start, the MLLP port stay
 closed (senders queue and retry), ``/readyz`` says why, and the start is retried
 with a growing pause of up to 15 s.
 
+Once Kafka is ready, and before the MLLP port opens, the topics' durability is
+checked (:mod:`carebus.durability`): outside the local development broker, topics
+with replication factor < 3 or ``min.insync.replicas`` < 2 stop the listener with a
+one-line error unless ``topics.allow_low_durability`` is set; ``/readyz`` has a
+``durability`` check that says which.
+
 Runs until SIGINT or SIGTERM, then stops taking messages, lets the ones in
 progress finish (their ACKs are sent), flushes the producer and exits 0.
 

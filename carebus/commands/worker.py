@@ -1,7 +1,10 @@
 """``carebus worker``: run the Faust stream worker that raises coordination alerts.
 
 Loads and validates the region config, creates missing topics (and checks that
-the events, alerts, status and control topics are co-partitioned), then runs the
+the events, alerts, status and control topics are co-partitioned), checks their
+durability (:mod:`carebus.durability`: outside the local development broker, a
+one-line refusal on replication factor < 3 or ``min.insync.replicas`` < 2 unless
+``topics.allow_low_durability``; ``/readyz`` reports it), then runs the
 worker of :mod:`streams.app` until SIGTERM or SIGINT, with ``/metrics``,
 ``/healthz`` and ``/readyz`` on ``metrics.worker_port``. The event loop is uvloop
 when it is installed (``worker.event_loop``): Faust's per-record cost is mostly
