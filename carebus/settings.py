@@ -35,13 +35,23 @@ class KafkaSettings:
 
     bootstrap_servers: str = ""
     client_id: str = "carebus"
-    security_protocol: str = "PLAINTEXT"
+    #: ``SASL_SSL`` (SCRAM over TLS) or ``SSL`` with a client certificate (mutual TLS)
+    #: outside a development machine; docs/security.md.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: CA bundle the brokers' certificates are checked against (None: the system's).
     ssl_cafile: Path | None = None
+    #: Client certificate and key: mutual TLS (``SSL``), or TLS client auth beside SASL.
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
-    sasl_mechanism: str | None = None
+    #: Whether a broker's certificate must name the host it was reached at.
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None
+    #: A file holding the SASL password (a mounted Secret), read when a client is
+    #: configured, so a rotated password is picked up by a restart; wins over
+    #: ``sasl_password``.
+    sasl_password_file: Path | None = None
     request_timeout_s: float = 30.0
     #: How long an alert status record waits for others to share its batch.
     producer_linger_ms: int = 3
@@ -77,6 +87,10 @@ class TopicSettings:
     partitions: int = 6
     replication_factor: int = 1
     min_insync_replicas: int = 1
+    #: Outside the local development broker, replication factor < 3 or
+    #: ``min.insync.replicas`` < 2 refuses to start unless this is true
+    #: (``carebus.durability``); then a warning at start, and ``/readyz`` says so.
+    allow_low_durability: bool = False
 
 
 @dataclass(frozen=True)

@@ -456,7 +456,8 @@ def _credentials(settings: Settings) -> Any:
     """Faust broker credentials for the configured security protocol (None: plaintext)."""
     k = settings.kafka
     protocol = k.security_protocol.upper()
-    ssl_context = common_config(settings).get("ssl_context")
+    client = common_config(settings)  # validates; reads sasl_password_file
+    ssl_context = client.get("ssl_context")
     if protocol == "PLAINTEXT":
         return None
     if protocol == "SSL":
@@ -464,7 +465,7 @@ def _credentials(settings: Settings) -> Any:
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         return faust.SASLCredentials(
             username=k.sasl_username,
-            password=k.sasl_password,
+            password=client.get("sasl_plain_password"),
             ssl_context=ssl_context,
             mechanism=k.sasl_mechanism or "PLAIN",
         )

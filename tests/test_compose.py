@@ -124,3 +124,80 @@ class TestCarebusServices:
         source = REPO_ROOT / mounts[target]
         assert source.is_file()
         assert "providers" in yaml.safe_load(source.read_text(encoding="utf-8"))
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Each published port as (host address, host port, container port); '' = all addresses."""
+    found = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            found.append(
+                (
+                    str(entry.get("host_ip", "")),
+                    str(entry.get("published", "")),
+                    str(entry["target"]),
+                )
+            )
+            continue
+        text = str(entry).split("/")[0]
+        if text.startswith("["):  # [::1]:2575:2575
+            address, rest = text[1:].split("]:", 1)
+            host_port, container = rest.split(":")
+        else:
+            parts = text.split(":")
+            address = parts[0] if len(parts) == 3 else ""
+            host_port, container = (parts[-2], parts[-1]) if len(parts) > 1 else ("", parts[0])
+        found.append((address, host_port, container))
+    return found
+
+
+class TestLoopbackOnly:
+    def test_every_published_port_is_on_loopback(self, compose: dict[str, Any]) -> None:
+        """No service publishes a port on an address other machines can reach."""
+        ports = [
+            (name, port)
+            for name, service in compose["services"].items()
+            for port in published(service)
+        ]
+        assert len(ports) >= 6
+        exposed = [(name, p) for name, p in ports if p[0] not in {"127.0.0.1", "::1"}]
+        assert not exposed
+
+    def test_no_service_shares_the_host_network(self, compose: dict[str, Any]) -> None:
+        """Host networking would bypass the loopback-only publishing."""
+        for service in compose["services"].values():
+            assert service.get("network_mode") != "host"
+
+    @pytest.mark.parametrize(
+        ("entry", "address"),
+        [
+            ("2575:2575", ""),
+            ("0.0.0.0:2575:2575", "0.0.0.0"),
+            ("127.0.0.1:2575:2575/tcp", "127.0.0.1"),
+            ("[::1]:2575:2575", "::1"),
+            ({"target": 2575, "published": 2575}, ""),
+            ({"target": 2575, "published": 2575, "host_ip": "127.0.0.1"}, "127.0.0.1"),
+        ],
+    )
+    def test_port_forms_are_read_with_their_address(self, entry: Any, address: str) -> None:
+        """The check reads the short and long port forms; no address means all of them."""
+        assert published({"ports": [entry]}) == [(address, "2575", "2575")]
+
+
+class TestDurability:
+    @pytest.mark.parametrize("name", CAREBUS_SERVICES)
+    def test_single_broker_low_durability_is_allowed_explicitly(
+        self, compose: dict[str, Any], name: str
+    ) -> None:
+        """The one-broker compose Kafka is not the local broker, so RF 1 is allowed by name."""
+        from carebus.durability import assess, declared, is_local_broker
+
+        settings = load_settings(environment(compose["services"][name]))
+        assert not is_local_broker(settings)
+        assert settings.topics.allow_low_durability is True
+        decision = assess(
+            [declared(settings)],
+            local=False,
+            allow_low_durability=settings.topics.allow_low_durability,
+        )
+        assert decision.verdict == "allowed"

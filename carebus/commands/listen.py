@@ -11,6 +11,12 @@ While Kafka cannot be reached or a topic is missing at start, the MLLP port stay
 closed (senders queue and retry), ``/readyz`` says why, and the start is retried
 with a growing pause of up to 15 s.
 
+Once Kafka is ready, and before the MLLP port opens, the topics' durability is
+checked (:mod:`carebus.durability`): outside the local development broker, topics
+with replication factor < 3 or ``min.insync.replicas`` < 2 stop the listener with a
+one-line error unless ``topics.allow_low_durability`` is set; ``/readyz`` has a
+``durability`` check that says which.
+
 Runs until SIGINT or SIGTERM, then stops taking messages, lets the ones in
 progress finish (their ACKs are sent), flushes the producer and exits 0.
 
@@ -42,7 +48,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -238,6 +244,7 @@ async def _serve_one(
 ) -> None:
     """One listener process; as ``child`` (index, channel), serving handed-over sockets."""
     from carebus.compiled import hot_path
+    from carebus.durability import DurabilityGate
     from carebus.health import HealthServer, kafka_check
     from carebus.log import get_logger
     from carebus.topics import TopicNames
@@ -261,13 +268,14 @@ async def _serve_one(
         receiver = Receiver(channel, ingest.mllp.adopt, stop.set)
         receiver.start()
         mllp_check = _flag_check(lambda: started, "serving handed-over connections")
-    checks = {"kafka": kafka, "mllp": mllp_check}
+    gate = DurabilityGate(settings, [names.raw, names.events, names.deadletter], "listener")
+    checks = {"kafka": kafka, "mllp": mllp_check, "durability": gate.check}
     if ingest.filedrop is not None:
         checks["filedrop"] = filedrop_check(ingest)
     health = HealthServer(metrics, checks, host=settings.metrics.host, port=port)
     try:
         await _start_health(health, settings.metrics.host, port)
-        if await start_when_kafka_ready(ingest, stop, kafka):
+        if await start_when_kafka_ready(ingest, stop, kafka, before_start=gate.require):
             started = True
             if receiver is not None:
                 receiver.ready()
@@ -476,12 +484,19 @@ def _reap(children: Sequence[multiprocessing.process.BaseProcess], timeout_s: fl
             child.join(5.0)
 
 
-async def start_when_kafka_ready(ingest: Ingest, stop: asyncio.Event, kafka: Check) -> bool:
+async def start_when_kafka_ready(
+    ingest: Ingest,
+    stop: asyncio.Event,
+    kafka: Check,
+    *,
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> bool:
     """Start ``ingest`` once ``kafka`` (the readiness check) passes; retry while it fails.
 
-    True once started; False when ``stop`` was set first. A start that still finds
-    Kafka unavailable is retried too; other failures (a port in use, a bad TLS
-    file) are raised.
+    ``before_start`` (the durability check) runs once Kafka is ready, before the MLLP
+    port opens. True once started; False when ``stop`` was set first. A start that
+    still finds Kafka unavailable is retried too; other failures (a port in use, a
+    bad TLS file, topics that are not durable) are raised.
     """
     from carebus.errors import KafkaUnavailable
     from carebus.health import CheckResult, run_checks
@@ -493,6 +508,8 @@ async def start_when_kafka_ready(ingest: Ingest, stop: asyncio.Event, kafka: Che
         result = (await run_checks({"kafka": kafka}))["kafka"]
         if result.ok:
             try:
+                if before_start is not None:
+                    await before_start()
                 return await _start_unless_stopped(ingest, stop)
             except KafkaUnavailable as exc:
                 result = CheckResult(False, str(exc))

@@ -2,7 +2,9 @@
 
 Prints one line per declared topic: ``created``, ``ok``, ``fixed`` or ``drift``.
 Exit status 0 when every topic matches its declaration (after ``--fix``, if given),
-1 when drift remains.
+1 when drift remains. Outside the local development broker, settings that declare
+replication factor < 3 or ``min.insync.replicas`` < 2 are refused before anything is
+created, unless ``topics.allow_low_durability`` is true (:mod:`carebus.durability`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from carebus.durability import require_durable
+
+    require_durable(settings, (), role="topics apply")
     reports = apply(settings, fix=args.fix)
     for report in reports:
         print(format_report(report, fix=args.fix))

@@ -1,7 +1,10 @@
 """``carebus worker``: run the Faust stream worker that raises coordination alerts.
 
 Loads and validates the region config, creates missing topics (and checks that
-the events, alerts, status and control topics are co-partitioned), then runs the
+the events, alerts, status and control topics are co-partitioned), checks their
+durability (:mod:`carebus.durability`: outside the local development broker, a
+one-line refusal on replication factor < 3 or ``min.insync.replicas`` < 2 unless
+``topics.allow_low_durability``; ``/readyz`` reports it), then runs the
 worker of :mod:`streams.app` until SIGTERM or SIGINT, with ``/metrics``,
 ``/healthz`` and ``/readyz`` on ``metrics.worker_port``. The event loop is uvloop
 when it is installed (``worker.event_loop``): Faust's per-record cost is mostly
@@ -13,10 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carebus.errors import ConfigError
 from carebus.settings import Settings, WorkerSettings
+
+if TYPE_CHECKING:
+    from carebus.topics import TopicNames
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
     import mode
 
+    from carebus.durability import DurabilityGate, require_durable
     from carebus.gctuning import tune_gc
     from carebus.health import HealthServer, assignment_check, kafka_check
     from carebus.log import get_logger
@@ -49,6 +56,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_topics:
         prepare_topics(settings, region.providers)
     names = TopicNames.from_settings(settings.topics)
+    durability = DurabilityGate(settings, worker_topics(names), "worker")
+    durability.record(require_durable(settings, worker_topics(names), role="worker"))
     metrics = Metrics(providers=region.providers, topics=names, process_metrics=True, role="worker")
     worker = build_worker(settings, region=region, sensors=metrics)
     server = HealthServer(
@@ -56,6 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         {
             "kafka": kafka_check(settings, [names.events, names.alerts]),
             "partitions": assignment_check(lambda: len(worker.delivery.assigned())),
+            "durability": durability.check,
         },
         host=settings.metrics.host,
         port=settings.metrics.worker_port,
@@ -91,6 +101,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def worker_topics(names: TopicNames) -> list[str]:
+    """The topics whose durability the worker checks at start (carebus.durability)."""
+    return [names.events, names.alerts, names.alert_status, names.ops]
 
 
 def use_event_loop(settings: WorkerSettings) -> None:

@@ -47,6 +47,8 @@ def cluster_env(kafka: Settings, **extra: str) -> dict[str, str]:
     """The environment naming the test cluster (with any CAREBUS_KAFKA_* security settings)."""
     env = {k: v for k, v in os.environ.items() if k.startswith("CAREBUS_KAFKA_")}
     env["CAREBUS_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+    # The test broker is the local development broker (carebus.durability).
+    env["CAREBUS_BROKER_PORT"] = str(kafka.broker.port)
     return {**env, **extra}
 
 

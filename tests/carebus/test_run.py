@@ -424,6 +424,8 @@ def run_env(kafka: Settings, prefix: str) -> dict[str, str]:
     env.update(
         {
             "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            # the test broker is the local development broker (carebus.durability)
+            "CAREBUS_BROKER_PORT": str(kafka.broker.port),
             "CAREBUS_TOPICS_PREFIX": prefix,
             "CAREBUS_TOPICS_PARTITIONS": "2",
             "CAREBUS_WORKER_APP_ID": f"{prefix}-worker",

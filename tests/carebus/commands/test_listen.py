@@ -47,6 +47,8 @@ class TestListenCommand:
         mllp_port, http_port = _free_port(), _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")} | {
             "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": kafka_isolated.bootstrap_servers,
+            # the test broker is the local development broker (carebus.durability)
+            "CAREBUS_BROKER_PORT": str(kafka_isolated.broker.port),
             "CAREBUS_TOPICS_PREFIX": kafka_isolated.topics.prefix,
             "CAREBUS_MLLP_PORT": str(mllp_port),
             "CAREBUS_HTTP_PORT": str(http_port),
@@ -167,6 +169,8 @@ class TestSeveralProcesses:
     def _env(self, settings: Settings, mllp_port: int, metrics_port: int) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")} | {
             "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            # the test broker is the local development broker (carebus.durability)
+            "CAREBUS_BROKER_PORT": str(settings.broker.port),
             "CAREBUS_TOPICS_PREFIX": settings.topics.prefix,
             "CAREBUS_MLLP_PORT": str(mllp_port),
             "CAREBUS_MLLP_PROCESSES": "2",

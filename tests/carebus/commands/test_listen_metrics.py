@@ -144,6 +144,50 @@ class TestStartWhenKafkaReady:
         assert asked == 2
         assert not ingest.listening
 
+    async def test_a_refused_durability_check_keeps_mllp_closed(self) -> None:
+        """When the check before start refuses, the error propagates and MLLP never opens."""
+        from carebus.errors import ConfigError
+
+        settings = Settings()
+        settings = settings.replace(mllp=dataclasses.replace(settings.mllp, port=0))
+        ingest = Ingest(settings)
+
+        async def ready() -> CheckResult:
+            return CheckResult(True, "ok")
+
+        async def refuse() -> None:
+            raise ConfigError("listener refuses to start: not durable")
+
+        with pytest.raises(ConfigError, match="refuses to start"):
+            await start_when_kafka_ready(ingest, asyncio.Event(), ready, before_start=refuse)
+        assert not ingest.listening
+
+    async def test_kafka_unavailable_during_the_check_is_retried(self) -> None:
+        """A durability check that cannot reach Kafka is retried like the Kafka check."""
+        from carebus.errors import KafkaUnavailable
+
+        settings = Settings()
+        settings = settings.replace(mllp=dataclasses.replace(settings.mllp, port=0))
+        ingest = Ingest(settings)
+        stop = asyncio.Event()
+        tries = 0
+
+        async def ready() -> CheckResult:
+            return CheckResult(True, "ok")
+
+        async def flaky() -> None:
+            nonlocal tries
+            tries += 1
+            if tries == 2:
+                stop.set()
+            raise KafkaUnavailable("cannot describe topics")
+
+        started = await asyncio.wait_for(
+            start_when_kafka_ready(ingest, stop, ready, before_start=flaky), 10
+        )
+        assert (started, tries) == (False, 2)
+        assert not ingest.listening
+
 
 # ------------------------------------------------------------------ integration
 
@@ -217,6 +261,8 @@ def _start_listener(settings: Settings, topics: TopicNames, region: Path, log: P
     env |= {k: v for k, v in os.environ.items() if k.startswith("CAREBUS_KAFKA_")}
     env |= {
         "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        # the test broker is the local development broker (carebus.durability)
+        "CAREBUS_BROKER_PORT": str(settings.broker.port),
         "CAREBUS_TOPICS_PREFIX": topics.prefix,
         "CAREBUS_MLLP_PORT": str(mllp_port),
         "CAREBUS_METRICS_HOST": "127.0.0.1",
