@@ -140,6 +140,7 @@ CLEAR_FIELDS = frozenset(
         "restart_in_s",
         "restarts",
         "retry_in_s",
+        "role",
         "seconds",
         "sending_facility",
         "size",
@@ -148,7 +149,9 @@ CLEAR_FIELDS = frozenset(
         "task",
         "tls",
         "topic",
+        "topics",
         "unconfirmed_alerts",
+        "verdict",
     }
 )
 
