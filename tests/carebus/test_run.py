@@ -7,11 +7,13 @@ broker, as a subprocess that is sent SIGINT.
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -46,8 +48,9 @@ from carebus.run import (
     reachable,
     read_pids,
     start_time,
+    whole_stop_s,
 )
-from carebus.settings import MetricsSettings, MllpSettings, Settings
+from carebus.settings import MetricsSettings, MllpSettings, Settings, load_settings
 from carebus.synth import messages
 
 NHS_LIKE = re.compile(r"(?<!\d)\d{10}(?!\d)")
@@ -750,3 +753,211 @@ class TestRunEndToEnd:
         assert "worker.log" in err
         for name in ("listener", "dashboard", WARDEN):
             assert wait_gone(pids[name].pid, 5.0), f"{name} ({pids[name]}) is still running"
+
+
+# -- however a run ends ----------------------------------------------------------------
+
+#: The ports of the runs below: a range of their own (37xxx), broker included.
+ENDING_PORTS = {
+    "CAREBUS_BROKER_PORT": 37092,
+    "CAREBUS_BROKER_CONTROLLER_PORT": 37093,
+    "CAREBUS_MLLP_PORT": 37575,
+    "CAREBUS_METRICS_LISTENER_PORT": 37464,
+    "CAREBUS_METRICS_WORKER_PORT": 37465,
+    "CAREBUS_WORKER_WEB_PORT": 37066,
+    "CAREBUS_METRICS_DASHBOARD_PORT": 37088,
+}
+READY_LINE = "Ctrl-C stops everything"
+
+
+class Ended:
+    """A `carebus run` started in one of the ways a person runs it, to be ended that way."""
+
+    def __init__(self, ending: str, cwd: Path, env: dict[str, str]) -> None:
+        self.ending = ending
+        self.output = cwd / f"output-{ending}.txt"
+        self.master: int | None = None
+        self.tee: subprocess.Popen[bytes] | None = None
+        self._reading = threading.Event()
+        self._reader: threading.Thread | None = None
+        argv = [sys.executable, "-m", "carebus", "run", "--no-feed"]
+        if ending in ("ctrl-c-terminal", "terminal-closed"):
+            # On a terminal of its own: a pty whose slave is its controlling terminal.
+            import pty
+            import termios
+
+            master, slave = pty.openpty()
+
+            def controlling_terminal() -> None:
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                preexec_fn=controlling_terminal,  # noqa: PLW1509 - a test, before any thread
+            )
+            os.close(slave)
+            self.master = master
+            self._reader = threading.Thread(target=self._read_terminal, daemon=True)
+            self._reading.set()
+            self._reader.start()
+        elif ending == "ctrl-c-pipe":
+            # `carebus run 2>&1 | tee FILE` as one job: Ctrl-C signals both.
+            self.tee = subprocess.Popen(
+                ["tee", str(self.output)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            assert self.tee.stdin is not None
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdout=self.tee.stdin,
+                stderr=subprocess.STDOUT,
+                process_group=self.tee.pid,
+            )
+            self.tee.stdin.close()
+        else:
+            with self.output.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+
+    def _read_terminal(self) -> None:
+        assert self.master is not None
+        with self.output.open("wb") as out:
+            while self._reading.is_set():
+                ready, _, _ = select.select([self.master], [], [], 0.1)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self.master, 4096)
+                except OSError:  # EIO: every slave end closed
+                    return
+                if not data:
+                    return
+                out.write(data)
+                out.flush()
+
+    def text(self) -> str:
+        try:
+            return self.output.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while READY_LINE not in self.text():
+            assert self.proc.poll() is None, f"run exited: {self.text()[-2000:]}"
+            assert time.monotonic() < deadline, f"not ready in {timeout_s} s: {self.text()[-2000:]}"
+            time.sleep(0.2)
+
+    def end(self) -> None:
+        if self.ending == "ctrl-c-terminal":
+            assert self.master is not None
+            os.write(self.master, b"\x03")
+        elif self.ending == "terminal-closed":
+            self._close_terminal()
+        elif self.ending == "ctrl-c-pipe":
+            assert self.tee is not None
+            os.killpg(self.tee.pid, signal.SIGINT)
+        elif self.ending == "sigterm":
+            self.proc.send_signal(signal.SIGTERM)
+        elif self.ending == "sigkill":
+            self.proc.send_signal(signal.SIGKILL)
+
+    def _close_terminal(self) -> None:
+        self._reading.clear()
+        if self._reader is not None:
+            self._reader.join()
+        if self.master is not None:
+            os.close(self.master)  # the terminal hangs up: SIGHUP, then EIO on every write
+            self.master = None
+
+    def cleanup(self) -> None:
+        for proc in (self.proc, self.tee):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(10.0)  # the rest of the output, up to end-of-file
+        self._close_terminal()
+
+
+@pytest.fixture(scope="module")
+def region_here(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A directory the runs below share (so each starts where the one before ended), and
+    their environment: a local broker of the directory's own (no cluster configured)."""
+    cwd = tmp_path_factory.mktemp("region")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
+    env.update({k: str(v) for k, v in ENDING_PORTS.items()})
+    env.update(
+        {
+            "CAREBUS_BROKER_HOME": str(cwd / "broker"),
+            "CAREBUS_BROKER_HEAP": "384m",
+            "CAREBUS_TOPICS_PARTITIONS": "1",
+            "CAREBUS_WORKER_DATA_DIR": str(cwd / "worker-data"),
+        }
+    )
+    return cwd, env
+
+
+ENDINGS = ["ctrl-c-terminal", "ctrl-c-pipe", "sigterm", "terminal-closed", "sigkill"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+class TestEveryEndingLeavesNothing:
+    @pytest.mark.parametrize("ending", ENDINGS)
+    def test_every_process_stops_cleanly_and_the_next_run_starts(
+        self, ending: str, region_here: tuple[Path, dict[str, str]]
+    ) -> None:
+        """However a run ends, each of its processes (the broker too) stops cleanly within the
+        stop bound, and the directory is left as a next run needs it: no pids, free ports."""
+        cwd, env = region_here
+        settings = load_settings(env)
+        run_dir = cwd / ".carebus" / "run"
+        listener_log = run_dir / "logs" / "listener.log"
+        logged = listener_log.stat().st_size if listener_log.exists() else 0
+        clean_marker = cwd / "broker" / "data" / ".kafka_cleanshutdown"
+        started = Ended(ending, cwd, env)
+        try:
+            ready_s = settings.broker.start_timeout_s + RunOptions().ready_timeout_s + 60
+            started.wait_ready(ready_s)
+            # It started cleanly where the previous ending's run had run.
+            assert "earlier carebus run" not in started.text()
+            pids = read_pids(run_dir / "pids")
+            assert set(pids) == {"run", WARDEN, "broker", *CHILDREN}
+            assert pids["run"].pid == started.proc.pid
+            assert not clean_marker.exists()  # the broker removes it when it starts
+            started.end()
+            bound = whole_stop_s(settings, RunOptions())
+            deadline = time.monotonic() + bound
+            for name, process in pids.items():
+                while is_running(process):
+                    assert time.monotonic() < deadline, f"{name} still runs after {bound} s"
+                    time.sleep(0.2)
+            status = started.proc.wait(10)
+        finally:
+            started.cleanup()
+        assert status == (-signal.SIGKILL if ending == "sigkill" else 0), started.text()
+        assert not (run_dir / "pids").exists()
+        # Cleanly: the listener finished its messages in flight, the broker shut down.
+        assert "ingest stopped" in listener_log.read_bytes()[logged:].decode()
+        assert clean_marker.exists()
+        if ending == "sigkill":
+            warden_log = (run_dir / "logs" / "warden.log").read_text()
+            assert "broker    stopped" in warden_log
+            assert "killed" not in warden_log
+        elif ending in ("ctrl-c-terminal", "sigterm"):
+            tail = started.text().split("stopping ...")[-1]
+            assert all(f"{name:<9} stopped" in tail for name in CHILDREN), tail
+        assert busy_ports(ports_to_bind(settings)) == []
+        assert busy_ports({"broker": ("127.0.0.1", ENDING_PORTS["CAREBUS_BROKER_PORT"])}) == []
