@@ -812,7 +812,7 @@ class Ended:
                 ["tee", str(self.output)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                start_new_session=True,
+                process_group=0,  # a job of its own, which the run joins
             )
             assert self.tee.stdin is not None
             self.proc = subprocess.Popen(
