@@ -90,7 +90,7 @@ _COMMANDS = {"listener": "listen", "worker": "worker", "dashboard": "dashboard"}
 REGION_ENV = "CAREBUS_WORKER_REGION_CONFIG"
 #: The process that stops the run's others if the run itself is killed.
 WARDEN = "warden"
-#: The signals that stop a run as Ctrl-C does.
+#: The signals that stop a run as Ctrl-C does (SIGHUP: its terminal was closed).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: When the demo feed's first patient arrives: ``carebus generate``'s default, so
 #: ``carebus run --seed S --patients N`` sends what ``carebus generate`` writes.
@@ -698,7 +698,13 @@ class _Run:
         loop = asyncio.get_running_loop()
         # A write to a closed pipe must fail as an error the Console drops, never kill.
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        for sig in STOP_SIGNALS:
+        # SIGHUP only when not ignored already: `nohup carebus run` keeps running.
+        handled = [
+            sig
+            for sig in STOP_SIGNALS
+            if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN
+        ]
+        for sig in handled:
             loop.add_signal_handler(sig, self.stop.set)
         try:
             await self._start()
@@ -707,7 +713,7 @@ class _Run:
             self.failure = self.failure or str(exc)
         finally:
             await self._shutdown()
-            for sig in STOP_SIGNALS:
+            for sig in handled:
                 loop.remove_signal_handler(sig)
         if self.failure:
             self.console.warn(self.failure)
