@@ -757,15 +757,16 @@ class TestRunEndToEnd:
 
 # -- however a run ends ----------------------------------------------------------------
 
-#: The ports of the runs below: a range of their own (37xxx), broker included.
+#: The ports of the runs below, broker included: a range of their own (376xx), away
+#: from the session broker and from other test sessions' runs on this machine.
 ENDING_PORTS = {
-    "CAREBUS_BROKER_PORT": 37092,
-    "CAREBUS_BROKER_CONTROLLER_PORT": 37093,
-    "CAREBUS_MLLP_PORT": 37575,
-    "CAREBUS_METRICS_LISTENER_PORT": 37464,
-    "CAREBUS_METRICS_WORKER_PORT": 37465,
-    "CAREBUS_WORKER_WEB_PORT": 37066,
-    "CAREBUS_METRICS_DASHBOARD_PORT": 37088,
+    "CAREBUS_BROKER_PORT": 37692,
+    "CAREBUS_BROKER_CONTROLLER_PORT": 37693,
+    "CAREBUS_MLLP_PORT": 37675,
+    "CAREBUS_METRICS_LISTENER_PORT": 37664,
+    "CAREBUS_METRICS_WORKER_PORT": 37665,
+    "CAREBUS_WORKER_WEB_PORT": 37666,
+    "CAREBUS_METRICS_DASHBOARD_PORT": 37688,
 }
 READY_LINE = "Ctrl-C stops everything"
 
@@ -927,6 +928,11 @@ class TestEveryEndingLeavesNothing:
         listener_log = run_dir / "logs" / "listener.log"
         logged = listener_log.stat().st_size if listener_log.exists() else 0
         clean_marker = cwd / "broker" / "data" / ".kafka_cleanshutdown"
+        broker_ports = {
+            name: ("127.0.0.1", port) for name, port in ENDING_PORTS.items() if "BROKER" in name
+        }
+        held = busy_ports(ports_to_bind(settings)) + busy_ports(broker_ports)
+        assert not held, f"held by a process outside this test: {held}"
         started = Ended(ending, cwd, env)
         try:
             ready_s = settings.broker.start_timeout_s + RunOptions().ready_timeout_s + 60
@@ -960,4 +966,4 @@ class TestEveryEndingLeavesNothing:
             tail = started.text().split("stopping ...")[-1]
             assert all(f"{name:<9} stopped" in tail for name in CHILDREN), tail
         assert busy_ports(ports_to_bind(settings)) == []
-        assert busy_ports({"broker": ("127.0.0.1", ENDING_PORTS["CAREBUS_BROKER_PORT"])}) == []
+        assert busy_ports(broker_ports) == []
