@@ -45,9 +45,10 @@ test: lint browser
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# Stops the local brokers of this checkout, then removes caches, broker data and the
-# compiled modules (the next make rebuilds them).
+# Stops what a `carebus run` here left running and the local brokers of this checkout,
+# then removes caches, broker data and the compiled modules (the next make rebuilds them).
 clean:
+	-test ! -x $(BIN)/carebus || $(BIN)/carebus run --stop
 	-test ! -x $(BIN)/carebus || $(BIN)/carebus broker stop
 	-for home in .carebus/test-broker-*; do \
 	  test ! -d "$$home" || CAREBUS_BROKER_HOME="$$home" $(BIN)/carebus broker stop; \

@@ -23,12 +23,34 @@ In order:
 5. the demo feed: :func:`carebus.synth.messages` sent over MLLP with
    :func:`carebus.replay.replay` at the chosen rate, with a progress bar.
 
-It runs until SIGINT or SIGTERM (exit status 0), or until a child exits on its own
-or a part fails (exit status 1, saying which). Then it stops what it started, in
-reverse order: the feed and the alert reader, then each child (SIGTERM to its
-process group, SIGKILL after ``stop_timeout_s``), then the broker if ``run``
-started it. While it runs ``RUN_DIR/pids`` holds the process ids (JSON); a later
-run uses it to refuse to start twice and to stop children a killed run left.
+It runs until SIGINT, SIGTERM or SIGHUP (exit status 0), or until a child exits on
+its own or a part fails (exit status 1, saying which). Then it stops what it
+started, in reverse order: the feed and the alert reader, then each child (SIGTERM
+to its process group, SIGKILL after ``stop_timeout_s``), then the broker if ``run``
+started it. Writing to a closed or broken standard output or error (a ``tee`` that
+died with the same Ctrl-C, a closed terminal) never stops that sequence: the
+terminal is written through :class:`carebus.commands.run.Console`, which drops what
+it cannot write.
+
+Nothing outlives the run, however it ends. Before anything else it starts a
+*warden* (``carebus run --stop --lifeline FD``, output in ``RUN_DIR/logs/warden.log``)
+that holds the read end of a pipe (the lifeline) whose only write end this process
+holds. The kernel closes that end when this process exits for any reason, SIGKILL
+included, so the warden reads end-of-file exactly then; if the run did not finish
+its own stopping (the pids file is still there) the warden runs the same stopping
+sequence as :func:`stop_run`, in the same order (the listener first, so its
+messages in flight still reach the broker, which stops last and cleanly on
+SIGTERM). One ordered stopper rather than a death signal in each child: children
+that each learned of the death on their own would stop at once, the broker with
+them, before the listener had finished its messages. After a clean stop the run
+removes the pids file, closes the lifeline and waits for the warden to exit.
+
+While it runs ``RUN_DIR/pids`` (JSON: name -> pid and start time) names every
+process of the run: ``run``, ``warden``, ``broker`` (when the run started it) and
+the children. A later run that finds any of them still running refuses to start,
+in one line that says to use ``carebus run --stop`` (:func:`stop_run`); entries
+whose process is gone, or whose pid now belongs to another process (its start time
+differs), are stale and the file is removed without a word.
 """
 
 from __future__ import annotations
@@ -66,6 +88,10 @@ RUN_DIR = Path(".carebus/run")
 CHILDREN: tuple[str, ...] = ("listener", "worker", "dashboard")
 _COMMANDS = {"listener": "listen", "worker": "worker", "dashboard": "dashboard"}
 REGION_ENV = "CAREBUS_WORKER_REGION_CONFIG"
+#: The process that stops the run's others if the run itself is killed.
+WARDEN = "warden"
+#: The signals that stop a run as Ctrl-C does (SIGHUP: its terminal was closed).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: When the demo feed's first patient arrives: ``carebus generate``'s default, so
 #: ``carebus run --seed S --patients N`` sends what ``carebus generate`` writes.
 FEED_START = datetime.fromisoformat(DEFAULT_START)
@@ -190,6 +216,19 @@ def child_specs(
     ]
 
 
+def warden_spec(
+    options: RunOptions, *, python: str, base_env: Mapping[str, str], lifeline: int
+) -> ChildSpec:
+    """The warden: ``carebus run --stop`` once the lifeline ``lifeline`` reads end-of-file."""
+    paths = RunPaths(options.run_dir)
+    argv: tuple[str, ...] = (python, "-m", "carebus")
+    if options.config is not None:
+        argv += ("--config", str(options.config.resolve()))
+    argv += ("run", "--stop", "--lifeline", str(lifeline), "--run-dir", str(paths.root.resolve()))
+    # Not probed: it serves nothing; it is ready once started.
+    return ChildSpec(WARDEN, argv, dict(base_env), paths.log_file(WARDEN), Probe("127.0.0.1", 0))
+
+
 def ports_to_bind(settings: Settings) -> dict[str, tuple[str, int]]:
     """The ports the children will bind, by the setting that names each."""
     m = settings.metrics
@@ -258,37 +297,216 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _is_carebus(pid: int) -> bool:
-    """True when ``pid`` is alive and runs carebus (guards against a recycled pid)."""
+@dataclass(frozen=True)
+class Recorded:
+    """A process named in a run's pids file: its pid and when it started.
+
+    ``start`` is the process's start time in clock ticks since boot (``/proc/PID/stat``
+    field 22), which tells the recorded process from a later one given the same pid;
+    None when unknown (an older pids file). A ``broker`` entry with pid 0 means the
+    run was starting the local broker and did not know its pid yet.
+    """
+
+    pid: int
+    start: int | None = None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"pid": self.pid, "start": self.start}
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()
+    return fields or None
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; None when it does not exist."""
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def is_running(process: Recorded) -> bool:
+    """True while the recorded process itself runs (not a zombie, not a reused pid)."""
+    if process.pid <= 0:
+        return False
+    fields = _proc_stat(process.pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    if process.start is not None:
+        return len(fields) >= 20 and int(fields[19]) == process.start
+    # An older pids file without start times: the command line must name carebus.
+    try:
+        return b"carebus" in Path(f"/proc/{process.pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"carebus" in cmdline
 
 
-def read_pids(path: Path) -> dict[str, int]:
-    """The pids a run wrote (empty when there is no readable file)."""
+def read_pids(path: Path) -> dict[str, Recorded]:
+    """The processes a run recorded (empty when there is no readable file).
+
+    Values are ``{"pid": N, "start": T}``; a bare pid (an older file) is read too.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): v for k, v in data.items() if isinstance(v, int) and v > 0}
+    pids = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            pid, start = value.get("pid"), value.get("start")
+        else:
+            pid, start = value, None
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
+            continue
+        if pid == 0 and name != "broker":
+            continue
+        pids[str(name)] = Recorded(pid, start if isinstance(start, int) else None)
+    return pids
 
 
-def _stop_pid(pid: int, timeout_s: float) -> None:
-    """Stop a process that is not our child (a leftover): SIGTERM, then SIGKILL."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        _signal_group(pid, sig)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not _is_carebus(pid):
-                return
-            time.sleep(0.1)
+def _wait_stopped(process: Recorded, timeout_s: float) -> bool:
+    """Poll until the process is gone; False if it still runs after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while is_running(process):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def stop_recorded(process: Recorded, timeout_s: float) -> str:
+    """Stop a recorded process that is not our child (``stopped``, ``killed`` or ``had exited``).
+
+    SIGTERM to its process group (each child leads its own session), SIGKILL after
+    ``timeout_s``, then SIGKILL to whatever it started and left in its group.
+    """
+    if not is_running(process):
+        return "had exited"
+    _signal_group(process.pid, signal.SIGTERM)
+    outcome = "stopped"
+    if not _wait_stopped(process, timeout_s):
+        _signal_group(process.pid, signal.SIGKILL)
+        _wait_stopped(process, 10.0)
+        outcome = "killed"
+    _signal_group(process.pid, signal.SIGKILL)
+    return outcome
+
+
+def _terminate_pid(process: Recorded, timeout_s: float) -> str:
+    """SIGTERM one process (not its group), SIGKILL after ``timeout_s``."""
+    if not is_running(process):
+        return "had exited"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(process.pid, signal.SIGTERM)
+    if _wait_stopped(process, timeout_s):
+        return "stopped"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(process.pid, signal.SIGKILL)
+    _wait_stopped(process, 10.0)
+    return "killed"
+
+
+def running_processes(pids: Mapping[str, Recorded], settings: Settings) -> dict[str, int]:
+    """The processes of ``pids`` that still run, by name (the local broker included)."""
+    live = {name: p.pid for name, p in pids.items() if name != "broker" and is_running(p)}
+    recorded = pids.get("broker")
+    if recorded is not None and settings.uses_local_broker:
+        from carebus import broker
+
+        state = broker.status(settings.broker)
+        if state.pid is not None and recorded.pid in (0, state.pid):
+            live["broker"] = state.pid
+    return live
+
+
+def whole_stop_s(settings: Settings, options: RunOptions) -> float:
+    """The longest a clean stop of a whole run may take (every timeout, one after another)."""
+    return options.stop_timeout_s * len(CHILDREN) + settings.broker.stop_timeout_s + 30.0
+
+
+def stop_run(
+    settings: Settings,
+    options: RunOptions,
+    console: Reporter,
+    *,
+    lifeline: int | None = None,
+) -> int:
+    """``carebus run --stop``: stop an earlier run's processes cleanly, remove its pids file.
+
+    A run still running is asked to stop (SIGTERM, as Ctrl-C) and given
+    :func:`whole_stop_s` to do so; its warden is given as long to finish. Whatever
+    is left is stopped here, in the run's own order: the children last started
+    first, then the local broker it started. Exit status 0, or 1 when the broker
+    could not be stopped.
+
+    With ``lifeline`` (the warden) it first waits until that pipe's other end is
+    closed, that is until the run's process has exited, however it ended.
+    """
+    paths = RunPaths(options.run_dir)
+    if lifeline is not None:
+        _wait_for_eof(lifeline)
+        if not paths.pids.exists():
+            return 0  # the run stopped everything itself
+        console.say("carebus run has exited without stopping; stopping what it started")
+    pids = read_pids(paths.pids)
+    me = os.getpid()
+    live = {name: pid for name, pid in running_processes(pids, settings).items() if pid != me}
+    if not live:
+        if lifeline is None:
+            console.say(f"no carebus run is running in {paths.root}")
+        paths.pids.unlink(missing_ok=True)
+        return 0
+    bound = whole_stop_s(settings, options)
+    for name in ("run", "warden"):
+        process = pids.get(name)
+        if process is None or process.pid == me or not is_running(process):
+            continue
+        if name == "run":
+            console.say(f"{'run':<9} asking carebus run (pid {process.pid}) to stop ...")
+            console.say(f"{'run':<9} {_terminate_pid(process, bound)}")
+        elif not _wait_stopped(process, bound):
+            console.say(f"{'warden':<9} {_terminate_pid(process, 0.0)}")
+    failed = False
+    for name in reversed(CHILDREN):
+        process = pids.get(name)
+        if process is not None and is_running(process):
+            outcome = stop_recorded(process, options.stop_timeout_s)
+            console.say(f"{name:<9} {outcome} (pid {process.pid})")
+    recorded = pids.get("broker")
+    if recorded is not None and running_processes({"broker": recorded}, settings):
+        from carebus import broker
+
+        try:
+            pid = broker.stop(settings.broker)
+        except CarebusError as exc:
+            console.warn(f"the local broker did not stop: {exc}")
+            failed = True
+        else:
+            if pid is not None:
+                console.say(f"{'broker':<9} stopped (pid {pid})")
+    paths.pids.unlink(missing_ok=True)
+    return 1 if failed else 0
+
+
+def _wait_for_eof(fd: int) -> None:
+    """Block until every write end of the pipe ``fd`` reads from is closed."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 # -- the children ------------------------------------------------------------------
@@ -320,10 +538,11 @@ class Supervisor:
     def __init__(self, pids_file: Path, *, run_pid: int) -> None:
         self.pids_file = pids_file
         self.children: list[Child] = []
-        self._pids: dict[str, int] = {"run": run_pid}
+        self._pids: dict[str, Recorded] = {}
+        self._run_pid = run_pid
         self._written = False
 
-    def spawn(self, spec: ChildSpec) -> Child:
+    def spawn(self, spec: ChildSpec, *, pass_fds: tuple[int, ...] = ()) -> Child:
         """Start ``spec`` in its own session, output to its log file."""
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         with spec.log_file.open("ab") as out:
@@ -335,6 +554,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=pass_fds,
             )
         child = Child(spec, proc)
         self.children.append(child)
@@ -343,11 +563,22 @@ class Supervisor:
         return child
 
     def record(self, name: str, pid: int) -> None:
-        """Add a pid to the pids file."""
-        self._pids[name] = pid
+        """Add a process to the pids file (the run's own first)."""
+        if not self._pids and name != "run":
+            self._pids["run"] = Recorded(self._run_pid, start_time(self._run_pid))
+        self._pids[name] = Recorded(pid, start_time(pid) if pid > 0 else None)
+        self._write()
+
+    def forget(self, name: str) -> None:
+        """Take a process out of the pids file."""
+        if self._pids.pop(name, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
         self.pids_file.parent.mkdir(parents=True, exist_ok=True)
         partial = self.pids_file.with_suffix(".partial")
-        partial.write_text(json.dumps(self._pids) + "\n", encoding="utf-8")
+        data = {name: p.to_json() for name, p in self._pids.items()}
+        partial.write_text(json.dumps(data) + "\n", encoding="utf-8")
         partial.replace(self.pids_file)
         self._written = True
 
@@ -456,12 +687,24 @@ class _Run:
         self.broker_owned = False
         self.tasks: list[asyncio.Task[Any]] = []
         self.cancel_count = threading.Event()
+        self.python = python
+        self.base_env = base_env
+        self.warden: Child | None = None
+        self.lifeline: int | None = None
 
     # The lifecycle ---------------------------------------------------------------
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # A write to a closed pipe must fail as an error the Console drops, never kill.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # SIGHUP only when not ignored already: `nohup carebus run` keeps running.
+        handled = [
+            sig
+            for sig in STOP_SIGNALS
+            if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN
+        ]
+        for sig in handled:
             loop.add_signal_handler(sig, self.stop.set)
         try:
             await self._start()
@@ -470,7 +713,7 @@ class _Run:
             self.failure = self.failure or str(exc)
         finally:
             await self._shutdown()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in handled:
                 loop.remove_signal_handler(sig)
         if self.failure:
             self.console.warn(self.failure)
@@ -480,6 +723,8 @@ class _Run:
     async def _start(self) -> None:
         self._check_previous_run()
         self._check_settings()
+        self._start_warden()
+        self._background(self._watch_children(), "watching the children")
         if self.options.feed:
             self._background(self._count(), "counting the feed", fatal=False)
         await self._start_broker()
@@ -494,7 +739,6 @@ class _Run:
             self.console.say(
                 f"{child.name:<9} starting (pid {child.pid}, log {child.spec.log_file})"
             )
-        self._background(self._watch_children(), "watching the children")
         await asyncio.gather(*(self._wait_ready(child) for child in children))
         if self.stop.is_set():
             return
@@ -529,6 +773,36 @@ class _Run:
                 if pid is not None:
                     self.console.say(f"{'broker':<9} stopped")
         self.supervisor.clear()
+        await asyncio.to_thread(self._release_warden)
+
+    def _start_warden(self) -> None:
+        """Start the warden, holding the lifeline's only write end (module docstring)."""
+        read_end, write_end = os.pipe()  # neither is inherited by what this process starts
+        try:
+            spec = warden_spec(
+                self.options, python=self.python, base_env=self.base_env, lifeline=read_end
+            )
+            self.warden = self.supervisor.spawn(spec, pass_fds=(read_end,))
+        except OSError as exc:
+            os.close(write_end)
+            raise RunFailed(f"cannot start the warden: {exc}") from exc
+        finally:
+            os.close(read_end)
+        self.lifeline = write_end
+        # The warden is no child to stop in turn: it stops by itself once released.
+        self.supervisor.children.remove(self.warden)
+
+    def _release_warden(self) -> None:
+        """Close the lifeline (everything has stopped) and wait for the warden to exit."""
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
+        if self.warden is not None:
+            try:
+                self.warden.proc.wait(30.0)
+            except subprocess.TimeoutExpired:
+                self.warden.proc.kill()
+                self.warden.proc.wait(10.0)
 
     def _background(self, coro: Awaitable[Any], what: str, *, fatal: bool = True) -> None:
         task = asyncio.ensure_future(coro)
@@ -567,28 +841,16 @@ class _Run:
     # The steps ---------------------------------------------------------------------
 
     def _check_previous_run(self) -> None:
-        previous = read_pids(self.paths.pids)
-        other = previous.get("run")
-        if other is not None and other != os.getpid() and _is_carebus(other):
+        """Refuse to start while a process of an earlier run here runs; drop a stale file."""
+        live = running_processes(read_pids(self.paths.pids), self.settings)
+        if live:
+            named = ", ".join(f"{name} {pid}" for name, pid in live.items())
             raise ConfigError(
-                f"another carebus run (pid {other}) is using {self.paths.root}; stop it first"
+                f"an earlier carebus run in {self.paths.root} is still running (pids: {named}); "
+                "stop it with `carebus run --stop`"
             )
-        for name in CHILDREN:
-            pid = previous.get(name)
-            if pid is not None and _is_carebus(pid):
-                _stop_pid(pid, self.options.stop_timeout_s)
-                self.console.say(f"stopped the {name} (pid {pid}) an earlier run left")
         self.paths.pids.unlink(missing_ok=True)
         self.supervisor.record("run", os.getpid())
-        broker_pid = previous.get("broker")
-        if broker_pid is not None and self.settings.uses_local_broker:
-            from carebus import broker
-
-            state = broker.status(self.settings.broker)
-            if state.running and state.pid == broker_pid:
-                # An earlier run started it and was killed: this run owns it now.
-                self.broker_owned = True
-                self.supervisor.record("broker", broker_pid)
 
     def _check_settings(self) -> None:
         if self.options.feed and self.settings.mllp.tls_certfile is not None:
@@ -614,12 +876,11 @@ class _Run:
         from carebus import broker
 
         b = self.settings.broker
-        if self.broker_owned:
-            self.console.say(
-                f"{'kafka':<9} local broker at {broker.address(b)} (from an earlier run)"
-            )
-            return
         self.console.say(f"{'kafka':<9} starting the local broker at {broker.address(b)} ...")
+        # Recorded before it has a pid: if this process is killed while the broker
+        # starts, the warden stops the broker this home then runs.
+        if not broker.status(b).running:
+            self.supervisor.record("broker", 0)
         # Not cancellable half-way: a Ctrl-C now stops the broker once it is up.
         result = await asyncio.to_thread(broker.start, b)
         if result.started:
@@ -629,6 +890,7 @@ class _Run:
                 f"{'kafka':<9} local broker started (pid {result.pid}) in {result.seconds:.0f} s"
             )
         else:
+            self.supervisor.forget("broker")
             self.console.say(f"{'kafka':<9} local broker already running (pid {result.pid})")
 
     async def _apply_topics(self) -> None:
@@ -655,6 +917,8 @@ class _Run:
     async def _watch_children(self) -> None:
         while not self.stop.is_set():
             child = self.supervisor.exited()
+            if child is None and self.warden is not None and self.warden.exit_status() is not None:
+                child = self.warden
             if child is not None:
                 status = describe_status(child.exit_status())
                 self._fail(

@@ -3,29 +3,41 @@
 ::
 
     carebus run [--patients N] [--rate N] [--seed N] [--no-feed]
+    carebus run --stop
 
 Starts the local Kafka broker (unless a cluster is configured), applies the
 topics, starts the MLLP listener, the stream worker and the dashboard (their
 logs in ``.carebus/run/logs/``), sends a synthetic regional feed over MLLP with a
 progress bar, and prints each alert as it is raised: rule, recipients, time and a
-digest of its dedup key, never the patient. Ctrl-C (or SIGTERM) stops everything
-it started. See :mod:`carebus.run`.
+digest of its dedup key, never the patient. Ctrl-C (or SIGTERM, or SIGHUP when
+the terminal closes) stops everything it started, even when its output can no
+longer be written (``carebus run | tee run.log``: the same Ctrl-C ends ``tee``);
+if ``carebus run`` itself is killed, its warden stops the rest. See
+:mod:`carebus.run`.
 
-Exit status: 0 after Ctrl-C or SIGTERM, 1 when a part failed or exited on its
-own (the message says which and where its log is), 2 for a usage or settings error.
+``carebus run --stop`` stops the processes an earlier run in this directory left
+running (a run still running there is asked to stop, as Ctrl-C would), then
+removes its pids file. A run that finds such processes says so and starts nothing.
+
+Exit status: 0 after Ctrl-C, SIGTERM or SIGHUP, 1 when a part failed or exited on
+its own (the message says which and where its log is), 2 for a usage or settings
+error (an earlier run still running included).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import os
 import random
 import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from carebus.settings import Settings
 
@@ -64,10 +76,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send nothing: run the region for your own interface engine or `carebus replay`",
     )
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop what an earlier `carebus run` in this directory left running, then exit",
+    )
+    # The warden's (carebus.run): the lifeline's file descriptor and the run directory.
+    parser.add_argument("--lifeline", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from carebus.run import RunOptions, run_region
+    from carebus.errors import CarebusError, ConfigError
+    from carebus.log import configure_logging
+    from carebus.run import RUN_DIR, RunOptions, run_region, stop_run
 
     options = RunOptions(
         patients=args.patients,
@@ -75,16 +97,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         seed=new_seed() if args.seed is None else args.seed,
         feed=not args.no_feed,
         config=getattr(args, "config", None),
+        run_dir=args.run_dir or RUN_DIR,
     )
-    # The children get this process's environment (so the same settings) plus the
-    # region config; this is the CLI edge, where the environment may be read.
-    return run_region(
-        settings,
-        options,
-        base_env=dict(os.environ),
-        python=sys.executable,
-        console=Console(sys.stdout, sys.stderr),
-    )
+    # Nothing written to the terminal (or to a pipe whose reader has gone) may stop
+    # the stopping: every line, the log's included, goes through a SafeStream.
+    out, err = SafeStream(sys.stdout), SafeStream(sys.stderr)
+    configure_logging(settings.log, cast(TextIO, err))
+    console = Console(out, err)
+    try:
+        if args.stop or args.lifeline is not None:
+            return stop_run(settings, options, console, lifeline=args.lifeline)
+        # The children get this process's environment (so the same settings) plus the
+        # region config; this is the CLI edge, where the environment may be read.
+        return run_region(
+            settings, options, base_env=dict(os.environ), python=sys.executable, console=console
+        )
+    except CarebusError as exc:  # said here, through the SafeStream, not by carebus.cli
+        print(f"carebus: {exc}", file=err, flush=True)
+        return 2 if isinstance(exc, ConfigError) else 1
 
 
 def new_seed() -> int:
@@ -176,19 +206,71 @@ def feed_bar(summary: ReplaySummary, total: int | None, width: int = _BAR_WIDTH)
 # -- the terminal ------------------------------------------------------------------
 
 
+class SafeStream(io.TextIOBase):
+    """A text stream that drops what it cannot write instead of raising.
+
+    The first write or flush that fails (``BrokenPipeError`` when the reader of a
+    pipe has gone, ``EIO`` from a closed terminal, a closed file) marks it broken;
+    from then on everything is dropped, and the file descriptor under it is pointed
+    at ``/dev/null`` so that other writers to it (the interpreter's flush at exit)
+    cannot fail either.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._break()
+
+    def isatty(self) -> bool:
+        try:
+            return not self.broken and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def writable(self) -> bool:
+        return True
+
+    def _break(self) -> None:
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError):
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+
+
 class Console:
     """A :class:`carebus.run.Reporter` for a terminal.
 
     Lines and alerts go to ``out``; warnings and the feed's progress to ``err``.
     On a terminal the progress bar is redrawn in place, and lines printed meanwhile
     clear it first and have it drawn again below them; elsewhere progress is a
-    line every few seconds.
+    line every few seconds. Both streams are written through :class:`SafeStream`:
+    output that cannot be written is dropped, never raised.
     """
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out = out
-        self.err = err
-        self.tty = err.isatty()
+    def __init__(self, out: TextIO | SafeStream, err: TextIO | SafeStream) -> None:
+        # Wrapped so that no output failure ever reaches the caller.
+        self.out = out if isinstance(out, SafeStream) else SafeStream(out)
+        self.err = err if isinstance(err, SafeStream) else SafeStream(err)
+        self.tty = self.err.isatty()
         self.interval_s = 0.2 if self.tty else 5.0
         self.total: int | None = None
         self._bar = ""

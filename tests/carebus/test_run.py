@@ -7,11 +7,13 @@ broker, as a subprocess that is sent SIGINT.
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -28,8 +31,10 @@ from carebus.run import (
     CHILDREN,
     FEED_START,
     REGION_ENV,
+    WARDEN,
     ChildSpec,
     Probe,
+    Recorded,
     RunOptions,
     Supervisor,
     busy_ports,
@@ -38,11 +43,14 @@ from carebus.run import (
     count_messages,
     dashboard_url,
     describe_status,
+    is_running,
     ports_to_bind,
     reachable,
     read_pids,
+    start_time,
+    whole_stop_s,
 )
-from carebus.settings import MetricsSettings, MllpSettings, Settings
+from carebus.settings import MetricsSettings, MllpSettings, Settings, load_settings
 from carebus.synth import messages
 
 NHS_LIKE = re.compile(r"(?<!\d)\d{10}(?!\d)")
@@ -245,55 +253,265 @@ class TestPidsFile:
         path.write_text("[1, 2]")
         assert read_pids(path) == {}
 
-    def test_only_positive_integer_pids_are_kept(self, tmp_path: Path) -> None:
-        """Entries that are not positive integers are ignored."""
+    def test_entries_are_pids_with_start_times(self, tmp_path: Path) -> None:
+        """Each entry is a pid with its start time; a bare pid (an older file) has none."""
         path = tmp_path / "pids"
-        path.write_text(json.dumps({"run": 10, "worker": "x", "listener": 0, "dashboard": 12}))
-        assert read_pids(path) == {"run": 10, "dashboard": 12}
+        path.write_text(json.dumps({"run": {"pid": 10, "start": 99}, "worker": 11}))
+        assert read_pids(path) == {"run": Recorded(10, 99), "worker": Recorded(11, None)}
 
-    def test_a_live_earlier_run_is_refused(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        """A second run in the same directory while the first runs is a usage error."""
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-        other = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(30)", "carebus"],
+    def test_only_positive_integer_pids_are_kept(self, tmp_path: Path) -> None:
+        """Entries that are not positive integers are ignored (pid 0 only for a starting broker)."""
+        path = tmp_path / "pids"
+        path.write_text(
+            json.dumps(
+                {
+                    "run": 10,
+                    "worker": "x",
+                    "listener": 0,
+                    "dashboard": {"pid": 12, "start": "x"},
+                    "broker": {"pid": 0, "start": None},
+                    "other": {"pid": True},
+                }
+            )
         )
-        try:
-            run_dir = tmp_path / ".carebus" / "run"
-            run_dir.mkdir(parents=True)
-            (run_dir / "pids").write_text(json.dumps({"run": other.pid}))
+        assert read_pids(path) == {
+            "run": Recorded(10),
+            "dashboard": Recorded(12),
+            "broker": Recorded(0),
+        }
+
+
+def sleeper(*extra: str) -> subprocess.Popen[bytes]:
+    """A process in its own session that sleeps (and stops on SIGTERM)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", *extra], start_new_session=True
+    )
+
+
+def recorded(proc: subprocess.Popen[bytes]) -> dict[str, int | None]:
+    """A pids-file entry for ``proc``, as a run writes it."""
+    return {"pid": proc.pid, "start": start_time(proc.pid)}
+
+
+def write_pids(run_dir: Path, entries: dict[str, object]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "pids"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; whatever still runs at the end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+class TestProcessIdentity:
+    def test_a_recorded_process_runs_while_it_lives(
+        self, procs: list[subprocess.Popen[bytes]]
+    ) -> None:
+        """A process with its recorded start time runs until it exits (a zombie counts as gone)."""
+        proc = sleeper()
+        procs.append(proc)
+        entry = Recorded(proc.pid, start_time(proc.pid))
+        assert entry.start is not None and is_running(entry)
+        proc.kill()
+        deadline = time.monotonic() + 10
+        # Not reaped yet: a zombie, which is no longer running.
+        while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert not is_running(entry)
+        proc.wait()
+        assert not is_running(entry)
+        assert start_time(proc.pid) is None
+
+    def test_a_reused_pid_is_not_the_recorded_process(self) -> None:
+        """The same pid with another start time is another process."""
+        me = start_time(os.getpid())
+        assert me is not None
+        assert is_running(Recorded(os.getpid(), me))
+        assert not is_running(Recorded(os.getpid(), me + 1))
+
+    def test_without_a_start_time_the_command_line_must_name_carebus(
+        self, procs: list[subprocess.Popen[bytes]]
+    ) -> None:
+        """An entry of an older file is taken as running only if the process runs carebus."""
+        named, unnamed = sleeper("carebus"), sleeper()
+        procs += [named, unnamed]
+        assert is_running(Recorded(named.pid))
+        assert not is_running(Recorded(unnamed.pid))
+
+
+@pytest.fixture
+def run_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory to run in, with a configured (unreachable) cluster; its run directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("CAREBUS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    return tmp_path / ".carebus" / "run"
+
+
+class TestEarlierRun:
+    def test_a_running_earlier_run_is_named_in_one_line_with_how_to_stop_it(
+        self,
+        run_here: Path,
+        procs: list[subprocess.Popen[bytes]],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A run finding an earlier run's processes says how to stop them, and starts nothing."""
+        run, worker = sleeper(), sleeper()
+        procs += [run, worker]
+        write_pids(run_here, {"run": recorded(run), "worker": recorded(worker)})
+        assert main(["run", "--no-feed"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert f"run {run.pid}, worker {worker.pid}" in err
+        assert "`carebus run --stop`" in err
+        # Left alone: stopping them is the user's call.
+        assert run.poll() is None and worker.poll() is None
+        assert not (run_here / "logs").exists()
+
+    def test_stale_entries_are_removed_without_a_word(
+        self,
+        run_here: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        procs: list[subprocess.Popen[bytes]],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Dead processes and pids now used by other processes are cleaned up silently."""
+        unrelated = sleeper()
+        procs.append(unrelated)
+        gone = sleeper()
+        gone.kill()
+        gone.wait()
+        start = start_time(unrelated.pid)
+        assert start is not None
+        pids = write_pids(
+            run_here,
+            {
+                "run": {"pid": gone.pid, "start": 1},
+                "worker": {"pid": unrelated.pid, "start": start + 1},  # a reused pid
+                "listener": 2**22 + 7,
+            },
+        )
+        with socket.create_server(("127.0.0.1", 0)) as held:
+            # A busy port ends this run right after the check, before anything starts.
+            monkeypatch.setenv("CAREBUS_MLLP_PORT", str(held.getsockname()[1]))
             assert main(["run", "--no-feed"]) == 2
-            assert f"another carebus run (pid {other.pid})" in capsys.readouterr().err
-        finally:
-            other.kill()
-            other.wait()
+        err = capsys.readouterr().err
+        assert "in use" in err and "earlier" not in err
+        assert not pids.exists()
+        assert unrelated.poll() is None
 
-    def test_children_an_earlier_killed_run_left_are_stopped(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+
+class TestStop:
+    def test_stops_what_an_earlier_run_left_last_started_first(
+        self,
+        run_here: Path,
+        procs: list[subprocess.Popen[bytes]],
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
-        """A child named in the pids file of a run that is gone is stopped by the next run."""
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-        # A leftover "worker": its command line names carebus, as a real one does.
-        leftover = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(60)", "carebus", "worker"],
-            start_new_session=True,
+        """`carebus run --stop` stops each leftover child, last started first; the file goes."""
+        children = {name: sleeper() for name in CHILDREN}
+        procs += children.values()
+        gone_run = {"pid": 2**22 + 7, "start": 1}
+        pids = write_pids(
+            run_here, {"run": gone_run, **{n: recorded(p) for n, p in children.items()}}
         )
-        try:
-            run_dir = tmp_path / ".carebus" / "run"
-            run_dir.mkdir(parents=True)
-            (run_dir / "pids").write_text(json.dumps({"run": 2**22 + 7, "worker": leftover.pid}))
-            with socket.create_server(("127.0.0.1", 0)) as held:
-                # A busy port ends this run right after the clean-up, before any start.
-                monkeypatch.setenv("CAREBUS_MLLP_PORT", str(held.getsockname()[1]))
-                assert main(["run", "--no-feed"]) == 2
-            assert leftover.wait(10) is not None
-        finally:
-            if leftover.poll() is None:
-                leftover.kill()
-                leftover.wait()
+        assert main(["run", "--stop"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [line.split()[:2] for line in out] == [
+            ["dashboard", "stopped"],
+            ["worker", "stopped"],
+            ["listener", "stopped"],
+        ]
+        assert all(p.wait(10) == -signal.SIGTERM for p in children.values())
+        assert not pids.exists()
+
+    def test_a_run_still_running_is_asked_to_stop_first(
+        self,
+        run_here: Path,
+        procs: list[subprocess.Popen[bytes]],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A live run gets SIGTERM (as Ctrl-C) and is waited for; then what it left is stopped."""
+        run, worker = sleeper(), sleeper()
+        procs += [run, worker]
+        write_pids(run_here, {"run": recorded(run), "worker": recorded(worker)})
+        assert main(["run", "--stop"]) == 0
+        out = capsys.readouterr().out
+        assert f"asking carebus run (pid {run.pid}) to stop" in out
+        assert run.wait(10) == -signal.SIGTERM
+        assert worker.wait(10) == -signal.SIGTERM
+
+    def test_with_nothing_running_it_says_so(
+        self, run_here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With only stale entries (or no file) there is nothing to stop; the file is removed."""
+        pids = write_pids(run_here, {"run": 2**22 + 7})
+        assert main(["run", "--stop"]) == 0
+        assert "no carebus run is running" in capsys.readouterr().out
+        assert not pids.exists()
+        assert main(["run", "--stop"]) == 0
+
+
+def start_warden(run_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """A warden watching a lifeline whose write end (returned) this test holds."""
+    read_end, write_end = os.pipe()
+    warden = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "carebus",
+            "run",
+            "--stop",
+            "--lifeline",
+            str(read_end),
+            "--run-dir",
+            str(run_dir),
+        ],
+        env=env,
+        pass_fds=(read_end,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    os.close(read_end)
+    return warden, write_end
+
+
+class TestWarden:
+    def test_stops_the_run_s_processes_once_the_lifeline_breaks(
+        self, run_here: Path, procs: list[subprocess.Popen[bytes]]
+    ) -> None:
+        """When the lifeline's write end closes with the pids file still there, the warden stops
+        every process it names and removes the file."""
+        worker = sleeper()
+        procs.append(worker)
+        pids = write_pids(run_here, {"worker": recorded(worker)})
+        warden, lifeline = start_warden(run_here, dict(os.environ))
+        procs.append(warden)  # type: ignore[arg-type]
+        os.close(lifeline)  # as the kernel does when `carebus run` dies, SIGKILL included
+        assert warden.wait(30) == 0
+        assert worker.wait(10) == -signal.SIGTERM
+        assert not pids.exists()
+        assert b"worker    stopped" in warden.stdout.read()  # type: ignore[union-attr]
+
+    def test_does_nothing_after_a_run_that_stopped_cleanly(
+        self, run_here: Path, procs: list[subprocess.Popen[bytes]]
+    ) -> None:
+        """Without a pids file (the run removed it) the warden just exits."""
+        warden, lifeline = start_warden(run_here, dict(os.environ))
+        procs.append(warden)  # type: ignore[arg-type]
+        os.close(lifeline)
+        assert warden.wait(30) == 0
+        assert warden.stdout.read() == b""  # type: ignore[union-attr]
 
 
 def sleeper_spec(tmp_path: Path, name: str, code: str = "import time; time.sleep(60)") -> ChildSpec:
@@ -323,7 +541,9 @@ class TestSupervisor:
         code = "import os, sys; print('hello from', os.environ['CHILD_NAME'], flush=True)"
         child = supervisor.spawn(sleeper_spec(tmp_path, "talker", code))
         assert child.proc.wait(10) == 0
-        assert read_pids(tmp_path / "pids") == {"run": os.getpid(), "talker": child.pid}
+        pids = read_pids(tmp_path / "pids")
+        assert pids == {"run": Recorded(os.getpid(), start_time(os.getpid())), "talker": ANY}
+        assert pids["talker"].pid == child.pid and pids["talker"].start is not None
         assert (tmp_path / "logs" / "talker.log").read_text() == "hello from talker\n"
 
     def test_stop_all_stops_in_reverse_order(self, tmp_path: Path, supervisor: Supervisor) -> None:
@@ -477,9 +697,9 @@ class TestRunEndToEnd:
                 assert line is not None, f"run exited early: {seen[-10:]}"
                 seen.append(line)
             pids = read_pids(tmp_path / ".carebus" / "run" / "pids")
-            assert set(pids) == {"run", *CHILDREN}
-            assert pids["run"] == proc.pid
-            assert all(alive(pid) for pid in pids.values())
+            assert set(pids) == {"run", WARDEN, *CHILDREN}
+            assert pids["run"].pid == proc.pid
+            assert all(is_running(p) for p in pids.values())
             proc.send_signal(signal.SIGINT)
             assert proc.wait(90) == 0
         finally:
@@ -488,8 +708,8 @@ class TestRunEndToEnd:
                 proc.wait()
             err.close()
         seen += [line for line in iter(lines.get, None)]
-        for name in CHILDREN:
-            assert wait_gone(pids[name], 5.0), f"{name} (pid {pids[name]}) is still running"
+        for name in (*CHILDREN, WARDEN):
+            assert wait_gone(pids[name].pid, 5.0), f"{name} ({pids[name]}) is still running"
         assert not (tmp_path / ".carebus" / "run" / "pids").exists()
         alerts = [line for line in seen if line.startswith("alert ")]
         assert alerts and all(re.match(r"alert [a-z-]+ -> [A-Z0-9,]+ raised ", a) for a in alerts)
@@ -524,7 +744,7 @@ class TestRunEndToEnd:
                 if "Ctrl-C stops everything" in line:
                     break
             pids = read_pids(tmp_path / ".carebus" / "run" / "pids")
-            os.kill(pids["worker"], signal.SIGKILL)
+            os.kill(pids["worker"].pid, signal.SIGKILL)
             assert proc.wait(90) == 1
         finally:
             if proc.poll() is None:
@@ -533,5 +753,219 @@ class TestRunEndToEnd:
         err = stderr.read_text()
         assert "the worker exited unexpectedly (killed by SIGKILL)" in err
         assert "worker.log" in err
-        for name in ("listener", "dashboard"):
-            assert wait_gone(pids[name], 5.0), f"{name} (pid {pids[name]}) is still running"
+        for name in ("listener", "dashboard", WARDEN):
+            assert wait_gone(pids[name].pid, 5.0), f"{name} ({pids[name]}) is still running"
+
+
+# -- however a run ends ----------------------------------------------------------------
+
+#: The ports of the runs below, broker included: a range of their own (376xx), away
+#: from the session broker and from other test sessions' runs on this machine.
+ENDING_PORTS = {
+    "CAREBUS_BROKER_PORT": 37692,
+    "CAREBUS_BROKER_CONTROLLER_PORT": 37693,
+    "CAREBUS_MLLP_PORT": 37675,
+    "CAREBUS_METRICS_LISTENER_PORT": 37664,
+    "CAREBUS_METRICS_WORKER_PORT": 37665,
+    "CAREBUS_WORKER_WEB_PORT": 37666,
+    "CAREBUS_METRICS_DASHBOARD_PORT": 37688,
+}
+READY_LINE = "Ctrl-C stops everything"
+
+
+class Ended:
+    """A `carebus run` started in one of the ways a person runs it, to be ended that way."""
+
+    def __init__(self, ending: str, cwd: Path, env: dict[str, str]) -> None:
+        self.ending = ending
+        self.output = cwd / f"output-{ending}.txt"
+        self.master: int | None = None
+        self.tee: subprocess.Popen[bytes] | None = None
+        self._reading = threading.Event()
+        self._reader: threading.Thread | None = None
+        argv = [sys.executable, "-m", "carebus", "run", "--no-feed"]
+        if ending in ("ctrl-c-terminal", "terminal-closed"):
+            # On a terminal of its own: a pty whose slave is its controlling terminal.
+            import pty
+            import termios
+
+            master, slave = pty.openpty()
+
+            def controlling_terminal() -> None:
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                preexec_fn=controlling_terminal,  # noqa: PLW1509 - a test, before any thread
+            )
+            os.close(slave)
+            self.master = master
+            self._reader = threading.Thread(target=self._read_terminal, daemon=True)
+            self._reading.set()
+            self._reader.start()
+        elif ending == "ctrl-c-pipe":
+            # `carebus run 2>&1 | tee FILE` as one job: Ctrl-C signals both.
+            self.tee = subprocess.Popen(
+                ["tee", str(self.output)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                process_group=0,  # a job of its own, which the run joins
+            )
+            assert self.tee.stdin is not None
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdout=self.tee.stdin,
+                stderr=subprocess.STDOUT,
+                process_group=self.tee.pid,
+            )
+            self.tee.stdin.close()
+        else:
+            with self.output.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+
+    def _read_terminal(self) -> None:
+        assert self.master is not None
+        with self.output.open("wb") as out:
+            while self._reading.is_set():
+                ready, _, _ = select.select([self.master], [], [], 0.1)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self.master, 4096)
+                except OSError:  # EIO: every slave end closed
+                    return
+                if not data:
+                    return
+                out.write(data)
+                out.flush()
+
+    def text(self) -> str:
+        try:
+            return self.output.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while READY_LINE not in self.text():
+            assert self.proc.poll() is None, f"run exited: {self.text()[-2000:]}"
+            assert time.monotonic() < deadline, f"not ready in {timeout_s} s: {self.text()[-2000:]}"
+            time.sleep(0.2)
+
+    def end(self) -> None:
+        if self.ending == "ctrl-c-terminal":
+            assert self.master is not None
+            os.write(self.master, b"\x03")
+        elif self.ending == "terminal-closed":
+            self._close_terminal()
+        elif self.ending == "ctrl-c-pipe":
+            assert self.tee is not None
+            os.killpg(self.tee.pid, signal.SIGINT)
+        elif self.ending == "sigterm":
+            self.proc.send_signal(signal.SIGTERM)
+        elif self.ending == "sigkill":
+            self.proc.send_signal(signal.SIGKILL)
+
+    def _close_terminal(self) -> None:
+        self._reading.clear()
+        if self._reader is not None:
+            self._reader.join()
+        if self.master is not None:
+            os.close(self.master)  # the terminal hangs up: SIGHUP, then EIO on every write
+            self.master = None
+
+    def cleanup(self) -> None:
+        for proc in (self.proc, self.tee):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(10.0)  # the rest of the output, up to end-of-file
+        self._close_terminal()
+
+
+@pytest.fixture(scope="module")
+def region_here(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A directory the runs below share (so each starts where the one before ended), and
+    their environment: a local broker of the directory's own (no cluster configured)."""
+    cwd = tmp_path_factory.mktemp("region")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
+    env.update({k: str(v) for k, v in ENDING_PORTS.items()})
+    env.update(
+        {
+            "CAREBUS_BROKER_HOME": str(cwd / "broker"),
+            "CAREBUS_BROKER_HEAP": "384m",
+            "CAREBUS_TOPICS_PARTITIONS": "1",
+            "CAREBUS_WORKER_DATA_DIR": str(cwd / "worker-data"),
+        }
+    )
+    return cwd, env
+
+
+ENDINGS = ["ctrl-c-terminal", "ctrl-c-pipe", "sigterm", "terminal-closed", "sigkill"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+class TestEveryEndingLeavesNothing:
+    @pytest.mark.parametrize("ending", ENDINGS)
+    def test_every_process_stops_cleanly_and_the_next_run_starts(
+        self, ending: str, region_here: tuple[Path, dict[str, str]]
+    ) -> None:
+        """However a run ends, each of its processes (the broker too) stops cleanly within the
+        stop bound, and the directory is left as a next run needs it: no pids, free ports."""
+        cwd, env = region_here
+        settings = load_settings(env)
+        run_dir = cwd / ".carebus" / "run"
+        listener_log = run_dir / "logs" / "listener.log"
+        logged = listener_log.stat().st_size if listener_log.exists() else 0
+        clean_marker = cwd / "broker" / "data" / ".kafka_cleanshutdown"
+        broker_ports = {
+            name: ("127.0.0.1", port) for name, port in ENDING_PORTS.items() if "BROKER" in name
+        }
+        held = busy_ports(ports_to_bind(settings)) + busy_ports(broker_ports)
+        assert not held, f"held by a process outside this test: {held}"
+        started = Ended(ending, cwd, env)
+        try:
+            ready_s = settings.broker.start_timeout_s + RunOptions().ready_timeout_s + 60
+            started.wait_ready(ready_s)
+            # It started cleanly where the previous ending's run had run.
+            assert "earlier carebus run" not in started.text()
+            pids = read_pids(run_dir / "pids")
+            assert set(pids) == {"run", WARDEN, "broker", *CHILDREN}
+            assert pids["run"].pid == started.proc.pid
+            assert not clean_marker.exists()  # the broker removes it when it starts
+            started.end()
+            bound = whole_stop_s(settings, RunOptions())
+            deadline = time.monotonic() + bound
+            for name, process in pids.items():
+                while is_running(process):
+                    assert time.monotonic() < deadline, f"{name} still runs after {bound} s"
+                    time.sleep(0.2)
+            status = started.proc.wait(10)
+        finally:
+            started.cleanup()
+        assert status == (-signal.SIGKILL if ending == "sigkill" else 0), started.text()
+        assert not (run_dir / "pids").exists()
+        # Cleanly: the listener finished its messages in flight, the broker shut down.
+        assert "ingest stopped" in listener_log.read_bytes()[logged:].decode()
+        assert clean_marker.exists()
+        if ending == "sigkill":
+            warden_log = (run_dir / "logs" / "warden.log").read_text()
+            assert "broker    stopped" in warden_log
+            assert "killed" not in warden_log
+        elif ending in ("ctrl-c-terminal", "sigterm"):
+            tail = started.text().split("stopping ...")[-1]
+            assert all(f"{name:<9} stopped" in tail for name in CHILDREN), tail
+        assert busy_ports(ports_to_bind(settings)) == []
+        assert busy_ports(broker_ports) == []

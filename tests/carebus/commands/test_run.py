@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +17,7 @@ from carebus.commands.run import (
     DEFAULT_PATIENTS,
     DEFAULT_RATE,
     Console,
+    SafeStream,
     alert_line,
     feed_bar,
     key_digest,
@@ -200,3 +202,57 @@ class TestConsole:
         stopped.aborted = "cannot connect to 127.0.0.1:2575: Connection refused"
         Console(out, err).feed_done(stopped)
         assert "carebus run: the feed stopped early: cannot connect" in err.getvalue()
+
+
+class TestOutputThatCannotBeWritten:
+    def test_a_pipe_whose_reader_is_gone_is_dropped_and_sent_to_dev_null(self) -> None:
+        """Writing to a pipe nobody reads raises nothing; the descriptor then goes to /dev/null."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        stream = os.fdopen(write_end, "w")
+        try:
+            safe = SafeStream(stream)
+            console = Console(safe, safe)
+            console.say("stopping ...")  # EPIPE (SIGPIPE is ignored by Python)
+            assert safe.broken
+            assert os.readlink(f"/proc/self/fd/{write_end}") == os.devnull
+            console.warn("the broker did not stop")
+            console.feed_done(summary(3, 3))
+            print("at exit", file=stream, flush=True)  # other writers no longer fail either
+        finally:
+            stream.close()
+
+    def test_a_closed_stream_is_dropped(self) -> None:
+        """A closed stream (ValueError on write) is treated as broken, not raised."""
+        out, err = io.StringIO(), io.StringIO()
+        console = Console(out, err)
+        out.close()
+        err.close()
+        console.say("a line")
+        console.progress(summary(1, 1))
+        console.warn("a warning")
+        assert isinstance(console.out, SafeStream) and console.out.broken
+        assert isinstance(console.err, SafeStream) and console.err.broken
+
+    def test_a_working_stream_is_written_through(self) -> None:
+        """Until a write fails, everything reaches the stream under it."""
+        out = io.StringIO()
+        safe = SafeStream(out)
+        print("one", file=safe, flush=True)
+        assert out.getvalue() == "one\n" and not safe.broken
+        assert not safe.isatty()
+        assert SafeStream(TtyIO()).isatty()
+
+
+class TestStopArguments:
+    def test_stop_and_the_warden_s_hidden_options(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--stop is an option; --lifeline FD and --run-dir are read but not shown in --help."""
+        parser = build_parser()
+        args = parser.parse_args(["run", "--stop", "--lifeline", "7", "--run-dir", "x"])
+        assert (args.stop, args.lifeline, str(args.run_dir)) == (True, 7, "x")
+        assert not parser.parse_args(["run"]).stop
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", "--help"])
+        run_help = capsys.readouterr().out
+        assert "--stop" in run_help
+        assert "--lifeline" not in run_help and "--run-dir" not in run_help
