@@ -364,7 +364,9 @@ async def _serve_parent(
         for i, (_, child_end) in enumerate(pairs)
     ]
     channels = [parent_end for parent_end, _ in pairs]
-    dispatcher = Dispatcher(settings.mllp, channels)
+    # The parent's own: process metrics and the connections it refuses, no messages.
+    parent_metrics = build_metrics(settings)
+    dispatcher = Dispatcher(settings.mllp, channels, parent_metrics)
     ready = [False] * count
     checks = {
         "children": _flag_check(
@@ -374,7 +376,7 @@ async def _serve_parent(
         "mllp": _flag_check(lambda: dispatcher.listening, "listening"),
     }
     health = HealthServer(
-        build_metrics(settings),  # the parent's own: process metrics, no messages
+        parent_metrics,
         checks,
         host=settings.metrics.host,
         port=settings.metrics.listener_port,
