@@ -184,6 +184,22 @@ class TestAnswers:
 
         assert await asyncio.to_thread(talk) == b""
 
+    async def test_not_stored_without_ack_asked_closes(
+        self, server: MllpServer, sink: Sink
+    ) -> None:
+        """A sender that asked for no ACK (NE/NE) is not left thinking a message it could
+        not store was taken: its connection is closed, so it resends."""
+        sink.behaviour = lambda cid: KafkaUnavailable("down") if cid == "K3" else None
+
+        def talk() -> tuple[list[bytes], bool]:
+            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
+                c.socket.sendall(SB + message("K3", ack_modes="NE/NE") + EB)
+                c.socket.sendall(SB + message("K4") + EB)
+                return recv_acks(c, 1), closed_by_server(c)
+
+        assert await asyncio.to_thread(talk) == ([], True)
+        assert sink.seen == ["K3"]
+
     async def test_enhanced_mode_never_gets_no_ack(self, server: MllpServer, sink: Sink) -> None:
         """A message asking for no acknowledgement (NE/NE) gets none; the next one does."""
 
@@ -244,16 +260,6 @@ class TestFraming:
 
 
 class TestGuards:
-    @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, idle_timeout_s=0.3)])
-    async def test_idle_connection_is_closed(self, server: MllpServer) -> None:
-        """A connection that sends nothing for idle_timeout_s is closed by the listener."""
-
-        def talk() -> bool:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return closed_by_server(c, timeout=5.0)
-
-        assert await asyncio.to_thread(talk)
-
     @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, max_connections=1)])
     async def test_connection_limit(self, server: MllpServer) -> None:
         """Connections beyond max_connections are closed at once; the first keeps working."""
@@ -269,19 +275,29 @@ class TestGuards:
         assert refused
         assert code == "AA"
 
-    @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, rate_limit_per_s=5)])
-    async def test_rate_limit_slows_a_connection(self, server: MllpServer, sink: Sink) -> None:
+    async def test_rate_limit_slows_a_connection(self, sink: Sink) -> None:
         """Beyond its rate a connection is slowed down, not refused: every message is ACKed."""
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            await asyncio.sleep(0)
+
+        settings = MllpSettings(port=0, rate_limit_per_s=5, rate_limit_per_ip_per_s=0)
+        srv = MllpServer(settings, sink, clock=lambda: 0.0, sleep=sleep)  # type: ignore[arg-type]
+        await srv.start()
 
         def talk() -> list[bytes]:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
+            with hl7.client.MLLPClient("127.0.0.1", srv.port) as c:
                 c.socket.sendall(b"".join(SB + message(f"T{n}") + EB for n in range(7)))
                 return recv_acks(c, 7)
 
-        started = time.monotonic()
-        acks = await asyncio.to_thread(talk)
+        try:
+            acks = await asyncio.to_thread(talk)
+        finally:
+            await srv.stop(grace_s=2.0)
         assert [msa(a)[1] for a in acks] == ["AA"] * 7
-        assert time.monotonic() - started >= 0.3  # a burst of 5, then 2 at 5/s
+        assert waits == pytest.approx([0.2, 0.4])  # a burst of 5, then at 5/s (clock still)
 
     async def test_stop_lets_message_in_progress_finish(
         self, server: MllpServer, sink: Sink
@@ -307,10 +323,17 @@ class TestGuards:
 
 
 class TestTokenBucket:
-    async def test_unlimited_never_waits(self) -> None:
+    def test_unlimited_never_waits(self) -> None:
         """A rate of 0 means no limit."""
-        bucket = TokenBucket(0)
-        started = time.monotonic()
-        for _ in range(1000):
-            await bucket.take()
-        assert time.monotonic() - started < 1.0
+        bucket = TokenBucket(0, clock=lambda: 0.0)
+        assert {bucket.reserve() for _ in range(1000)} == {0.0}
+
+    def test_burst_then_paced(self) -> None:
+        """A full bucket lets ``rate`` messages go at once, then one every 1/rate seconds."""
+        now = [0.0]
+        bucket = TokenBucket(4, clock=lambda: now[0])
+        assert [bucket.reserve() for _ in range(6)] == [0.0] * 4 + [0.25, 0.5]
+        now[0] = 0.5  # the two waiting have had their turns
+        assert bucket.reserve() == 0.25
+        now[0] = 10.0  # refilled, but never beyond one burst
+        assert [bucket.reserve() for _ in range(5)] == [0.0] * 4 + [0.25]
