@@ -40,6 +40,7 @@ from typing import Protocol
 
 from carebus.log import get_logger
 from carebus.settings import MllpSettings
+from connectors.mllp.server import LogThrottle
 
 log = get_logger(__name__)
 
@@ -118,6 +119,7 @@ class Dispatcher:
         self._watching: list[int] = []
         #: Connections open per peer address, across all children.
         self._per_ip: dict[str, int] = {}
+        self._refusals_logged = LogThrottle()
         self.handed_over = [0] * len(self._channels)
 
     def connections_from(self, host: str) -> int:
@@ -182,7 +184,14 @@ class Dispatcher:
         (the address is at its connection cap) or fails."""
         cap = self._settings.max_connections_per_ip
         if cap and self._per_ip.get(host, 0) >= cap:
-            log.warning("mllp connection refused", reason="ip-connection-limit", peer=host)
+            left_out = self._refusals_logged.allow()
+            if left_out is not None:
+                log.warning(
+                    "mllp connection refused",
+                    reason="ip-connection-limit",
+                    peer=host,
+                    not_logged=left_out,
+                )
             self._refused("ip-connection-limit")
             return False
         index = self._homes.child(host)

@@ -108,6 +108,27 @@ class _NoGuardObserver:
         pass
 
 
+class LogThrottle:
+    """At most one log line every ``period_s`` for a noisy event (a connection flood
+    must not become a log flood); counts the lines left out."""
+
+    def __init__(self, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self._period = period_s
+        self._clock = clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def allow(self) -> int | None:
+        """None: stay quiet; else how many were left out since the last line."""
+        now = self._clock()
+        if now < self._next:
+            self._left_out += 1
+            return None
+        self._next = now + self._period
+        left_out, self._left_out = self._left_out, 0
+        return left_out
+
+
 class TokenBucket:
     """Allows ``rate`` messages a second on average (bursts of up to ``rate``); 0 is no limit.
 
@@ -165,6 +186,7 @@ class MllpServer:
         #: Open connections, and the shared rate-limit bucket, per peer address.
         self._per_ip: dict[str, int] = {}
         self._ip_buckets: dict[str, TokenBucket] = {}
+        self._refusals_logged = LogThrottle(clock=clock)
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._ack_ids = AckIds()
@@ -333,7 +355,11 @@ class MllpServer:
             host = str(address[0])
             refusal = self._refusal(host)
             if refusal is not None:
-                log.warning("mllp connection refused", reason=refusal, peer=host)
+                left_out = self._refusals_logged.allow()
+                if left_out is not None:
+                    log.warning(
+                        "mllp connection refused", reason=refusal, peer=host, not_logged=left_out
+                    )
                 if refusal != "closing":
                     self._guards.connection_refused(refusal)
                 writer.close()

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from carebus.errors import ConfigError
 from carebus.metrics import Metrics
-from carebus.settings import MllpSettings, Settings
+from carebus.settings import MllpSettings, Settings, load_settings
 from carebus.topics import TopicNames
 from connectors.ingest import Ingest
 from connectors.mllp.handoff import Dispatcher, Receiver, channel_pair
@@ -332,8 +333,38 @@ class TestRateLimitPerIp:
         assert listener.counter("carebus_mllp_rate_limited_total") == 4
         assert reader.end_offsets(topics.raw) == 8
 
-    async def test_the_default_is_on(self) -> None:
-        """A per-address rate limit is on by default (docs/operations.md explains its value)."""
+
+class TestGuardSettings:
+    def test_the_guards_are_on_by_default(self) -> None:
+        """The per-address rate limit and connection cap and the frame timeout are on by
+        default (docs/operations.md explains the values)."""
         assert MllpSettings().rate_limit_per_ip_per_s == 500.0
         assert MllpSettings().max_connections_per_ip == 32
         assert MllpSettings().frame_timeout_s == 30.0
+
+    def test_settings_come_from_the_environment(self) -> None:
+        """Each guard is set by its CAREBUS_MLLP_* variable; 0 turns a limit off."""
+        settings = load_settings(
+            {
+                "CAREBUS_MLLP_FRAME_TIMEOUT_S": "12.5",
+                "CAREBUS_MLLP_MAX_CONNECTIONS_PER_IP": "0",
+                "CAREBUS_MLLP_RATE_LIMIT_PER_IP_PER_S": "0",
+            }
+        )
+        assert settings.mllp.frame_timeout_s == 12.5
+        assert settings.mllp.max_connections_per_ip == 0
+        assert settings.mllp.rate_limit_per_ip_per_s == 0
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"CAREBUS_MLLP_FRAME_TIMEOUT_S": "0"},
+            {"CAREBUS_MLLP_IDLE_TIMEOUT_S": "-1"},
+            {"CAREBUS_MLLP_MAX_CONNECTIONS_PER_IP": "-1"},
+            {"CAREBUS_MLLP_RATE_LIMIT_PER_IP_PER_S": "-5"},
+        ],
+    )
+    def test_impossible_values_are_config_errors(self, env: dict[str, str]) -> None:
+        """A timeout that is not positive, or a negative limit, is refused at start-up."""
+        with pytest.raises(ConfigError, match="mllp\\."):
+            load_settings(env)

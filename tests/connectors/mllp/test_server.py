@@ -19,7 +19,7 @@ import pytest
 from carebus.errors import KafkaUnavailable, MissingRequiredField
 from carebus.settings import MllpSettings
 from connectors.mllp.allowlist import Peer
-from connectors.mllp.server import MllpServer, TokenBucket, _enable_keepalive
+from connectors.mllp.server import LogThrottle, MllpServer, TokenBucket, _enable_keepalive
 from connectors.pipeline import NullObserver, Outcome
 
 SB, EB = b"\x0b", b"\x1c\r"
@@ -337,3 +337,14 @@ class TestTokenBucket:
         assert bucket.reserve() == 0.25
         now[0] = 10.0  # refilled, but never beyond one burst
         assert [bucket.reserve() for _ in range(5)] == [0.0] * 4 + [0.25]
+
+
+class TestLogThrottle:
+    def test_one_line_a_period_counting_those_left_out(self) -> None:
+        """A flood of refusals logs one line a second, each saying how many it left out."""
+        now = [0.0]
+        throttle = LogThrottle(1.0, clock=lambda: now[0])
+        assert [throttle.allow() for _ in range(4)] == [0, None, None, None]
+        now[0] = 1.0
+        assert throttle.allow() == 3
+        assert throttle.allow() is None
