@@ -55,15 +55,16 @@ from benchmarks.bench_mllp import (
 )
 
 HONEST = 8
-HONEST_RATE = 200.0
+HONEST_RATE = 80.0
 WARMUP_S = 2.0
 MEASURE_S = 10.0
 STEADY_S = 8.0
 ROUNDS = 3
 FRAME_TIMEOUT_S = 5.0
 HOSTILE_HOST = "127.0.0.200"
-FLOOD = 200
-FLOOD_PAUSE_S = 0.1
+FLOOD = 100
+#: A connection slot of the hostile peer reopens this long after the listener closed it.
+FLOOD_PAUSE_S = 0.2
 SLOW = 8
 OVERSIZE = 2
 OVERSIZE_BYTES = 2 * 1_048_576
@@ -149,6 +150,7 @@ async def _hostile(port: int, ready: Any, stop: Any, counts: Any) -> None:
                 finally:
                     listening.cancel()
                     writer.close()
+            await asyncio.sleep(FLOOD_PAUSE_S)
 
     async def report() -> None:
         while True:
