@@ -51,6 +51,7 @@ from benchmarks.bench_mllp import (
     _sender,
     _start_server,
     _stop_server,
+    _tree_cpu_s,
     _wait_for_port,
 )
 
@@ -216,6 +217,11 @@ class Phase:
     hostile: bool
     result: Result
     counts: HostileCounts | None = None
+    #: CPU seconds per second of the phase: the listener (and its children), the
+    #: hostile peer's process, and this process (the honest senders).
+    server_cpu: float = float("nan")
+    hostile_cpu: float = 0.0
+    honest_cpu: float = float("nan")
 
 
 @dataclass
@@ -225,7 +231,7 @@ class Totals:
     phases: list[Phase] = field(default_factory=list)
 
 
-def _phases(port: int) -> Totals:
+def _phases(port: int, server_pid: int) -> Totals:
     totals = Totals()
     steady, count = _run(_honest(port, f"W{uuid.uuid4().hex[:6]}-", STEADY_S))
     totals.sent += count
@@ -236,12 +242,19 @@ def _phases(port: int) -> Totals:
             hostile = _start_hostile(port) if hostile_on else None
             try:
                 run = f"H{round_}{'X' if hostile_on else 'N'}{uuid.uuid4().hex[:6]}-"
+                began = time.perf_counter(), _tree_cpu_s(server_pid), time.process_time()
                 result, count = _run(_honest(port, run, MEASURE_S))
+                wall = time.perf_counter() - began[0]
+                server_cpu = (_tree_cpu_s(server_pid) - began[1]) / wall
+                honest_cpu = (time.process_time() - began[2]) / wall
+                hostile_cpu = _tree_cpu_s(hostile.proc.pid) / wall if hostile else 0.0
             finally:
                 counts = _stop_hostile(hostile) if hostile is not None else None
             totals.sent += count
             totals.not_aa += result.other
-            totals.phases.append(Phase(hostile_on, result, counts))
+            totals.phases.append(
+                Phase(hostile_on, result, counts, server_cpu, hostile_cpu, honest_cpu)
+            )
         print(f"  round {round_ + 1} of {ROUNDS} done", flush=True)
     return totals
 
@@ -277,7 +290,10 @@ def _report(totals: Totals, stored: int) -> None:
             f"  round {n}: {alone.result.pct(99):.1f} -> {with_.result.pct(99):.1f} ms "
             f"({with_.result.pct(99) / alone.result.pct(99):.2f}x); hostile peer: "
             f"{c.connects} connects, {c.refused} refused at once, {c.naks} NAKs, "
-            f"{c.slow_frames} slow and {c.oversize_frames} oversized frames started"
+            f"{c.slow_frames} slow and {c.oversize_frames} oversized frames started; "
+            f"CPU (cores) listener {alone.server_cpu:.2f} -> {with_.server_cpu:.2f}, "
+            f"honest senders {alone.honest_cpu:.2f} -> {with_.honest_cpu:.2f}, "
+            f"hostile peer {with_.hostile_cpu:.2f}"
         )
     ok = totals.not_aa == 0 and stored == totals.sent
     print(
@@ -322,7 +338,7 @@ def main() -> None:
         server = _start_server(variant, settings)
         try:
             _wait_for_port(server.port, server.proc)
-            totals = _phases(server.port)
+            totals = _phases(server.port, server.proc.pid)
         finally:
             _stop_server(server)
         _report(totals, _raw_count(settings, names.raw))

@@ -256,8 +256,9 @@ class MllpServer:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="mllp-sweeper")
             log.info("mllp serving handed-over connections", tls=self._ssl is not None)
             return
-        self._server = await asyncio.start_server(
-            self._accept,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._protocol,
             self._settings.host,
             self._settings.port,
             ssl=self._ssl,
@@ -333,6 +334,22 @@ class MllpServer:
         """Connections open from peer address ``host``."""
         return self._per_ip.get(host, 0)
 
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        loop = asyncio.get_running_loop()
+        return _GuardedProtocol(self, asyncio.StreamReader(limit=2**16, loop=loop), loop)
+
+    def refuse(self, host: str) -> bool:
+        """True (logged, counted) when a new connection from ``host`` is over a limit."""
+        refusal = self._refusal(host)
+        if refusal is None:
+            return False
+        left_out = self._refusals_logged.allow()
+        if left_out is not None:
+            log.warning("mllp connection refused", reason=refusal, peer=host, not_logged=left_out)
+        if refusal != "closing":
+            self._guards.connection_refused(refusal)
+        return True
+
     def _refusal(self, host: str) -> str | None:
         """Why a new connection from ``host`` is refused, if it is."""
         s = self._settings
@@ -353,15 +370,7 @@ class MllpServer:
         try:
             address = writer.get_extra_info("peername") or ("?", None)
             host = str(address[0])
-            refusal = self._refusal(host)
-            if refusal is not None:
-                left_out = self._refusals_logged.allow()
-                if left_out is not None:
-                    log.warning(
-                        "mllp connection refused", reason=refusal, peer=host, not_logged=left_out
-                    )
-                if refusal != "closing":
-                    self._guards.connection_refused(refusal)
+            if self.refuse(host):  # checked again here, where the count goes up
                 writer.close()
                 return
             await self._serve(reader, writer, host, address[1])
@@ -404,6 +413,24 @@ class MllpServer:
             self._pipeline.observer.connection_closed()
             await _close(writer)
             log.info("mllp connection closed", peer=peer.describe(), messages=conn.messages)
+
+
+class _GuardedProtocol(asyncio.StreamReaderProtocol):
+    """A connection over a limit is refused as soon as it is made (plain TCP: right after
+    accept), before a stream or a task exists for it: a flood costs little."""
+
+    def __init__(
+        self, server: MllpServer, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(reader, server._accept, loop=loop)
+        self._guarded = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername") or ("?", None)
+        if self._guarded.refuse(str(peer[0])):
+            transport.close()
+            return
+        super().connection_made(transport)
 
 
 class _Connection:
@@ -490,7 +517,7 @@ class _Connection:
                     return
                 if frames:
                     # A frame is open iff a start byte follows the last end byte.
-                    open_ = data.rfind(_START_BLOCK) > data.rfind(_END_BLOCK)
+                    open_ = data.find(_START_BLOCK, data.rfind(_END_BLOCK) + 1) >= 0
                     self.frame_started = now if open_ else None
                     self._track_head(data, len(frames))
                     self._frames.extend(frames)
