@@ -18,6 +18,11 @@ The hostile peer (one address, 127.0.0.200, in a process of its own) at once:
   byte, as fast as the listener reads, on :data:`OVERSIZE` connections, each
   reopened when the listener NAKs and closes it.
 
+The hostile peer's process runs at nice :data:`HOSTILE_NICE`, standing in for a peer
+on another machine (set it to 0 to let it compete for the cores on equal terms).
+The report shows the CPU each party used per phase: the listener's own cost of the
+attack is the difference in its CPU between the two conditions.
+
 Phases alternate, :data:`ROUNDS` times: honest senders alone, then honest senders
 with the hostile peer, after one unmeasured warm-up phase. The report gives the
 honest senders' p50/p99 ACK latency in each condition (all rounds pooled, and per
@@ -70,6 +75,10 @@ SLOW = 8
 OVERSIZE = 2
 OVERSIZE_BYTES = 2 * 1_048_576
 TARGET_RATIO = 2.0
+#: The hostile peer's process runs at this nice level: it stands in for a peer on
+#: another machine, so the less it takes of the cores the listener and the honest
+#: senders share, the closer the run is to that (0: compete on equal terms).
+HOSTILE_NICE = 10
 _HEADER = b"\x0bMSH|^~\\&|EVIL|EVIL01|CAREBUS|REGION|20260301093000||ADT^A01^ADT_A01|{n}|P|2.4\r"
 
 
@@ -87,6 +96,7 @@ class HostileCounts:
 
 def _hostile_main(port: int, ready: Any, stop: Any, counts: Any) -> None:
     """Entry point of the hostile peer's process; ``counts`` is a shared array."""
+    os.nice(HOSTILE_NICE)
     asyncio.run(_hostile(port, ready, stop, counts))
 
 
@@ -329,6 +339,7 @@ def main() -> None:
             f"oversized frame streams); listener guards: max_connections_per_ip "
             f"{m.max_connections_per_ip}, rate_limit_per_ip_per_s {m.rate_limit_per_ip_per_s:g}, "
             f"frame_timeout_s {FRAME_TIMEOUT_S:g}, max_frame_bytes {m.max_frame_bytes}; "
+            f"hostile peer at nice {HOSTILE_NICE}; "
             f"{os.cpu_count()} CPUs; {ROUNDS} rounds of {MEASURE_S:g}s per condition",
             flush=True,
         )
