@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +41,12 @@ class Sink:
     peers: list[Peer] = field(default_factory=list)
     delay_s: float = 0.0
     behaviour: Callable[[str], Outcome | Exception] | None = None
+    #: When set, each submit waits for it (the message stays "being processed").
+    gate: asyncio.Event | None = None
+    #: Set once ``expect`` submits are in progress at the same time.
+    expect: int = 0
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
+    in_progress: int = 0
 
     async def submit(
         self, raw: bytes, peer: Peer, received_time: datetime, *, origin: str = ""
@@ -49,8 +54,18 @@ class Sink:
         control_id = raw.split(b"|")[9].decode()
         self.seen.append(control_id)
         self.peers.append(peer)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.in_progress += 1
+        if self.expect and self.in_progress >= self.expect:
+            self.all_in.set()
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.expect:
+                await self.all_in.wait()
+        finally:
+            self.in_progress -= 1
         result = self.behaviour(control_id) if self.behaviour else None
         if isinstance(result, Exception):
             raise result
@@ -117,16 +132,19 @@ class TestOrdering:
 
     async def test_many_connections_at_once(self, server: MllpServer, sink: Sink) -> None:
         """Concurrent connections are served at the same time, each getting its own ACKs."""
-        sink.delay_s = 0.2
+        sink.expect = 8  # no message is answered until all 8 are being processed at once
 
-        def talk(n: int) -> str:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return msa(c.send_message(message(f"P{n}")))[2]
+        async def talk(n: int) -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(SB + message(f"P{n}") + EB)
+                return msa((await reader.readuntil(EB)).lstrip(SB))[2]
+            finally:
+                writer.close()
 
-        started = time.monotonic()
-        answers = await asyncio.gather(*(asyncio.to_thread(talk, n) for n in range(8)))
+        async with asyncio.timeout(30):
+            answers = await asyncio.gather(*(talk(n) for n in range(8)))
         assert sorted(answers) == sorted(f"P{n}" for n in range(8))
-        assert time.monotonic() - started < 8 * 0.2  # not one after another
 
     async def test_peer_identity_is_passed(self, server: MllpServer, sink: Sink) -> None:
         """The sink learns the peer's address, for the allow-list and the raw headers."""
@@ -315,6 +333,36 @@ class TestGuards:
         await server.stop(grace_s=5.0)
         assert msa(await reply)[1:3] == ["AA", "S1"]
 
+    async def test_frame_clock_does_not_run_while_the_listener_is_busy(self, sink: Sink) -> None:
+        """A frame that arrived behind a message still being processed gets its full
+        frame_timeout_s once the listener is free again: the delay was not the peer's."""
+        now = [0.0]
+        settings = MllpSettings(port=0, frame_timeout_s=30.0)
+        srv = MllpServer(settings, sink, clock=lambda: now[0])  # type: ignore[arg-type]
+        await srv.start()
+        sink.gate = asyncio.Event()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        try:
+            second = message("B2")
+            sock.sendall(SB + message("B1") + EB + SB + second[:30])
+            while not sink.seen:
+                await asyncio.sleep(0.005)  # until B1 is being processed
+            [conn] = srv._connections.values()
+            assert conn.busy and conn.frame_started == 0.0
+            now[0] = 40.0
+            assert srv.sweep() == 0  # busy: not the peer's fault
+            sink.gate.set()
+            ack1 = await asyncio.to_thread(recv_acks, _Sock(sock), 1)
+            assert conn.frame_started == 40.0  # B2's clock starts again
+            now[0] = 69.0
+            assert srv.sweep() == 0
+            sock.sendall(second[30:] + EB)
+            ack2 = await asyncio.to_thread(recv_acks, _Sock(sock), 1)
+        finally:
+            sock.close()
+            await srv.stop(grace_s=2.0)
+        assert [msa(ack1[0])[1:3], msa(ack2[0])[1:3]] == [["AA", "B1"], ["AA", "B2"]]
+
     def test_keepalive_enabled(self) -> None:
         """Accepted sockets get TCP keepalive."""
         with socket.socket() as sock:
@@ -348,3 +396,10 @@ class TestLogThrottle:
         now[0] = 1.0
         assert throttle.allow() == 3
         assert throttle.allow() is None
+
+
+class _Sock:
+    """The shape recv_acks expects (an object with a ``socket``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
