@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "mllp": "benchmarks.bench_mllp",
     "worker": "benchmarks.bench_worker",
     "simulate": "benchmarks.bench_simulate",
+    "hostile": "benchmarks.bench_hostile",
 }
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "CONTENT_TYPE",
     "EVENT_TYPES",
     "FILEDROP_REFUSAL_REASONS",
+    "GUARD_REASONS",
     "INGEST_REASONS",
     "MESSAGE_TYPES",
     "METRICS",
@@ -154,6 +155,18 @@ FILEDROP_REFUSAL_REASONS: tuple[str, ...] = (
     "internal-error",
     "not-a-regular-file",
     "unreadable",
+)
+
+#: Why an MLLP listener guard refused or closed a connection (``reason`` of
+#: ``carebus_mllp_connections_refused_total`` and ``..._dropped_total``).
+GUARD_REASONS: tuple[str, ...] = (
+    "connection-limit",
+    "frame-timeout",
+    "framing-error",
+    "hand-over-failed",
+    "idle-timeout",
+    "ip-connection-limit",
+    "not-stored",
 )
 
 #: Kinds of operational alert published on the ops topic.
@@ -256,6 +269,28 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         (),
         "MLLP connections accepted since the process started.",
+        _LISTENER,
+    ),
+    MetricSpec(
+        "carebus_mllp_connections_refused_total",
+        "counter",
+        ("reason",),
+        "MLLP connections closed at once by a connection limit, by reason.",
+        _LISTENER,
+    ),
+    MetricSpec(
+        "carebus_mllp_connections_dropped_total",
+        "counter",
+        ("reason",),
+        "MLLP connections the listener closed: a timeout, broken framing, or a message "
+        "not stored for a sender that asked for no ACK; by reason.",
+        _LISTENER,
+    ),
+    MetricSpec(
+        "carebus_mllp_rate_limited_total",
+        "counter",
+        (),
+        "Messages held back by a rate limit (per peer address or per connection).",
         _LISTENER,
     ),
     MetricSpec(
@@ -556,6 +591,20 @@ class Metrics:
     def connection_closed(self) -> None:
         """An MLLP connection closed (call exactly once per :meth:`connection_opened`)."""
         self._m["carebus_mllp_open_connections"].dec()
+
+    def connection_refused(self, reason: str) -> None:
+        """A connection was closed at once by a limit (:data:`GUARD_REASONS`)."""
+        label = reason if reason in GUARD_REASONS else OTHER
+        self._child("carebus_mllp_connections_refused_total", label).inc()
+
+    def connection_dropped(self, reason: str) -> None:
+        """The listener closed a connection: a guard or a failure (:data:`GUARD_REASONS`)."""
+        label = reason if reason in GUARD_REASONS else OTHER
+        self._child("carebus_mllp_connections_dropped_total", label).inc()
+
+    def rate_limited(self) -> None:
+        """A message was held back by a rate limit."""
+        self._m["carebus_mllp_rate_limited_total"].inc()
 
     def dead_lettered(self, provider: str | None, reason: str | None) -> None:
         """A record was written to the dead-letter topic with this reason code."""

@@ -105,7 +105,17 @@ class MllpSettings:
     max_frame_bytes: int = 1_048_576
     idle_timeout_s: float = 300.0
     max_connections: int = 256
+    #: Connections one peer IP address may hold open at once (across all of
+    #: ``mllp.processes``); 0 is no limit besides ``max_connections``.
+    max_connections_per_ip: int = 32
+    #: A frame must be complete this many seconds after its start byte (slowloris).
+    frame_timeout_s: float = 30.0
+    #: Messages a second per connection (reading slows down; nothing is dropped); 0 is off.
     rate_limit_per_s: float = 0.0
+    #: Messages a second per peer IP address, shared by all its connections (reading
+    #: slows down; nothing is dropped); 0 is off. Far above any real feed
+    #: (docs/operations.md, "Listener guards").
+    rate_limit_per_ip_per_s: float = 500.0
     reject_ack_code: Literal["AR", "AE"] = "AR"
     on_kafka_failure: Literal["AE", "close"] = "AE"
     duplicate_window_s: float = 86_400.0
@@ -122,6 +132,14 @@ class MllpSettings:
     #: child chosen by the peer's IP address; child ``i`` serves its own ``/metrics``
     #: on ``metrics.listener_port + 1 + i`` (docs/operations.md). 0: one per CPU.
     processes: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("frame_timeout_s", "idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"mllp.{name} must be positive, not {getattr(self, name)}")
+        for name in ("max_connections_per_ip", "rate_limit_per_s", "rate_limit_per_ip_per_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"mllp.{name} must be 0 (off) or more, not {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

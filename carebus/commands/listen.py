@@ -27,7 +27,8 @@ With ``mllp.processes`` over 1 (0: one per CPU) this process becomes a parent: i
 starts that many child processes (each a listener with its own producer and
 duplicate window, the HTTP and file-drop connectors in child 0 only), waits until
 each is ready, then binds the MLLP port and hands every connection to the child of
-its peer's address (:mod:`connectors.mllp.handoff`). The parent serves ``/healthz``
+its peer's address (:mod:`connectors.mllp.handoff`), refusing an address's
+connections over ``mllp.max_connections_per_ip`` across all children. The parent serves ``/healthz``
 and ``/readyz`` (every child alive and ready, the port bound) and its own process
 metrics on ``metrics.listener_port``; child ``i`` serves its ``/metrics``,
 ``/healthz`` and ``/readyz`` on ``metrics.listener_port + 1 + i``. On SIGINT or
@@ -387,7 +388,9 @@ async def _serve_parent(
         for i, (_, child_end) in enumerate(pairs)
     ]
     channels = [parent_end for parent_end, _ in pairs]
-    dispatcher = Dispatcher(settings.mllp, channels)
+    # The parent's own: process metrics and the connections it refuses, no messages.
+    parent_metrics = build_metrics(settings)
+    dispatcher = Dispatcher(settings.mllp, channels, parent_metrics)
     ready = [False] * count
     checks = {
         "children": _flag_check(
@@ -397,7 +400,7 @@ async def _serve_parent(
         "mllp": _flag_check(lambda: dispatcher.listening, "listening"),
     }
     health = HealthServer(
-        build_metrics(settings),  # the parent's own: process metrics, no messages
+        parent_metrics,
         checks,
         host=settings.metrics.host,
         port=settings.metrics.listener_port,

@@ -15,6 +15,14 @@ is published again (consumers can drop the copy: event ids are deterministic).
 Behind NAT or a proxy every peer has the same address and one child serves them
 all: run one process per listener there, and several listeners instead.
 
+Per-IP connection cap (``mllp.max_connections_per_ip``): the parent counts each
+address's open connections across all children and closes a connection over the
+cap at once, before any hand-over. The hand-over message carries the peer address;
+the child sends it back (:data:`RELEASED`) when that connection is over, however it
+ended, and the parent's count goes down. (Each child also enforces the cap on what
+it serves, and an address always reaches the same child, so the per-IP rate limit
+of that child is the address's limit across the listener.)
+
 Each child says :data:`READY` on its channel once its producer runs; the parent
 binds the port only when every child is ready. A child reads end-of-file on its
 channel when the parent is gone (even killed), and then stops: no orphans.
@@ -24,18 +32,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from carebus.log import get_logger
 from carebus.settings import MllpSettings
+from connectors.mllp.server import LogThrottle
 
 log = get_logger(__name__)
 
 #: What a child sends its parent once it can take connections.
 READY = b"R"
+#: What a child sends back, followed by the peer address, when a connection is over.
+RELEASED = b"D"
 _HANDOVER = b"C"
+_MESSAGE_BYTES = 512
+
+
+class RefusalObserver(Protocol):
+    """Told when the parent refuses a connection (:class:`carebus.metrics.Metrics` is one)."""
+
+    def connection_refused(self, reason: str) -> None: ...
+
+
+#: ``adopt(sock, released)``: serve ``sock``; call ``released`` once it is over.
+Adopt = Callable[[socket.socket, Callable[[], None]], None]
 
 
 #: Peer addresses whose child is remembered; beyond it, new ones are hashed.
@@ -80,13 +104,27 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
 class Dispatcher:
     """The parent's side: accept on the MLLP port, hand each socket to a child."""
 
-    def __init__(self, settings: MllpSettings, channels: Sequence[socket.socket]) -> None:
+    def __init__(
+        self,
+        settings: MllpSettings,
+        channels: Sequence[socket.socket],
+        observer: RefusalObserver | None = None,
+    ) -> None:
         self._settings = settings
         self._channels = list(channels)
         self._homes = ChildMap(len(self._channels))
         self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
+        self._observer = observer
+        self._watching: list[int] = []
+        #: Connections open per peer address, across all children.
+        self._per_ip: dict[str, int] = {}
+        self._refusals_logged = LogThrottle()
         self.handed_over = [0] * len(self._channels)
+
+    def connections_from(self, host: str) -> int:
+        """Connections from ``host`` handed over and not yet released by their child."""
+        return self._per_ip.get(host, 0)
 
     @property
     def port(self) -> int:
@@ -107,13 +145,20 @@ class Dispatcher:
             (s.host, s.port), backlog=max(128, s.max_connections), reuse_port=False
         )
         self._sock.setblocking(False)
+        loop = asyncio.get_running_loop()
         for channel in self._channels:
             channel.setblocking(False)
+            loop.add_reader(channel.fileno(), self._readable, channel)
+            self._watching.append(channel.fileno())
         self._task = asyncio.create_task(self._accept(self._sock), name="mllp-dispatcher")
         log.info("mllp listening", host=s.host, port=self.port, processes=len(self._channels))
 
     async def stop(self) -> None:
         """Stop accepting and release the port."""
+        loop = asyncio.get_running_loop()
+        for fd in self._watching:
+            loop.remove_reader(fd)
+        self._watching = []
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,10 +180,24 @@ class Dispatcher:
                 self.hand_over(conn, str(address[0]))
 
     def hand_over(self, conn: socket.socket, host: str) -> bool:
-        """Pass ``conn`` to its child; False (the caller closes it) when that fails."""
+        """Pass ``conn`` to its child; False (the caller closes it) when that is refused
+        (the address is at its connection cap) or fails."""
+        cap = self._settings.max_connections_per_ip
+        if cap and self._per_ip.get(host, 0) >= cap:
+            left_out = self._refusals_logged.allow()
+            if left_out is not None:
+                log.warning(
+                    "mllp connection refused",
+                    reason="ip-connection-limit",
+                    peer=host,
+                    not_logged=left_out,
+                )
+            self._refused("ip-connection-limit")
+            return False
         index = self._homes.child(host)
+        message = _HANDOVER + host.encode("ascii", "replace")[: _MESSAGE_BYTES - 1]
         try:
-            socket.send_fds(self._channels[index], [_HANDOVER], [conn.fileno()])
+            socket.send_fds(self._channels[index], [message], [conn.fileno()])
         except OSError as exc:  # the child is gone or not keeping up
             log.warning(
                 "mllp connection refused",
@@ -147,9 +206,41 @@ class Dispatcher:
                 child=index,
                 error=type(exc).__name__,
             )
+            self._refused("hand-over-failed")
             return False
+        self._per_ip[host] = self._per_ip.get(host, 0) + 1
         self.handed_over[index] += 1
         return True
+
+    def _refused(self, reason: str) -> None:
+        if self._observer is not None:
+            self._observer.connection_refused(reason)
+
+    def _readable(self, channel: socket.socket) -> None:
+        """Take the children's :data:`RELEASED` messages (end-of-file is the child's
+        exit, which the parent notices by the process)."""
+        while True:
+            try:
+                data = channel.recv(_MESSAGE_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                asyncio.get_running_loop().remove_reader(channel.fileno())
+                with contextlib.suppress(ValueError):
+                    self._watching.remove(channel.fileno())
+                return
+            if data[:1] == RELEASED:
+                self.released(data[1:].decode("ascii", "replace"))
+
+    def released(self, host: str) -> None:
+        """A connection from ``host`` is over."""
+        left = self._per_ip.get(host, 0) - 1
+        if left > 0:
+            self._per_ip[host] = left
+        else:
+            self._per_ip.pop(host, None)
 
 
 class Receiver:
@@ -158,7 +249,7 @@ class Receiver:
     def __init__(
         self,
         channel: socket.socket,
-        adopt: Callable[[socket.socket], None],
+        adopt: Adopt,
         parent_gone: Callable[[], None],
     ) -> None:
         self._channel = channel
@@ -186,7 +277,7 @@ class Receiver:
     def _readable(self) -> None:
         while True:
             try:
-                data, fds, _flags, _address = socket.recv_fds(self._channel, 16, 1)
+                data, fds, _flags, _address = socket.recv_fds(self._channel, _MESSAGE_BYTES, 1)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -198,5 +289,15 @@ class Receiver:
                 log.info("mllp parent process gone; stopping")
                 self._parent_gone()
                 return
+            host = data[1:] if data[:1] == _HANDOVER else b""
             for fd in fds:
-                self._adopt(socket.socket(fileno=fd))
+                self._adopt(socket.socket(fileno=fd), functools.partial(self._release, host))
+
+    def _release(self, host: bytes) -> None:
+        """Tell the parent a connection from ``host`` is over."""
+        if self._channel.fileno() < 0:
+            return  # stopped: the parent is going too
+        try:
+            self._channel.send(RELEASED + host)
+        except OSError as exc:  # the parent is gone, or (never seen) not reading
+            log.info("mllp release not sent", error=type(exc).__name__)

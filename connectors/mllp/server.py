@@ -6,12 +6,23 @@ messages reach Kafka in the order it sent them. The ACK is written only after
 :meth:`Pipeline.submit` returned: AA means durably on Kafka. Concurrency comes from
 many connections publishing at once, sharing producer batches.
 
-Guards: a connection limit (connections over it are closed at once), a
-per-connection rate limit (reading slows down; nothing is dropped), TCP keepalive,
-an idle timeout, and a maximum frame size. An oversize frame or broken framing
-gets a NAK (when a control id can be read) and the connection is closed. When
-Kafka is unavailable the sender gets AE, or no ACK and a closed connection
-(``on_kafka_failure``), so that it resends.
+Guards: a connection limit and a per-IP connection limit (connections over them
+are closed at once), a per-IP rate limit shared by that address's connections and
+an optional per-connection one (reading slows down; nothing is dropped), TCP
+keepalive, an idle timeout, a frame timeout (a frame must be complete within
+``frame_timeout_s`` of its start byte: a peer trickling bytes cannot hold a
+connection for ever), and a maximum frame size. An oversize frame, a frame over its
+time or broken framing gets a NAK (when a control id can be read) and the
+connection is closed. When Kafka is unavailable the sender gets AE, or no ACK and a
+closed connection (``on_kafka_failure``), so that it resends; a sender that asked
+for no ACK (MSH-15/MSH-16 ``NE``) also sees its connection closed then, never
+silence for a message that was not stored.
+
+The idle and frame timeouts are one mechanism: each read stamps the connection
+with the clock it already reads, and one sweeper (:meth:`MllpServer.sweep`, every
+second or so) closes the connections past a deadline; there is no timer per read.
+Every guard that refuses, closes or slows is counted (``connection_refused``,
+``connection_dropped``, ``rate_limited`` of a :class:`GuardObserver`).
 
 In a child of several listener processes (:mod:`connectors.mllp.handoff`) the
 server binds nothing (:meth:`MllpServer.accept_handed_over`) and serves the sockets
@@ -22,18 +33,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from carebus.errors import KafkaUnavailable
 from carebus.log import get_logger
 from carebus.settings import MllpSettings
 from connectors.hl7 import FramingError, MllpDecoder, frame
-from connectors.mllp.ack import AckError, MshHeader, Result, ack_codes, build_ack, read_header
+from connectors.mllp.ack import (
+    AckCode,
+    AckError,
+    MshHeader,
+    Result,
+    ack_codes,
+    build_ack,
+    read_header,
+)
 from connectors.mllp.allowlist import Peer
 from connectors.pipeline import Sink
 
@@ -42,6 +64,7 @@ log = get_logger(__name__)
 _READ_BYTES = 65536
 _HEAD_BYTES = 4096
 _END_BLOCK = b"\x1c"
+_START_BLOCK = b"\x0b"
 _KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
 _KAFKA_DOWN = AckError("kafka-unavailable", "message not stored; resend later", "207")
 _INTERNAL = AckError("internal-error", "message not processed; resend later", "207")
@@ -59,29 +82,83 @@ class AckIds:
         return f"{self._prefix}{next(self._counter):x}"
 
 
-class TokenBucket:
-    """Allows ``rate`` messages a second on average (bursts of up to ``rate``); 0 is no limit."""
+@runtime_checkable
+class GuardObserver(Protocol):
+    """Told when a listener guard refuses a connection, closes one, or slows a message.
 
-    def __init__(self, rate: float) -> None:
+    :class:`carebus.metrics.Metrics` is one; the server uses its pipeline's observer
+    when that is one, else counts nothing.
+    """
+
+    def connection_refused(self, reason: str) -> None: ...
+
+    def connection_dropped(self, reason: str) -> None: ...
+
+    def rate_limited(self) -> None: ...
+
+
+class _NoGuardObserver:
+    def connection_refused(self, reason: str) -> None:
+        pass
+
+    def connection_dropped(self, reason: str) -> None:
+        pass
+
+    def rate_limited(self) -> None:
+        pass
+
+
+class LogThrottle:
+    """At most one log line every ``period_s`` for a noisy event (a connection flood
+    must not become a log flood); counts the lines left out."""
+
+    def __init__(self, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self._period = period_s
+        self._clock = clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def allow(self) -> int | None:
+        """None: stay quiet; else how many were left out since the last line."""
+        now = self._clock()
+        if now < self._next:
+            self._left_out += 1
+            return None
+        self._next = now + self._period
+        left_out, self._left_out = self._left_out, 0
+        return left_out
+
+
+class TokenBucket:
+    """Allows ``rate`` messages a second on average (bursts of up to ``rate``); 0 is no limit.
+
+    Safe to share between connections: each :meth:`reserve` takes a token at once,
+    going into debt when there is none, and says how long its caller must wait for it,
+    so that concurrent callers queue in turn instead of all waiting the same time.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate
         self._capacity = max(1.0, rate)
         self._tokens = self._capacity
-        self._stamp = time.monotonic()
+        self._clock = clock
+        self._stamp = clock()
+
+    def reserve(self) -> float:
+        """Take one message's token; the seconds to wait before that message may go."""
+        if self._rate <= 0:
+            return 0.0
+        now = self._clock()
+        tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate) - 1
+        self._tokens = tokens
+        self._stamp = now
+        return 0.0 if tokens >= 0 else -tokens / self._rate
 
     async def take(self) -> None:
         """Wait until one message may go."""
-        if self._rate <= 0:
-            return
-        now = time.monotonic()
-        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        if self._tokens < 1:
-            wait = (1 - self._tokens) / self._rate
+        wait = self.reserve()
+        if wait > 0:
             await asyncio.sleep(wait)
-            self._stamp = time.monotonic()
-            self._tokens = 0.0
-        else:
-            self._tokens -= 1
 
 
 class MllpServer:
@@ -93,10 +170,23 @@ class MllpServer:
         pipeline: Sink,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``clock`` and ``sleep`` time the guards (tests pass fake ones)."""
         self._settings = settings
         self._pipeline = pipeline
         self._ssl = ssl_context
+        self._clock = clock
+        self._sleep = sleep
+        observer = pipeline.observer
+        self._guards: GuardObserver = (
+            observer if isinstance(observer, GuardObserver) else _NoGuardObserver()
+        )
+        #: Open connections, and the shared rate-limit bucket, per peer address.
+        self._per_ip: dict[str, int] = {}
+        self._ip_buckets: dict[str, TokenBucket] = {}
+        self._refusals_logged = LogThrottle(clock=clock)
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._ack_ids = AckIds()
@@ -121,19 +211,27 @@ class MllpServer:
         """Bind no port: serve only the sockets given to :meth:`adopt` (call before start)."""
         self._bind = False
 
-    def adopt(self, sock: socket.socket) -> None:
-        """Serve ``sock``, a connection accepted by another process (TLS, if any, is ours)."""
+    def adopt(self, sock: socket.socket, released: Callable[[], None] | None = None) -> None:
+        """Serve ``sock``, a connection accepted by another process (TLS, if any, is ours).
+
+        ``released`` is called once when the connection is over, however it ends (the
+        parent counts each address's open connections with it).
+        """
         if self._closing:
             sock.close()
+            if released is not None:
+                released()
             return
-        task = asyncio.get_running_loop().create_task(self._adopt(sock))
+        task = asyncio.get_running_loop().create_task(self._adopt(sock, released))
         self._adopting.add(task)
         task.add_done_callback(self._adopting.discard)
 
-    async def _adopt(self, sock: socket.socket) -> None:
+    async def _adopt(self, sock: socket.socket, released: Callable[[], None] | None) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, self._accept, loop=loop)
+        accept = functools.partial(self._accept, released=released)
+        protocol = asyncio.StreamReaderProtocol(reader, accept, loop=loop)
+        served = False
         try:
             await loop.connect_accepted_socket(
                 lambda: protocol,
@@ -141,28 +239,33 @@ class MllpServer:
                 ssl=self._ssl,
                 ssl_handshake_timeout=10.0 if self._ssl else None,
             )
+            served = True  # from here on, _accept calls ``released``
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.info("mllp handed-over connection failed", error=type(exc).__name__)
             sock.close()
         except asyncio.CancelledError:
             sock.close()
             raise
+        finally:
+            if not served and released is not None:
+                released()
 
     async def start(self) -> None:
         """Bind and start accepting connections (or, handed over, only get ready)."""
         if not self._bind:
-            self._sweeper = asyncio.create_task(self._sweep_idle(), name="mllp-idle-sweeper")
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="mllp-sweeper")
             log.info("mllp serving handed-over connections", tls=self._ssl is not None)
             return
-        self._server = await asyncio.start_server(
-            self._accept,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._protocol,
             self._settings.host,
             self._settings.port,
             ssl=self._ssl,
             ssl_handshake_timeout=10.0 if self._ssl else None,
             backlog=max(128, self._settings.max_connections),
         )
-        self._sweeper = asyncio.create_task(self._sweep_idle(), name="mllp-idle-sweeper")
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="mllp-sweeper")
         log.info(
             "mllp listening",
             host=self._settings.host,
@@ -193,31 +296,105 @@ class MllpServer:
             await self._server.wait_closed()
         log.info("mllp stopped")
 
-    async def _sweep_idle(self) -> None:
-        """Close connections that have been waiting for data longer than the idle timeout.
-
-        One sweeper instead of a timer per read keeps the per-message cost down.
-        """
-        idle = self._settings.idle_timeout_s
-        loop = asyncio.get_running_loop()
+    async def _sweep_forever(self) -> None:
+        """Run :meth:`sweep` about once a second (more often for timeouts under 4 s)."""
+        s = self._settings
+        interval = min(1.0, s.idle_timeout_s / 4, s.frame_timeout_s / 4)
         while True:
-            await asyncio.sleep(min(1.0, idle / 4))
-            horizon = loop.time() - idle
-            for conn in list(self._connections.values()):
-                if not conn.busy and conn.last_active < horizon:
-                    conn.close_idle()
+            await asyncio.sleep(interval)
+            self.sweep()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        address = writer.get_extra_info("peername") or ("?", None)
-        if self._closing or len(self._connections) >= self._settings.max_connections:
-            log.warning("mllp connection refused", reason="connection-limit", peer=address[0])
-            writer.close()
-            return
+    def sweep(self, now: float | None = None) -> int:
+        """Close the connections past a deadline; how many were closed.
+
+        A frame started more than ``frame_timeout_s`` ago and still incomplete gets a
+        NAK (when its control id is readable) and its connection is closed; a
+        connection that has waited for data longer than ``idle_timeout_s`` is closed.
+        A connection processing a message, or held back by a rate limit, is not
+        waiting for its peer and is left alone. One sweeper instead of a timer per
+        read keeps the per-message cost down; ``now`` (default: the server's clock)
+        lets tests drive it.
+        """
+        now = self._clock() if now is None else now
+        frame_horizon = now - self._settings.frame_timeout_s
+        idle_horizon = now - self._settings.idle_timeout_s
+        closed = 0
+        for conn in list(self._connections.values()):
+            if conn.busy or conn.held or conn.dropped:
+                continue
+            if conn.frame_started is not None and conn.frame_started < frame_horizon:
+                conn.expire_frame()
+                closed += 1
+            elif conn.last_active < idle_horizon:
+                conn.close_idle()
+                closed += 1
+        return closed
+
+    def connections_from(self, host: str) -> int:
+        """Connections open from peer address ``host``."""
+        return self._per_ip.get(host, 0)
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        loop = asyncio.get_running_loop()
+        return _GuardedProtocol(self, asyncio.StreamReader(limit=2**16, loop=loop), loop)
+
+    def refuse(self, host: str) -> bool:
+        """True (logged, counted) when a new connection from ``host`` is over a limit."""
+        refusal = self._refusal(host)
+        if refusal is None:
+            return False
+        left_out = self._refusals_logged.allow()
+        if left_out is not None:
+            log.warning("mllp connection refused", reason=refusal, peer=host, not_logged=left_out)
+        if refusal != "closing":
+            self._guards.connection_refused(refusal)
+        return True
+
+    def _refusal(self, host: str) -> str | None:
+        """Why a new connection from ``host`` is refused, if it is."""
+        s = self._settings
+        if self._closing:
+            return "closing"
+        if len(self._connections) >= s.max_connections:
+            return "connection-limit"
+        if s.max_connections_per_ip and self._per_ip.get(host, 0) >= s.max_connections_per_ip:
+            return "ip-connection-limit"
+        return None
+
+    async def _accept(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        released: Callable[[], None] | None = None,
+    ) -> None:
+        try:
+            address = writer.get_extra_info("peername") or ("?", None)
+            host = str(address[0])
+            if self.refuse(host):  # checked again here, where the count goes up
+                writer.close()
+                return
+            await self._serve(reader, writer, host, address[1])
+        finally:
+            if released is not None:
+                released()
+
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        port: int | None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         _enable_keepalive(writer.get_extra_info("socket"))
-        peer = Peer.from_certificate("mllp", str(address[0]), address[1], _peercert(writer))
-        conn = _Connection(self, reader, writer, peer)
+        peer = Peer.from_certificate("mllp", host, port, _peercert(writer))
+        self._per_ip[host] = self._per_ip.get(host, 0) + 1
+        bucket = self._ip_buckets.get(host)
+        if bucket is None:
+            bucket = TokenBucket(self._settings.rate_limit_per_ip_per_s, self._clock)
+            self._ip_buckets[host] = bucket
+        conn = _Connection(self, reader, writer, peer, bucket)
         self._connections[task] = conn
         self._pipeline.observer.connection_opened()
         log.info("mllp connection opened", peer=peer.describe())
@@ -227,9 +404,33 @@ class MllpServer:
             log.info("mllp connection lost", peer=peer.describe(), error=type(exc).__name__)
         finally:
             del self._connections[task]
+            left = self._per_ip[host] - 1
+            if left:
+                self._per_ip[host] = left
+            else:
+                del self._per_ip[host]
+                del self._ip_buckets[host]
             self._pipeline.observer.connection_closed()
             await _close(writer)
             log.info("mllp connection closed", peer=peer.describe(), messages=conn.messages)
+
+
+class _GuardedProtocol(asyncio.StreamReaderProtocol):
+    """A connection over a limit is refused as soon as it is made (plain TCP: right after
+    accept), before a stream or a task exists for it: a flood costs little."""
+
+    def __init__(
+        self, server: MllpServer, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(reader, server._accept, loop=loop)
+        self._guarded = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername") or ("?", None)
+        if self._guarded.refuse(str(peer[0])):
+            transport.close()
+            return
+        super().connection_made(transport)
 
 
 class _Connection:
@@ -241,39 +442,71 @@ class _Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: Peer,
+        ip_bucket: TokenBucket,
     ) -> None:
         self._server = server
         self._settings = server._settings
         self._pipeline = server._pipeline
+        self._guards = server._guards
+        self._clock = server._clock
         self._reader = reader
         self._writer = writer
         self._peer = peer
         self._decoder = MllpDecoder(self._settings.max_frame_bytes)
-        self._bucket = TokenBucket(self._settings.rate_limit_per_s)
+        self._bucket = TokenBucket(self._settings.rate_limit_per_s, self._clock)
+        self._ip_bucket = ip_bucket
         self._limited = self._settings.rate_limit_per_s > 0
+        self._ip_limited = self._settings.rate_limit_per_ip_per_s > 0
         self._frames: deque[bytes] = deque()
         self._head = bytearray()  # the start of the frame being received, for a NAK
         self.busy = False
+        #: True while a rate limit holds the next message back (not waiting for the peer).
+        self.held = False
         self.messages = 0
-        self.last_active = asyncio.get_running_loop().time()
-        self._idle = False
+        self.last_active = self._clock()
+        #: When the start byte of the frame being received arrived; None between frames.
+        self.frame_started: float | None = None
+        #: Why the listener closed this connection (a guard), if it did.
+        self.dropped: str | None = None
 
     def close_idle(self) -> None:
         """Close the connection because it has been idle too long."""
-        self._idle = True
+        self.dropped = "idle-timeout"
+        log.info("mllp idle timeout", peer=self._peer.describe())
+        self._guards.connection_dropped("idle-timeout")
         self._writer.close()
+
+    def expire_frame(self) -> None:
+        """NAK the frame that is taking too long (if its control id is readable); close."""
+        self.dropped = "frame-timeout"
+        header = read_header(bytes(self._head))
+        seconds = self._settings.frame_timeout_s
+        log.warning(
+            "mllp frame timeout",
+            peer=self._peer.describe(),
+            control_id=header.control_id if header else "",
+            bytes=self._decoder.buffered,
+            limit_s=seconds,
+        )
+        self._guards.connection_dropped("frame-timeout")
+        if header is not None and header.control_id:
+            detail = f"MLLP frame not complete within {seconds:g} s of its start"
+            error = AckError("frame-timeout", detail, "100")
+            codes = self._write_acks(header, "rejected", error)
+            for code in codes:
+                self._pipeline.observer.ack_sent(code, seconds)
+        self._writer.close()  # what was written still goes out first
 
     async def run(self) -> None:
         while not self._server._closing:
             if not self._frames:
                 data = await self._reader.read(_READ_BYTES)
                 if not data:
-                    if self._idle:
-                        log.info("mllp idle timeout", peer=self._peer.describe())
-                    elif self._decoder.buffered:
+                    if self.dropped is None and self._decoder.buffered:
                         log.info("mllp peer closed mid-frame", bytes=self._decoder.buffered)
                     return
-                self.last_active = asyncio.get_running_loop().time()
+                now = self._clock()
+                self.last_active = now
                 try:
                     frames = self._decoder.feed(data)
                 except FramingError as exc:
@@ -282,14 +515,36 @@ class _Connection:
                             return
                     await self._nak(self._context(data, len(exc.frames)), exc.detail)
                     return
-                self._track_head(data, len(frames))
-                self._frames.extend(frames)
+                if frames:
+                    # A frame is open iff a start byte follows the last end byte.
+                    open_ = data.find(_START_BLOCK, data.rfind(_END_BLOCK) + 1) >= 0
+                    self.frame_started = now if open_ else None
+                    self._track_head(data, len(frames))
+                    self._frames.extend(frames)
+                    continue
+                if self.frame_started is None and _START_BLOCK in data:
+                    self.frame_started = now  # feed() would have raised at anything else
+                self._track_head(data, 0)
                 continue
             payload = self._frames.popleft()
-            if self._limited:
-                await self._bucket.take()
+            if self._limited or self._ip_limited:
+                await self._throttle()
             if not await self._answer(payload):
                 return
+
+    async def _throttle(self) -> None:
+        """Wait for the rate limits (this connection's and its address's) to let one go."""
+        wait = self._ip_bucket.reserve() if self._ip_limited else 0.0
+        if self._limited:
+            wait = max(wait, self._bucket.reserve())
+        if wait <= 0:
+            return
+        self._guards.rate_limited()
+        self.held = True
+        try:
+            await self._server._sleep(wait)
+        finally:
+            self.held = False
 
     def _track_head(self, data: bytes, completed: int) -> None:
         if completed:
@@ -312,9 +567,9 @@ class _Connection:
             header = read_header(payload)
             answer = await self._process(payload, header)
             if answer is None:
+                self._guards.connection_dropped("not-stored")
                 return False
-            await self._reply(header, *answer, started)
-            return True
+            return await self._reply(header, *answer, started)
         finally:
             self.busy = False
 
@@ -356,6 +611,7 @@ class _Connection:
             control_id=header.control_id if header else "",
             detail=detail,
         )
+        self._guards.connection_dropped("framing-error")
         facility = header.sending_facility.split(header.component_separator)[0] if header else None
         self._pipeline.observer.message_received(facility, None)
         self._pipeline.observer.message_rejected(facility, None)
@@ -367,10 +623,45 @@ class _Connection:
 
     async def _reply(
         self, header: MshHeader | None, result: Result, error: AckError | None, started: float
-    ) -> None:
+    ) -> bool:
+        """Write the ACKs the sender asked for; False when the connection must close.
+
+        A message that was not stored (``error``) and for which the sender asked for
+        no ACK (MSH-15/MSH-16 ``NE``, or ``SU`` only) closes the connection: silence
+        would read as success, and the closed connection makes the sender resend.
+        """
+        codes = self._write_acks(header, result, error)
+        if not codes:
+            if result == "error":
+                log.warning(
+                    "mllp closing: message not stored and no ACK asked for",
+                    control_id=header.control_id if header else "",
+                    peer=self._peer.describe(),
+                )
+                self._guards.connection_dropped("not-stored")
+                return False
+            return True
+        if self._writer.transport.get_write_buffer_size():
+            # The peer is not reading its ACKs: wait, but not for ever.
+            async with asyncio.timeout(self._settings.idle_timeout_s):
+                await self._writer.drain()
+        now = self._clock()
+        self.last_active = now
+        if self.frame_started is not None:
+            # The next frame's clock runs while the peer sends, not while we process.
+            self.frame_started = now
+        seconds = time.monotonic() - started
+        for code in codes:
+            self._pipeline.observer.ack_sent(code, seconds)
+        return True
+
+    def _write_acks(
+        self, header: MshHeader | None, result: Result, error: AckError | None
+    ) -> list[AckCode]:
+        """Write the ACKs the sender asked for (none, in some enhanced modes); their codes."""
         codes = ack_codes(header, result, reject_code=self._settings.reject_ack_code)
         if not codes:
-            return
+            return codes
         now = datetime.now(UTC)
         for code in codes:
             ack = build_ack(
@@ -381,14 +672,7 @@ class _Connection:
                 error=None if code in ("AA", "CA") else error,
             )
             self._writer.write(frame(ack.replace(b"\x0b", b"").replace(b"\x1c", b"")))
-        if self._writer.transport.get_write_buffer_size():
-            # The peer is not reading its ACKs: wait, but not for ever.
-            async with asyncio.timeout(self._settings.idle_timeout_s):
-                await self._writer.drain()
-        self.last_active = asyncio.get_running_loop().time()
-        seconds = time.monotonic() - started
-        for code in codes:
-            self._pipeline.observer.ack_sent(code, seconds)
+        return codes
 
 
 def _after_nth_end(data: bytes, n: int) -> bytes:

@@ -79,7 +79,7 @@ async def handoff() -> AsyncIterator[tuple[Dispatcher, list[socket.socket], list
     receivers = []
     for i, (_, child_end) in enumerate(pairs):
 
-        def adopt(sock: socket.socket, i: int = i) -> None:
+        def adopt(sock: socket.socket, released: object, i: int = i) -> None:
             seen[i].append(sock.getpeername()[0])
             sock.close()
 
@@ -118,7 +118,7 @@ class TestReceiver:
         """When the parent's end closes (even a killed parent), the child is told to stop."""
         parent_end, child_end = channel_pair()
         gone = asyncio.Event()
-        receiver = Receiver(child_end, lambda s: s.close(), gone.set)
+        receiver = Receiver(child_end, lambda s, _released: s.close(), gone.set)
         receiver.start()
         receiver.ready()
         assert parent_end.recv(16) == READY

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ import pytest
 from carebus.errors import KafkaUnavailable, MissingRequiredField
 from carebus.settings import MllpSettings
 from connectors.mllp.allowlist import Peer
-from connectors.mllp.server import MllpServer, TokenBucket, _enable_keepalive
+from connectors.mllp.server import LogThrottle, MllpServer, TokenBucket, _enable_keepalive
 from connectors.pipeline import NullObserver, Outcome
 
 SB, EB = b"\x0b", b"\x1c\r"
@@ -42,6 +41,12 @@ class Sink:
     peers: list[Peer] = field(default_factory=list)
     delay_s: float = 0.0
     behaviour: Callable[[str], Outcome | Exception] | None = None
+    #: When set, each submit waits for it (the message stays "being processed").
+    gate: asyncio.Event | None = None
+    #: Set once ``expect`` submits are in progress at the same time.
+    expect: int = 0
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
+    in_progress: int = 0
 
     async def submit(
         self, raw: bytes, peer: Peer, received_time: datetime, *, origin: str = ""
@@ -49,8 +54,18 @@ class Sink:
         control_id = raw.split(b"|")[9].decode()
         self.seen.append(control_id)
         self.peers.append(peer)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.in_progress += 1
+        if self.expect and self.in_progress >= self.expect:
+            self.all_in.set()
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.expect:
+                await self.all_in.wait()
+        finally:
+            self.in_progress -= 1
         result = self.behaviour(control_id) if self.behaviour else None
         if isinstance(result, Exception):
             raise result
@@ -117,16 +132,19 @@ class TestOrdering:
 
     async def test_many_connections_at_once(self, server: MllpServer, sink: Sink) -> None:
         """Concurrent connections are served at the same time, each getting its own ACKs."""
-        sink.delay_s = 0.2
+        sink.expect = 8  # no message is answered until all 8 are being processed at once
 
-        def talk(n: int) -> str:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return msa(c.send_message(message(f"P{n}")))[2]
+        async def talk(n: int) -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(SB + message(f"P{n}") + EB)
+                return msa((await reader.readuntil(EB)).lstrip(SB))[2]
+            finally:
+                writer.close()
 
-        started = time.monotonic()
-        answers = await asyncio.gather(*(asyncio.to_thread(talk, n) for n in range(8)))
+        async with asyncio.timeout(30):
+            answers = await asyncio.gather(*(talk(n) for n in range(8)))
         assert sorted(answers) == sorted(f"P{n}" for n in range(8))
-        assert time.monotonic() - started < 8 * 0.2  # not one after another
 
     async def test_peer_identity_is_passed(self, server: MllpServer, sink: Sink) -> None:
         """The sink learns the peer's address, for the allow-list and the raw headers."""
@@ -183,6 +201,22 @@ class TestAnswers:
                 return bytes(c.send_message(message("K2")))
 
         assert await asyncio.to_thread(talk) == b""
+
+    async def test_not_stored_without_ack_asked_closes(
+        self, server: MllpServer, sink: Sink
+    ) -> None:
+        """A sender that asked for no ACK (NE/NE) is not left thinking a message it could
+        not store was taken: its connection is closed, so it resends."""
+        sink.behaviour = lambda cid: KafkaUnavailable("down") if cid == "K3" else None
+
+        def talk() -> tuple[list[bytes], bool]:
+            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
+                c.socket.sendall(SB + message("K3", ack_modes="NE/NE") + EB)
+                c.socket.sendall(SB + message("K4") + EB)
+                return recv_acks(c, 1), closed_by_server(c)
+
+        assert await asyncio.to_thread(talk) == ([], True)
+        assert sink.seen == ["K3"]
 
     async def test_enhanced_mode_never_gets_no_ack(self, server: MllpServer, sink: Sink) -> None:
         """A message asking for no acknowledgement (NE/NE) gets none; the next one does."""
@@ -244,16 +278,6 @@ class TestFraming:
 
 
 class TestGuards:
-    @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, idle_timeout_s=0.3)])
-    async def test_idle_connection_is_closed(self, server: MllpServer) -> None:
-        """A connection that sends nothing for idle_timeout_s is closed by the listener."""
-
-        def talk() -> bool:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return closed_by_server(c, timeout=5.0)
-
-        assert await asyncio.to_thread(talk)
-
     @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, max_connections=1)])
     async def test_connection_limit(self, server: MllpServer) -> None:
         """Connections beyond max_connections are closed at once; the first keeps working."""
@@ -269,19 +293,29 @@ class TestGuards:
         assert refused
         assert code == "AA"
 
-    @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, rate_limit_per_s=5)])
-    async def test_rate_limit_slows_a_connection(self, server: MllpServer, sink: Sink) -> None:
+    async def test_rate_limit_slows_a_connection(self, sink: Sink) -> None:
         """Beyond its rate a connection is slowed down, not refused: every message is ACKed."""
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            await asyncio.sleep(0)
+
+        settings = MllpSettings(port=0, rate_limit_per_s=5, rate_limit_per_ip_per_s=0)
+        srv = MllpServer(settings, sink, clock=lambda: 0.0, sleep=sleep)  # type: ignore[arg-type]
+        await srv.start()
 
         def talk() -> list[bytes]:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
+            with hl7.client.MLLPClient("127.0.0.1", srv.port) as c:
                 c.socket.sendall(b"".join(SB + message(f"T{n}") + EB for n in range(7)))
                 return recv_acks(c, 7)
 
-        started = time.monotonic()
-        acks = await asyncio.to_thread(talk)
+        try:
+            acks = await asyncio.to_thread(talk)
+        finally:
+            await srv.stop(grace_s=2.0)
         assert [msa(a)[1] for a in acks] == ["AA"] * 7
-        assert time.monotonic() - started >= 0.3  # a burst of 5, then 2 at 5/s
+        assert waits == pytest.approx([0.2, 0.4])  # a burst of 5, then at 5/s (clock still)
 
     async def test_stop_lets_message_in_progress_finish(
         self, server: MllpServer, sink: Sink
@@ -299,6 +333,36 @@ class TestGuards:
         await server.stop(grace_s=5.0)
         assert msa(await reply)[1:3] == ["AA", "S1"]
 
+    async def test_frame_clock_does_not_run_while_the_listener_is_busy(self, sink: Sink) -> None:
+        """A frame that arrived behind a message still being processed gets its full
+        frame_timeout_s once the listener is free again: the delay was not the peer's."""
+        now = [0.0]
+        settings = MllpSettings(port=0, frame_timeout_s=30.0)
+        srv = MllpServer(settings, sink, clock=lambda: now[0])  # type: ignore[arg-type]
+        await srv.start()
+        sink.gate = asyncio.Event()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        try:
+            second = message("B2")
+            sock.sendall(SB + message("B1") + EB + SB + second[:30])
+            while not sink.seen:
+                await asyncio.sleep(0.005)  # until B1 is being processed
+            [conn] = srv._connections.values()
+            assert conn.busy and conn.frame_started == 0.0
+            now[0] = 40.0
+            assert srv.sweep() == 0  # busy: not the peer's fault
+            sink.gate.set()
+            ack1 = await asyncio.to_thread(recv_acks, _Sock(sock), 1)
+            assert conn.frame_started == 40.0  # B2's clock starts again
+            now[0] = 69.0
+            assert srv.sweep() == 0
+            sock.sendall(second[30:] + EB)
+            ack2 = await asyncio.to_thread(recv_acks, _Sock(sock), 1)
+        finally:
+            sock.close()
+            await srv.stop(grace_s=2.0)
+        assert [msa(ack1[0])[1:3], msa(ack2[0])[1:3]] == [["AA", "B1"], ["AA", "B2"]]
+
     def test_keepalive_enabled(self) -> None:
         """Accepted sockets get TCP keepalive."""
         with socket.socket() as sock:
@@ -307,10 +371,35 @@ class TestGuards:
 
 
 class TestTokenBucket:
-    async def test_unlimited_never_waits(self) -> None:
+    def test_unlimited_never_waits(self) -> None:
         """A rate of 0 means no limit."""
-        bucket = TokenBucket(0)
-        started = time.monotonic()
-        for _ in range(1000):
-            await bucket.take()
-        assert time.monotonic() - started < 1.0
+        bucket = TokenBucket(0, clock=lambda: 0.0)
+        assert {bucket.reserve() for _ in range(1000)} == {0.0}
+
+    def test_burst_then_paced(self) -> None:
+        """A full bucket lets ``rate`` messages go at once, then one every 1/rate seconds."""
+        now = [0.0]
+        bucket = TokenBucket(4, clock=lambda: now[0])
+        assert [bucket.reserve() for _ in range(6)] == [0.0] * 4 + [0.25, 0.5]
+        now[0] = 0.5  # the two waiting have had their turns
+        assert bucket.reserve() == 0.25
+        now[0] = 10.0  # refilled, but never beyond one burst
+        assert [bucket.reserve() for _ in range(5)] == [0.0] * 4 + [0.25]
+
+
+class TestLogThrottle:
+    def test_one_line_a_period_counting_those_left_out(self) -> None:
+        """A flood of refusals logs one line a second, each saying how many it left out."""
+        now = [0.0]
+        throttle = LogThrottle(1.0, clock=lambda: now[0])
+        assert [throttle.allow() for _ in range(4)] == [0, None, None, None]
+        now[0] = 1.0
+        assert throttle.allow() == 3
+        assert throttle.allow() is None
+
+
+class _Sock:
+    """The shape recv_acks expects (an object with a ``socket``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
