@@ -208,6 +208,7 @@ def region(tmp_path: Path, region_broker: BrokerSettings) -> Iterator[Region]:
     env.update(
         {
             "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{region_broker.port}",
+            "CAREBUS_BROKER_PORT": str(region_broker.port),  # the local development broker
             "CAREBUS_TOPICS_PREFIX": prefix,
             "CAREBUS_TOPICS_PARTITIONS": "2",
             "CAREBUS_WORKER_APP_ID": f"{prefix}-worker",

@@ -582,6 +582,7 @@ class TestListenReadiness:
         metrics_port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")} | {
             "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": ingest_settings.bootstrap_servers,
+            "CAREBUS_BROKER_PORT": str(ingest_settings.broker.port),
             "CAREBUS_TOPICS_PREFIX": ingest_settings.topics.prefix,
             "CAREBUS_MLLP_PORT": str(_free_port()),
             "CAREBUS_METRICS_LISTENER_PORT": str(metrics_port),
