@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -197,9 +197,15 @@ def _big_headers() -> tuple[tuple[str, bytes], ...]:
 
 
 class Instrumented(Publisher):
-    """A publisher whose producer calls ``before(topic, partition)`` ahead of each batch."""
+    """A publisher whose producer calls ``before(topic, partition)`` ahead of each batch.
 
-    def __init__(self, settings: Settings, before: Callable[[str, int], None]) -> None:
+    ``before`` may return an awaitable: the batch is sent once it is done, which lets a
+    test hold a produce request in flight until it has queued what it needs.
+    """
+
+    def __init__(
+        self, settings: Settings, before: Callable[[str, int], Awaitable[None] | None]
+    ) -> None:
         super().__init__(settings)
         self.before = before
 
@@ -208,11 +214,29 @@ class Instrumented(Publisher):
         send_batch = producer.send_batch
 
         async def instrumented(batch: Any, topic: str, *, partition: int) -> Any:
-            self.before(topic, partition)
+            held = self.before(topic, partition)
+            if held is not None:
+                await held
             return await send_batch(batch, topic, partition=partition)
 
         producer.send_batch = instrumented  # type: ignore[method-assign]
         return producer
+
+
+class HoldFirst:
+    """A ``before`` hook that records each batch and holds the first until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int]] = []
+        self.first_sent = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __call__(self, topic: str, partition: int) -> Awaitable[None] | None:
+        self.batches.append((topic, partition))
+        if len(self.batches) > 1:
+            return None
+        self.first_sent.set()
+        return self.release.wait()
 
 
 @pytest.mark.integration
@@ -238,19 +262,23 @@ class TestBatching:
         self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
     ) -> None:
         """Records of one key sent while earlier ones are in flight land in the order sent."""
-        batches: list[tuple[str, int]] = []
-        pub = Instrumented(ingest_settings, lambda *batch: batches.append(batch))
+        hook = HoldFirst()
+        pub = Instrumented(ingest_settings, hook)
         await pub.start([topics.events])
         try:
-            sent = []
-            for n in range(200):
-                sent.append(await pub.send([Record(topics.events, b"9434765919", b"%d" % n)]))
-                if n % 7 == 0:
-                    await asyncio.sleep(0)  # let earlier records go while these wait
-            await asyncio.gather(*sent)
+            first = await pub.send([Record(topics.events, b"9434765919", b"0")])
+            await asyncio.wait_for(hook.first_sent.wait(), 30)  # "0" is in a request now
+            later = [
+                await pub.send([Record(topics.events, b"9434765919", b"%d" % n)])
+                for n in range(1, 200)
+            ]
+            assert not first.done() and not any(f.done() for f in later)
+            hook.release.set()
+            await asyncio.gather(first, *later)
         finally:
+            hook.release.set()
             await pub.stop()
-        assert len(batches) > 1
+        assert len(hook.batches) > 1
         assert [r.value for r in reader.read(topics.events)] == [b"%d" % n for n in range(200)]
 
     async def test_a_full_buffer_makes_senders_wait_not_fail(
