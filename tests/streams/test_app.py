@@ -44,7 +44,9 @@ def kafka() -> FakeKafka:
 @pytest.fixture
 async def worker(tmp_path: Path, region: Region, kafka: FakeKafka) -> Any:
     s = settings(tmp_path)
-    delivery = AlertDelivery(s, app_id="test-worker", clients=kafka, retry_backoff_s=0.01)
+    delivery = AlertDelivery(
+        s, app_id="test-worker", providers=region.providers, clients=kafka, retry_backoff_s=0.01
+    )
     built = build_worker(s, region=region, delivery=delivery)
     built.app.finalize()
     built.app.flow_control.resume()
