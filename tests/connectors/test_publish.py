@@ -100,14 +100,16 @@ class TestConnectCleanup:
         with socket.socket() as silent:  # takes TCP connections, never answers
             silent.bind(("127.0.0.1", 0))
             silent.listen(8)
+            silent.settimeout(30.0)
             address = f"127.0.0.1:{silent.getsockname()[1]}"
             pub = Recording(Settings(kafka=KafkaSettings(bootstrap_servers=address)))
             starting = asyncio.create_task(pub.start(timeout_s=30.0))
-            await asyncio.sleep(0.5)
-            assert not starting.done()
-            starting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await starting
+            conn, _ = await asyncio.to_thread(silent.accept)  # the producer is connecting
+            with conn:
+                assert not starting.done()
+                starting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await starting
         [producer] = pub.made
         assert _closed(producer)
 
@@ -119,8 +121,11 @@ class TestConnectCleanup:
         topics = TopicNames.from_settings(kafka_isolated.topics)
         pub = Recording(kafka_isolated)
         starting = asyncio.create_task(pub.start([topics.raw], timeout_s=30.0))
-        while not getattr(pub, "made", None) or not pub.made[0].client._conns:
-            await asyncio.sleep(0.05)
+        async def connected() -> None:
+            while not getattr(pub, "made", None) or not pub.made[0].client._conns:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(connected(), 30)
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await starting
@@ -341,14 +346,17 @@ class TestKafkaDown:
     ) -> None:
         """Kafka down: a full buffer fails send after its timeout; stop fails what waits."""
         settings, topics = await start_throwaway(throwaway_broker, "down")
-        pub = Publisher(settings)
+        requests = asyncio.Semaphore(0)
+        pub = Instrumented(settings, lambda *_: requests.release())
         await pub.start([topics.events])
         try:
             await pub.publish([Record(topics.events, b"k", b"up")])
+            await requests.acquire()
             await asyncio.to_thread(broker.stop, throwaway_broker)
             monkeypatch.setattr(publish, "BUFFER_BYTES", 1_000)
             in_flight = await pub.send([Record(topics.events, b"k", b"x" * 400)])
-            await asyncio.sleep(0.2)  # that one is now in a request Kafka does not answer
+            # Taken from the buffer into a request (that Kafka, down, does not answer):
+            await asyncio.wait_for(requests.acquire(), 30)
             waiting = await pub.send([Record(topics.events, b"k", b"x" * 400)])
             with pytest.raises(PublishFailed, match=r"within 0\.5s"):
                 await pub.send([Record(topics.events, b"k", b"x" * 900)], timeout_s=0.5)
