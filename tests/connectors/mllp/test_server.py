@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 
 import hl7.client
 import pytest
 
 from carebus.errors import KafkaUnavailable, MissingRequiredField
 from carebus.settings import MllpSettings
+from connectors.mllp import server as mllp_server
 from connectors.mllp.allowlist import Peer
 from connectors.mllp.server import MllpServer, TokenBucket, _enable_keepalive
 from connectors.pipeline import NullObserver, Outcome
@@ -40,8 +41,11 @@ class Sink:
     observer: NullObserver = field(default_factory=NullObserver)
     seen: list[str] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)
-    delay_s: float = 0.0
     behaviour: Callable[[str], Outcome | Exception] | None = None
+    #: when set, each submit waits for it (so a test decides when processing ends)
+    gate: asyncio.Event | None = None
+    #: set on each submit (a test waits for it rather than for a sleep)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def submit(
         self, raw: bytes, peer: Peer, received_time: datetime, *, origin: str = ""
@@ -49,12 +53,50 @@ class Sink:
         control_id = raw.split(b"|")[9].decode()
         self.seen.append(control_id)
         self.peers.append(peer)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.arrived.set()
+        if self.gate is not None:
+            await self.gate.wait()
         result = self.behaviour(control_id) if self.behaviour else None
         if isinstance(result, Exception):
             raise result
         return result or Outcome("accepted", "RXA01", control_id, "ADT", events=1)
+
+
+async def until(condition: Callable[[], bool], changed: asyncio.Event) -> None:
+    """Wait until ``condition()`` holds, looking again each time ``changed`` is set."""
+    while not condition():
+        changed.clear()
+        await changed.wait()
+
+
+class Counting(TokenBucket):
+    """A token bucket that records itself in ``made`` and counts its takes."""
+
+    def __init__(self, rate: float, made: list[Counting]) -> None:
+        super().__init__(rate)
+        self.rate = rate
+        self.taken = 0
+        made.append(self)
+
+    async def take(self) -> None:
+        self.taken += 1
+        await super().take()
+
+
+class FakeClock:
+    """The listener module's clock (``time.monotonic`` and ``asyncio.sleep`` as that
+    module sees them), advanced only by the sleeps it asks for. For TokenBucket alone:
+    no listener may run while it is installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+        monkeypatch.setattr(mllp_server, "time", SimpleNamespace(monotonic=lambda: self.now))
+        monkeypatch.setattr(mllp_server, "asyncio", SimpleNamespace(sleep=self.sleep))
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 @pytest.fixture
@@ -117,16 +159,22 @@ class TestOrdering:
 
     async def test_many_connections_at_once(self, server: MllpServer, sink: Sink) -> None:
         """Concurrent connections are served at the same time, each getting its own ACKs."""
-        sink.delay_s = 0.2
+        sink.gate = asyncio.Event()  # no message finishes until all eight are in the sink
 
-        def talk(n: int) -> str:
-            with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
-                return msa(c.send_message(message(f"P{n}")))[2]
+        async def talk(n: int) -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(SB + message(f"P{n}") + EB)
+                return msa(await reader.readuntil(EB))[2]
+            finally:
+                writer.close()
 
-        started = time.monotonic()
-        answers = await asyncio.gather(*(asyncio.to_thread(talk, n) for n in range(8)))
-        assert sorted(answers) == sorted(f"P{n}" for n in range(8))
-        assert time.monotonic() - started < 8 * 0.2  # not one after another
+        answers = [asyncio.create_task(talk(n)) for n in range(8)]
+        try:
+            await asyncio.wait_for(until(lambda: len(sink.seen) == 8, sink.arrived), 30)
+        finally:
+            sink.gate.set()
+        assert sorted(await asyncio.gather(*answers)) == sorted(f"P{n}" for n in range(8))
 
     async def test_peer_identity_is_passed(self, server: MllpServer, sink: Sink) -> None:
         """The sink learns the peer's address, for the allow-list and the raw headers."""
@@ -270,33 +318,40 @@ class TestGuards:
         assert code == "AA"
 
     @pytest.mark.parametrize("mllp_settings", [MllpSettings(port=0, rate_limit_per_s=5)])
-    async def test_rate_limit_slows_a_connection(self, server: MllpServer, sink: Sink) -> None:
+    async def test_rate_limit_slows_a_connection(
+        self, server: MllpServer, sink: Sink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Beyond its rate a connection is slowed down, not refused: every message is ACKed."""
+        buckets: list[Counting] = []
+        monkeypatch.setattr(mllp_server, "TokenBucket", lambda rate: Counting(rate, buckets))
 
         def talk() -> list[bytes]:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
                 c.socket.sendall(b"".join(SB + message(f"T{n}") + EB for n in range(7)))
                 return recv_acks(c, 7)
 
-        started = time.monotonic()
         acks = await asyncio.to_thread(talk)
         assert [msa(a)[1] for a in acks] == ["AA"] * 7
-        assert time.monotonic() - started >= 0.3  # a burst of 5, then 2 at 5/s
+        [bucket] = buckets
+        assert bucket.rate == 5 and bucket.taken == 7  # each message waits for the bucket
 
     async def test_stop_lets_message_in_progress_finish(
         self, server: MllpServer, sink: Sink
     ) -> None:
         """On stop, a message being processed still gets its ACK before the connection closes."""
-        sink.delay_s = 0.5
+        sink.gate = asyncio.Event()
 
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
                 return bytes(c.send_message(message("S1")))
 
         reply = asyncio.create_task(asyncio.to_thread(talk))
-        while not sink.seen:
-            await asyncio.sleep(0.01)
-        await server.stop(grace_s=5.0)
+        await asyncio.wait_for(sink.arrived.wait(), 30)
+        stopping = asyncio.create_task(server.stop(grace_s=30.0))
+        await asyncio.sleep(0)  # stop has begun: the listener no longer accepts
+        assert not stopping.done()
+        sink.gate.set()  # only now may the message in progress finish
+        await stopping
         assert msa(await reply)[1:3] == ["AA", "S1"]
 
     def test_keepalive_enabled(self) -> None:
@@ -308,9 +363,31 @@ class TestGuards:
 
 class TestTokenBucket:
     async def test_unlimited_never_waits(self) -> None:
-        """A rate of 0 means no limit."""
+        """A rate of 0 means no limit: take() returns without ever suspending."""
         bucket = TokenBucket(0)
-        started = time.monotonic()
         for _ in range(1000):
+            with pytest.raises(StopIteration):
+                bucket.take().send(None)  # finished at its first step: nothing awaited
+
+    async def test_a_burst_passes_then_each_message_waits_its_share(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At rate 5: a burst of 5 passes at once, then each message waits 1/5 s."""
+        clock = FakeClock(monkeypatch)
+        bucket = TokenBucket(5)
+        for _ in range(7):
             await bucket.take()
-        assert time.monotonic() - started < 1.0
+        assert clock.slept == [pytest.approx(0.2), pytest.approx(0.2)]
+
+    async def test_tokens_come_back_with_time(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """After a quiet second the full burst is available again, never more."""
+        clock = FakeClock(monkeypatch)
+        bucket = TokenBucket(5)
+        for _ in range(5):
+            await bucket.take()
+        clock.now += 10.0
+        for _ in range(5):
+            await bucket.take()
+        assert clock.slept == []
+        await bucket.take()
+        assert clock.slept == [pytest.approx(0.2)]
