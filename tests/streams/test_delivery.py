@@ -72,8 +72,23 @@ async def delivery(kafka: FakeKafka, sensors: Counted) -> Any:
 
 
 async def settle(delivery: AlertDelivery) -> None:
-    assert await delivery.drain(5.0)
-    await asyncio.sleep(0.02)
+    """Wait until every assigned partition's publisher is ready and nothing is pending."""
+    assert await delivery.drain(30.0)
+    for partition in delivery.assigned():
+        await parked(delivery, partition)
+    assert await delivery.drain(30.0)
+
+
+async def parked(delivery: AlertDelivery, partition: int) -> None:
+    """Wait until the partition's publisher has read its published set, looked at its
+    queue and gone back to waiting for work (the in-memory clients never block)."""
+    part = delivery._parts[partition]
+
+    async def idle() -> None:
+        while not part.ready or part.wake.is_set():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(idle(), 30)
 
 
 class TestPublishing:
@@ -212,8 +227,9 @@ class TestAssignment:
         await settle(delivery)
         delivery.pause([0])
         delivery.submit(0, [alert(1)])
-        await asyncio.sleep(0.05)
+        await parked(delivery, 0)  # it has seen the alert, and the pause
         assert kafka.log["t.alerts"] == []
+        assert delivery.pending() == 1
         delivery.assign([0])
         await settle(delivery)
         assert kafka.dedup_keys("t.alerts") == [alert(1).dedup_key]
