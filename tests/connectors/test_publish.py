@@ -121,6 +121,7 @@ class TestConnectCleanup:
         topics = TopicNames.from_settings(kafka_isolated.topics)
         pub = Recording(kafka_isolated)
         starting = asyncio.create_task(pub.start([topics.raw], timeout_s=30.0))
+
         async def connected() -> None:
             while not getattr(pub, "made", None) or not pub.made[0].client._conns:
                 await asyncio.sleep(0.05)
