@@ -80,7 +80,7 @@ async def put(
         await asyncio.wait_for(agent.new_value_processed.wait(), 10)
 
 
-async def eventually(check: Any, timeout_s: float = 10.0) -> None:
+async def eventually(check: Any, timeout_s: float = 30.0) -> None:
     """Wait until ``check()`` is true (the coordinate agent works in batches)."""
     deadline = time.monotonic() + timeout_s
     while not check():
