@@ -338,6 +338,13 @@ METRICS: tuple[MetricSpec, ...] = (
         _WORKER,
     ),
     MetricSpec(
+        "carebus_worker_alert_recipients_unknown_total",
+        "counter",
+        ("rule",),
+        "Alert recipients outside the region config: no provider topic, region topic only.",
+        _WORKER,
+    ),
+    MetricSpec(
         "carebus_worker_deadlines_pending",
         "gauge",
         (),
@@ -638,6 +645,10 @@ class Metrics:
     def alert_raised(self, rule: str) -> None:
         """The worker raised (and published) one alert."""
         self._m["carebus_worker_alerts_raised_total"].labels(self.rule_label(rule)).inc()
+
+    def alert_recipient_unknown(self, rule: str) -> None:
+        """An alert named a recipient outside the region config (no provider copy)."""
+        self._m["carebus_worker_alert_recipients_unknown_total"].labels(self.rule_label(rule)).inc()
 
     def set_deadlines_pending(self, count: int) -> None:
         """The number of rule deadlines pending in this worker."""

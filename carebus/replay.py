@@ -25,7 +25,7 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from carebus.errors import CarebusError, MessageRejected
@@ -153,24 +153,37 @@ def _ms(seconds: float | None) -> str:
 
 
 class Pacer:
-    """Spaces sends ``1/rate`` seconds apart across all connections, without bursts."""
+    """Spaces sends ``1/rate`` seconds apart across all connections, without bursts.
 
-    def __init__(self, rate: float | None) -> None:
+    ``clock`` and ``sleep`` are the monotonic clock and the wait it uses (a test
+    passes a fake pair).
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive")
+        self.rate = rate
         self._interval = 0.0 if rate is None else 1.0 / rate
         self._next = 0.0
+        self._clock = clock
+        self._sleep = sleep
 
     async def wait(self) -> None:
         """Wait for the next send slot."""
         if not self._interval:
             return
-        now = time.monotonic()
+        now = self._clock()
         self._next = max(self._next, now)
         delay = self._next - now
         self._next += self._interval
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
 
 async def replay(

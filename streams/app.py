@@ -158,7 +158,9 @@ def build_worker(
     region = region if region is not None else load_region(w.region_config)
     app = WorkerApp(w.app_id, **_app_config(settings))
     topology = _declare(app, settings)
-    delivery = delivery or AlertDelivery(settings, app_id=w.app_id, sensors=sensors)
+    delivery = delivery or AlertDelivery(
+        settings, app_id=w.app_id, providers=region.providers, sensors=sensors
+    )
     coordinator = Coordinator(
         Engine(region), delivery, partitions=settings.topics.partitions, sensors=sensors
     )

@@ -14,10 +14,14 @@ The design (``docs/alerts.md`` explains it for operators):
   the *published set*. Until that read is done nothing of ``p`` is published.
 * Each batch of alerts is filtered against the published set and written in one
   transaction: every alert to the alert topic and a copy to each recipient's topic
-  (``TopicNames.alerts_for``). Only after the commit are the keys added to the
-  published set. Just before the transaction the batch is also written, keyed by
-  dedup key, to the status topic (at least once, not transactionally), so the
-  status table knows every raised alert.
+  (``TopicNames.alerts_for``). Only providers named in the region config have a
+  topic: a recipient code outside it (whatever code arrived in a message) gets no
+  topic and no copy, the alert stays on the region alert topic, and an ops note
+  is left (a log line without patient data, once per code, and the
+  ``alert_recipient_unknown`` sensor, counted per alert). Only after the commit
+  are the keys added to the published set. Just before the transaction the
+  batch is also written, keyed by dedup key, to the status topic (at least
+  once, not transactionally), so the status table knows every raised alert.
 * Any failure closes the producer; the publisher starts a new one (fencing the
   old, aborting what it left open), reads the partition again and retries. A
   ``ProducerFenced`` means another worker took the partition: it backs off.
@@ -33,8 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +58,8 @@ log = get_logger(__name__)
 ALERT_SCHEMA = "carebus.alerts.Alert"
 SCHEMA_HEADER = "carebus-schema"
 DEDUP_HEADER = "carebus-dedup-key"
+#: Distinct unknown recipient codes logged per process; later ones are only counted.
+MAX_LOGGED_UNKNOWN = 1000
 
 
 def alert_record(alert: Alert) -> dict[str, Any]:
@@ -126,7 +133,8 @@ class Clients(Protocol):
         """Dedup keys committed to ``topic``/``partition`` (read_committed, to the end)."""
 
     async def topic_for(self, provider: str) -> str | None:
-        """The existing alert topic of ``provider``; None when its code cannot name one."""
+        """The existing alert topic of ``provider`` (created if need be); None when its
+        code cannot name one. Only called for providers of the region config."""
 
 
 class KafkaClients:
@@ -226,7 +234,8 @@ class AlertDelivery:
 
     :meth:`submit` never blocks: alerts queue per partition and a task per
     partition publishes them in batches of at most ``batch_max``, waiting
-    ``linger_s`` for a batch to fill.
+    ``linger_s`` for a batch to fill. ``providers`` are the provider codes of the
+    region config: only they get a copy on their own alert topic.
     """
 
     def __init__(
@@ -234,6 +243,7 @@ class AlertDelivery:
         settings: Settings,
         *,
         app_id: str,
+        providers: Collection[str],
         clients: Clients | None = None,
         sensors: WorkerSensors | None = None,
         batch_max: int = 1000,
@@ -242,6 +252,7 @@ class AlertDelivery:
         fenced_backoff_s: float = 5.0,
     ) -> None:
         self.names = TopicNames.from_settings(settings.topics)
+        self.providers = frozenset(providers)
         self.transactional_prefix = f"{app_id}.{settings.topics.prefix}.alerts"
         self.clients: Clients = clients or KafkaClients(settings)
         self.sensors: WorkerSensors = sensors or NullSensors()
@@ -254,6 +265,7 @@ class AlertDelivery:
         self._parts: dict[int, _Partition] = {}
         self._plain: TransactionalProducer | None = None
         self._plain_lock = asyncio.Lock()
+        self._unknown_logged: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -424,6 +436,9 @@ class AlertDelivery:
         for alert in alerts:
             topics: list[str] = []
             for recipient in alert.recipients:
+                if recipient not in self.providers:
+                    self._unknown_recipient(alert, recipient)
+                    continue
                 topic = await self.clients.topic_for(recipient)
                 if topic is not None:
                     topics.append(topic)
@@ -446,6 +461,20 @@ class AlertDelivery:
         await asyncio.gather(*sent)
         await producer.commit_transaction()
         self.transactions += 1
+
+    def _unknown_recipient(self, alert: Alert, recipient: str) -> None:
+        """An alert names a recipient outside the region config: no topic, an ops note."""
+        self.sensors.alert_recipient_unknown(alert.rule)
+        if recipient in self._unknown_logged or len(self._unknown_logged) >= MAX_LOGGED_UNKNOWN:
+            return
+        self._unknown_logged.add(recipient)
+        log.warning(
+            "alert recipient is not a provider of the region config; "
+            "the alert stays on the region alert topic only",
+            rule=alert.rule,
+            recipient=_loggable_code(recipient),
+            topic=self.names.alerts,
+        )
 
     async def _announce(
         self,
@@ -480,6 +509,14 @@ class AlertDelivery:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+
+def _loggable_code(code: str) -> str:
+    """``code`` when it looks like a provider code, else a digest of it (it came from a
+    message and may hold anything)."""
+    if 0 < len(code) <= 16 and all(c.isascii() and (c.isalnum() or c in "._-") for c in code):
+        return code
+    return "sha256:" + hashlib.sha256(code.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _is_kafka_error(exc: BaseException) -> bool:

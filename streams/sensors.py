@@ -18,6 +18,9 @@ class WorkerSensors(Protocol):
     def alert_raised(self, rule: str) -> None:
         """The worker published one alert of this rule."""
 
+    def alert_recipient_unknown(self, rule: str) -> None:
+        """An alert of this rule named a recipient outside the region config (no copy)."""
+
     def set_deadlines_pending(self, count: int) -> None:
         """Patients with a pending deadline in this worker."""
 
@@ -32,6 +35,9 @@ class NullSensors:
         """Ignore."""
 
     def alert_raised(self, rule: str) -> None:
+        """Ignore."""
+
+    def alert_recipient_unknown(self, rule: str) -> None:
         """Ignore."""
 
     def set_deadlines_pending(self, count: int) -> None:

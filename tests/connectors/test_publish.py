@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -100,14 +100,16 @@ class TestConnectCleanup:
         with socket.socket() as silent:  # takes TCP connections, never answers
             silent.bind(("127.0.0.1", 0))
             silent.listen(8)
+            silent.settimeout(30.0)
             address = f"127.0.0.1:{silent.getsockname()[1]}"
             pub = Recording(Settings(kafka=KafkaSettings(bootstrap_servers=address)))
             starting = asyncio.create_task(pub.start(timeout_s=30.0))
-            await asyncio.sleep(0.5)
-            assert not starting.done()
-            starting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await starting
+            conn, _ = await asyncio.to_thread(silent.accept)  # the producer is connecting
+            with conn:
+                assert not starting.done()
+                starting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await starting
         [producer] = pub.made
         assert _closed(producer)
 
@@ -119,8 +121,12 @@ class TestConnectCleanup:
         topics = TopicNames.from_settings(kafka_isolated.topics)
         pub = Recording(kafka_isolated)
         starting = asyncio.create_task(pub.start([topics.raw], timeout_s=30.0))
-        while not getattr(pub, "made", None) or not pub.made[0].client._conns:
-            await asyncio.sleep(0.05)
+
+        async def connected() -> None:
+            while not getattr(pub, "made", None) or not pub.made[0].client._conns:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(connected(), 30)
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await starting
@@ -197,9 +203,15 @@ def _big_headers() -> tuple[tuple[str, bytes], ...]:
 
 
 class Instrumented(Publisher):
-    """A publisher whose producer calls ``before(topic, partition)`` ahead of each batch."""
+    """A publisher whose producer calls ``before(topic, partition)`` ahead of each batch.
 
-    def __init__(self, settings: Settings, before: Callable[[str, int], None]) -> None:
+    ``before`` may return an awaitable: the batch is sent once it is done, which lets a
+    test hold a produce request in flight until it has queued what it needs.
+    """
+
+    def __init__(
+        self, settings: Settings, before: Callable[[str, int], Awaitable[None] | None]
+    ) -> None:
         super().__init__(settings)
         self.before = before
 
@@ -208,11 +220,29 @@ class Instrumented(Publisher):
         send_batch = producer.send_batch
 
         async def instrumented(batch: Any, topic: str, *, partition: int) -> Any:
-            self.before(topic, partition)
+            held = self.before(topic, partition)
+            if held is not None:
+                await held
             return await send_batch(batch, topic, partition=partition)
 
         producer.send_batch = instrumented  # type: ignore[method-assign]
         return producer
+
+
+class HoldFirst:
+    """A ``before`` hook that records each batch and holds the first until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int]] = []
+        self.first_sent = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __call__(self, topic: str, partition: int) -> Awaitable[None] | None:
+        self.batches.append((topic, partition))
+        if len(self.batches) > 1:
+            return None
+        self.first_sent.set()
+        return self.release.wait()
 
 
 @pytest.mark.integration
@@ -238,19 +268,23 @@ class TestBatching:
         self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
     ) -> None:
         """Records of one key sent while earlier ones are in flight land in the order sent."""
-        batches: list[tuple[str, int]] = []
-        pub = Instrumented(ingest_settings, lambda *batch: batches.append(batch))
+        hook = HoldFirst()
+        pub = Instrumented(ingest_settings, hook)
         await pub.start([topics.events])
         try:
-            sent = []
-            for n in range(200):
-                sent.append(await pub.send([Record(topics.events, b"9434765919", b"%d" % n)]))
-                if n % 7 == 0:
-                    await asyncio.sleep(0)  # let earlier records go while these wait
-            await asyncio.gather(*sent)
+            first = await pub.send([Record(topics.events, b"9434765919", b"0")])
+            await asyncio.wait_for(hook.first_sent.wait(), 30)  # "0" is in a request now
+            later = [
+                await pub.send([Record(topics.events, b"9434765919", b"%d" % n)])
+                for n in range(1, 200)
+            ]
+            assert not first.done() and not any(f.done() for f in later)
+            hook.release.set()
+            await asyncio.gather(first, *later)
         finally:
+            hook.release.set()
             await pub.stop()
-        assert len(batches) > 1
+        assert len(hook.batches) > 1
         assert [r.value for r in reader.read(topics.events)] == [b"%d" % n for n in range(200)]
 
     async def test_a_full_buffer_makes_senders_wait_not_fail(
@@ -313,14 +347,17 @@ class TestKafkaDown:
     ) -> None:
         """Kafka down: a full buffer fails send after its timeout; stop fails what waits."""
         settings, topics = await start_throwaway(throwaway_broker, "down")
-        pub = Publisher(settings)
+        requests = asyncio.Semaphore(0)
+        pub = Instrumented(settings, lambda *_: requests.release())
         await pub.start([topics.events])
         try:
             await pub.publish([Record(topics.events, b"k", b"up")])
+            await requests.acquire()
             await asyncio.to_thread(broker.stop, throwaway_broker)
             monkeypatch.setattr(publish, "BUFFER_BYTES", 1_000)
             in_flight = await pub.send([Record(topics.events, b"k", b"x" * 400)])
-            await asyncio.sleep(0.2)  # that one is now in a request Kafka does not answer
+            # Taken from the buffer into a request (that Kafka, down, does not answer):
+            await asyncio.wait_for(requests.acquire(), 30)
             waiting = await pub.send([Record(topics.events, b"k", b"x" * 400)])
             with pytest.raises(PublishFailed, match=r"within 0\.5s"):
                 await pub.send([Record(topics.events, b"k", b"x" * 900)], timeout_s=0.5)

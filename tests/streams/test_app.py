@@ -44,7 +44,9 @@ def kafka() -> FakeKafka:
 @pytest.fixture
 async def worker(tmp_path: Path, region: Region, kafka: FakeKafka) -> Any:
     s = settings(tmp_path)
-    delivery = AlertDelivery(s, app_id="test-worker", clients=kafka, retry_backoff_s=0.01)
+    delivery = AlertDelivery(
+        s, app_id="test-worker", providers=region.providers, clients=kafka, retry_backoff_s=0.01
+    )
     built = build_worker(s, region=region, delivery=delivery)
     built.app.finalize()
     built.app.flow_control.resume()
@@ -78,7 +80,7 @@ async def put(
         await asyncio.wait_for(agent.new_value_processed.wait(), 10)
 
 
-async def eventually(check: Any, timeout_s: float = 10.0) -> None:
+async def eventually(check: Any, timeout_s: float = 30.0) -> None:
     """Wait until ``check()`` is true (the coordinate agent works in batches)."""
     deadline = time.monotonic() + timeout_s
     while not check():

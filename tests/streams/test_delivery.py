@@ -10,14 +10,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import schemas.codec
 from carebus.settings import Settings, TopicSettings
 from streams.alert import Alert
 from streams.delivery import ALERT_SCHEMA, DEDUP_HEADER, AlertDelivery
+from streams.sensors import NullSensors
 from tests.streams.fakes import FakeKafka
 
 SETTINGS = Settings(topics=TopicSettings(prefix="t", partitions=2))
+#: The region config's providers ("BAD CODE" stands for one whose code cannot name a topic).
+PROVIDERS = ("RX1", "G0001", "BAD CODE")
 
 
 def alert(n: int, patient: str = "9434765919", recipients: tuple[str, ...] = ("RX1",)) -> Alert:
@@ -37,18 +41,54 @@ def kafka() -> FakeKafka:
     return FakeKafka()
 
 
+class Counted(NullSensors):
+    """Sensors that count alerts naming a recipient outside the region, by rule."""
+
+    def __init__(self) -> None:
+        self.unknown: list[str] = []
+
+    def alert_recipient_unknown(self, rule: str) -> None:
+        self.unknown.append(rule)
+
+
 @pytest.fixture
-async def delivery(kafka: FakeKafka) -> Any:
+def sensors() -> Counted:
+    return Counted()
+
+
+@pytest.fixture
+async def delivery(kafka: FakeKafka, sensors: Counted) -> Any:
     d = AlertDelivery(
-        SETTINGS, app_id="w", clients=kafka, retry_backoff_s=0.01, fenced_backoff_s=0.05
+        SETTINGS,
+        app_id="w",
+        providers=PROVIDERS,
+        clients=kafka,
+        sensors=sensors,
+        retry_backoff_s=0.01,
+        fenced_backoff_s=0.05,
     )
     yield d
     await d.stop()
 
 
 async def settle(delivery: AlertDelivery) -> None:
-    assert await delivery.drain(5.0)
-    await asyncio.sleep(0.02)
+    """Wait until every assigned partition's publisher is ready and nothing is pending."""
+    assert await delivery.drain(30.0)
+    for partition in delivery.assigned():
+        await parked(delivery, partition)
+    assert await delivery.drain(30.0)
+
+
+async def parked(delivery: AlertDelivery, partition: int) -> None:
+    """Wait until the partition's publisher has read its published set, looked at its
+    queue and gone back to waiting for work (the in-memory clients never block)."""
+    part = delivery._parts[partition]
+
+    async def idle() -> None:
+        while not part.ready or part.wake.is_set():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(idle(), 30)
 
 
 class TestPublishing:
@@ -135,6 +175,38 @@ class TestPublishing:
         assert len(kafka.log["t.alerts"]) == 1
         assert len(kafka.log["t.alerts.provider.RX1"]) == 1
 
+    async def test_a_recipient_outside_the_region_gets_no_topic_and_an_ops_note(
+        self, kafka: FakeKafka, delivery: AlertDelivery, sensors: Counted
+    ) -> None:
+        """An unknown recipient's alert stays on the region topic, counted and logged once."""
+        delivery.assign([0])
+        with capture_logs() as logs:
+            delivery.submit(
+                0, [alert(1, recipients=("RX1", "ZZ999")), alert(2, recipients=("ZZ999",))]
+            )
+            await settle(delivery)
+        assert kafka.dedup_keys("t.alerts") == [alert(1).dedup_key, alert(2).dedup_key]
+        assert len(kafka.log["t.alerts.provider.RX1"]) == 1
+        assert "t.alerts.provider.ZZ999" not in kafka.log
+        assert sensors.unknown == ["death-notified", "death-notified"]
+        [note] = [e for e in logs if "not a provider of the region" in e["event"]]
+        assert note["recipient"] == "ZZ999"
+        assert note["rule"] == "death-notified"
+        assert "9434765919" not in repr(note)
+
+    async def test_an_unknown_code_that_is_not_a_code_is_logged_as_a_digest(
+        self, kafka: FakeKafka, delivery: AlertDelivery
+    ) -> None:
+        """Whatever arrived as a recipient code is not logged unless it looks like a code."""
+        delivery.assign([0])
+        with capture_logs() as logs:
+            delivery.submit(0, [alert(1, recipients=("Smith^John 9434765919",))])
+            await settle(delivery)
+        [note] = [e for e in logs if "not a provider of the region" in e["event"]]
+        assert note["recipient"].startswith("sha256:")
+        assert "Smith" not in repr(note) and "9434765919" not in repr(note)
+        assert kafka.dedup_keys("t.alerts") == [alert(1).dedup_key]
+
 
 class TestAssignment:
     async def test_alerts_of_partitions_not_assigned_are_dropped(
@@ -155,8 +227,9 @@ class TestAssignment:
         await settle(delivery)
         delivery.pause([0])
         delivery.submit(0, [alert(1)])
-        await asyncio.sleep(0.05)
+        await parked(delivery, 0)  # it has seen the alert, and the pause
         assert kafka.log["t.alerts"] == []
+        assert delivery.pending() == 1
         delivery.assign([0])
         await settle(delivery)
         assert kafka.dedup_keys("t.alerts") == [alert(1).dedup_key]

@@ -347,7 +347,7 @@ def traffic(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             acks["garbage"] = client.send_message(GARBAGE)
             acks["refused"] = client.send_message(oversize)
             while_connected = listener.scrape()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a generous bound: the loop ends once closed
         after = listener.scrape()
         while "carebus_mllp_open_connections 0.0" not in after and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -71,7 +71,7 @@ class TestProcessExpositions:
         task = asyncio.create_task(serve(settings, stop=stop, grace_s=1.0))
         try:
             await asyncio.to_thread(_wait_for, f"http://127.0.0.1:{port}/readyz", 60.0)
-            body = await asyncio.to_thread(_wait_for, f"http://127.0.0.1:{port}/metrics", 5.0)
+            body = await asyncio.to_thread(_wait_for, f"http://127.0.0.1:{port}/metrics", 30.0)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)

@@ -57,7 +57,7 @@ class TestBrokerOutage:
 
             await asyncio.to_thread(broker.start, throwaway_broker)
             # The sender resends until it gets AA (and resends one it had AA for).
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120  # a generous bound: the loop ends at AA
             pending = ["DOWN0", "DOWN1", "DOWN2", "UP0"]
             while pending and time.monotonic() < deadline:
                 control_id = pending[0]

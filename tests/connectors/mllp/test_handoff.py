@@ -105,8 +105,12 @@ class TestDispatcher:
         hosts = [f"127.0.0.{n}" for n in range(2, 10)] * 2
         for host in hosts:
             await asyncio.to_thread(lambda h=host: _connect_from(h, dispatcher.port).close())
-        while sum(map(len, seen)) < len(hosts):
-            await asyncio.sleep(0.01)
+
+        async def all_adopted() -> None:
+            while sum(map(len, seen)) < len(hosts):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(all_adopted(), 30)
         assert not set(seen[0]) & set(seen[1])
         assert len(set(seen[0])) == len(set(seen[1])) == 4
         assert all(seen[i].count(h) == 2 for i in (0, 1) for h in seen[i])

@@ -106,7 +106,7 @@ async def send_tls(port: int, ctx: ssl.SSLContext, payload: bytes) -> bytes:
     try:
         writer.writeblock(payload)
         await writer.drain()
-        return bytes(await asyncio.wait_for(reader.readblock(), 10))
+        return bytes(await asyncio.wait_for(reader.readblock(), 60))
     finally:
         writer.close()
 

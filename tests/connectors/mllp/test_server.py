@@ -39,7 +39,6 @@ class Sink:
     observer: NullObserver = field(default_factory=NullObserver)
     seen: list[str] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)
-    delay_s: float = 0.0
     behaviour: Callable[[str], Outcome | Exception] | None = None
     #: When set, each submit waits for it (the message stays "being processed").
     gate: asyncio.Event | None = None
@@ -58,8 +57,6 @@ class Sink:
         if self.expect and self.in_progress >= self.expect:
             self.all_in.set()
         try:
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
             if self.gate is not None:
                 await self.gate.wait()
             if self.expect:
@@ -321,16 +318,21 @@ class TestGuards:
         self, server: MllpServer, sink: Sink
     ) -> None:
         """On stop, a message being processed still gets its ACK before the connection closes."""
-        sink.delay_s = 0.5
+        sink.gate = asyncio.Event()
 
         def talk() -> bytes:
             with hl7.client.MLLPClient("127.0.0.1", server.port) as c:
                 return bytes(c.send_message(message("S1")))
 
         reply = asyncio.create_task(asyncio.to_thread(talk))
-        while not sink.seen:
-            await asyncio.sleep(0.01)
-        await server.stop(grace_s=5.0)
+        async with asyncio.timeout(30):
+            while not sink.seen:
+                await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(server.stop(grace_s=30.0))
+        await asyncio.sleep(0)  # stop has begun: the listener no longer accepts
+        assert not stopping.done()
+        sink.gate.set()  # only now may the message in progress finish
+        await stopping
         assert msa(await reply)[1:3] == ["AA", "S1"]
 
     async def test_frame_clock_does_not_run_while_the_listener_is_busy(self, sink: Sink) -> None:

@@ -69,9 +69,11 @@ class Workers:
         """Create the topics (as ``carebus topics apply`` would) before any event is sent."""
         prepare_topics(self.settings, load_region(REGION).providers)
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, **worker: Any) -> subprocess.Popen[bytes]:
+        """Start a worker; ``worker`` overrides its worker settings for this one process."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
         env.update(settings_env(self.settings))
+        env.update({f"CAREBUS_WORKER_{name.upper()}": str(v) for name, v in worker.items()})
         env["CAREBUS_LOG_FORMAT"] = "json"
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(

@@ -3,12 +3,17 @@
 Two groups of patients, each discharged from hospital RX1 to a hospice, under
 local identifiers (so each first message also raises ``identity-unverified``):
 
-- *steady*: discharged long ago, so ``hospice-handoff-missed`` is due at once (the
-  wall-clock tick fires it). Their events are still being produced when the
-  worker is killed, and while it is down.
+- *steady*: discharged long ago, an hour apart, so ``hospice-handoff-missed`` is
+  overdue. Their events are still being produced when the worker is killed, and
+  while it is down.
 - *pending*: discharged so that the 24-hour deadline falls ~25 s after the test
   starts: processed before the kill, due only after the restart. They prove that
   pending deadlines survive a crash and still fire.
+
+The first worker runs without wall-clock ticks, so nothing depends on how fast
+the machine is: its deadlines fire only from the event clock (a later steady
+discharge passes an earlier one's deadline, mid-stream), and a pending deadline,
+later than every event, cannot fire before the kill. The restarted worker ticks.
 
 The RocksDB store and the data directory survive the kill, as on a real host.
 """
@@ -27,6 +32,7 @@ import pytest
 import schemas.codec
 from carebus.settings import Settings
 from carebus.topics import TopicNames
+from connectors.partition import partition_for
 from tests.streams.events import Feed
 from tests.streams.integration.live import (
     Workers,
@@ -65,6 +71,23 @@ def discharge(key: str, discharged: datetime) -> list[tuple[str, bytes]]:
     return [(e.key, schemas.codec.encode(e.schema, e.record)) for e in events]
 
 
+def sentinel_keys(partitions: int) -> list[str]:
+    """One patient key for each events partition."""
+    keys: dict[int, str] = {}
+    n = 0
+    while len(keys) < partitions:
+        key = f"RX1:LAST{n}"
+        keys.setdefault(partition_for(key.encode(), partitions), key)
+        n += 1
+    return [keys[p] for p in sorted(keys)]
+
+
+def arrival(key: str) -> list[tuple[str, bytes]]:
+    """An admission under a local identifier: it raises identity-unverified at once."""
+    event = Feed(key, verified=False).adt("A01", "RX1", datetime.now(UTC) - timedelta(days=1))
+    return [(event.key, schemas.codec.encode(event.schema, event.record))]
+
+
 def expected_keys(patients: list[str]) -> set[str]:
     """Both alerts of every patient: identity-unverified and hospice-handoff-missed."""
     out = set()
@@ -84,7 +107,9 @@ class TestCrash:
         soon = now - timedelta(hours=24) + timedelta(seconds=DEADLINE_IN_S)
         pending = [f"RX1:PEND{n}" for n in range(PENDING)]
         steady = [f"RX1:STDY{n}" for n in range(STEADY)]
-        discharged = {k: soon for k in pending} | {k: long_ago for k in steady}
+        discharged = {k: soon for k in pending} | {
+            k: long_ago + timedelta(hours=n) for n, k in enumerate(steady)
+        }
 
         out = producer(s)
         for key in pending:
@@ -98,12 +123,12 @@ class TestCrash:
             for key in steady:
                 if stop.is_set():
                     return
-                for k, v in discharge(key, long_ago):
+                for k, v in discharge(key, discharged[key]):
                     out.send(names.events, key=k.encode(), value=v)
                 time.sleep(0.01)
             out.flush(30)
 
-        first = workers.start()
+        first = workers.start(tick_interval_s=3600)  # no wall-clock tick before the kill
         feeder = threading.Thread(target=trickle, daemon=True)
         feeder.start()
         try:
@@ -123,11 +148,19 @@ class TestCrash:
             out.close()
 
         want = expected_keys(pending + steady)
-        alerts = wait_for(
-            s, names.alerts, lambda rs: set(keys(rs)) >= want, timeout_s=180, poll_s=1.0
-        )
-        time.sleep(3)  # ticks keep coming: give a duplicate every chance to appear
-        alerts = read_topic(s, names.alerts)
+        wait_for(s, names.alerts, lambda rs: set(keys(rs)) >= want, timeout_s=300, poll_s=1.0)
+        # A barrier instead of a pause: one more alert on each partition. Each partition
+        # publishes in order, so once these are out, anything raised before them is too.
+        sentinels = sentinel_keys(s.topics.partitions)
+        out = producer(s)
+        for key in sentinels:
+            for k, v in arrival(key):
+                out.send(names.events, key=k.encode(), value=v)
+        out.flush(30)
+        out.close()
+        marks = {f"identity-unverified:{key}:RX1" for key in sentinels}
+        wait_for(s, names.alerts, lambda rs: set(keys(rs)) >= marks, timeout_s=300, poll_s=1.0)
+        alerts = [a for a in read_topic(s, names.alerts) if a.dedup_key not in marks]
         counts = Counter(keys(alerts))
         assert set(counts) == want
         assert max(counts.values()) == 1
@@ -135,7 +168,7 @@ class TestCrash:
             if record.record["rule"] == "hospice-handoff-missed":
                 due = discharged[record.record["patient"]] + timedelta(hours=24)
                 assert abs((record.record["raised_at"] - due).total_seconds()) < 0.001
-        copies = Counter(keys(read_topic(s, names.alerts_for("RX1"))))
+        copies = Counter(k for k in keys(read_topic(s, names.alerts_for("RX1"))) if k not in marks)
         assert copies == counts
         # The status topic is written at least once, just before each transaction.
-        assert set(keys(read_topic(s, names.alert_status))) == want
+        assert set(keys(read_topic(s, names.alert_status))) - marks == want
