@@ -94,7 +94,7 @@ def _resolve(name: str) -> tuple[str | None, bool]:
         key = f"iso8859_{int(match.group(1))}"
     try:
         info = codecs.lookup(key)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None, False
     if (
         not getattr(info, "_is_text_encoding", True)

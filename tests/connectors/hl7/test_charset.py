@@ -31,10 +31,10 @@ class TestCodecFor:
         assert codec_for(msh18) == codec
 
     @pytest.mark.parametrize(
-        "msh18", ["", "  ", "KLINGON", "UNICODE UTF-16", "UTF-16", "rot13", "base64"]
+        "msh18", ["", "  ", "KLINGON", "UNICODE UTF-16", "UTF-16", "rot13", "base64", "UTF\x008"]
     )
     def test_unknown_or_unusable_names(self, msh18: str) -> None:
-        """Empty, unknown, non-text and non-ASCII-compatible names give None."""
+        """Empty, unknown (even with a NUL), non-text and non-ASCII-compatible names give None."""
         assert codec_for(msh18) is None
 
 
