@@ -13,6 +13,7 @@ import importlib
 #: name -> module; each module exposes ``main() -> None``.
 BENCHMARKS: dict[str, str] = {
     "translate": "benchmarks.bench_translate",
+    "parse": "benchmarks.bench_parse",
     "mllp": "benchmarks.bench_mllp",
     "worker": "benchmarks.bench_worker",
     "simulate": "benchmarks.bench_simulate",

@@ -15,7 +15,10 @@ For each message, :meth:`Pipeline.submit`:
 
 A message that can never be accepted (unparseable, untranslatable, a facility the
 peer may not use) goes with its reason to the dead-letter topic, and only once that
-is acknowledged does ``submit`` return ``rejected``. When Kafka is down or too slow,
+is acknowledged does ``submit`` return ``rejected``. Any exception while reading,
+parsing or translating a message is such a rejection (``unparseable`` or
+``translation-failed``), so a bad message is never answered as retriable and
+resent for ever. When Kafka is down or too slow,
 ``submit`` raises :class:`~carebus.errors.KafkaUnavailable` (retriable) instead: the
 edge must not claim success, and the sender should resend. A copy whose wait timed
 out may still be delivered later; a resend meanwhile waits for it rather than
@@ -57,6 +60,7 @@ from carebus.log import get_logger
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator
 from connectors.hl7 import Message, parse_message
+from connectors.hl7.charset import check_fallback
 from connectors.mllp.ack import read_header
 from connectors.mllp.allowlist import Allowlist, Peer
 from connectors.publish import (
@@ -195,7 +199,7 @@ class Pipeline:
         self._publisher = publisher
         self._topics = topics
         self._timeout = publish_timeout_s
-        self._fallback = fallback_charset
+        self._fallback = check_fallback(fallback_charset)  # a ConfigError now, not per message
         self._dedup = dedup
         self._allowlist = allowlist
         self._observer: IngestObserver = observer or NullObserver()
@@ -219,7 +223,11 @@ class Pipeline:
         """
         try:
             message = parse_message(raw, fallback_charset=self._fallback)
-        except Unparseable as exc:
+            facility = message.sending_facility
+            control_id = message.control_id
+            message_type = message.message_type
+        except Exception as exc:  # whatever the bytes are, they are rejected, never retried
+            unreadable = exc if isinstance(exc, MessageRejected) else _unreadable(exc)
             header = read_header(raw)
             facility = control_id = ""
             if header is not None:
@@ -227,10 +235,7 @@ class Pipeline:
                 control_id = header.control_id
             self._observer.message_received(facility, "")
             ids = (facility, control_id, "")
-            return await self._reject(raw, peer, received_time, exc, ids=ids, origin=origin)
-        facility = message.sending_facility
-        control_id = message.control_id
-        message_type = message.message_type
+            return await self._reject(raw, peer, received_time, unreadable, ids=ids, origin=origin)
         self._observer.message_received(facility, message_type)
         ids = (facility, control_id, message_type)
         allowlist = None if peer.source in UNCHECKED_SOURCES else self._allowlist
@@ -394,6 +399,12 @@ def _truncated(record: Record, refused: RecordTooLarge) -> Record:
         ("carebus-truncated", why.encode()),
     )
     return Record(record.topic, record.key, record.value[:DEADLETTER_KEEP_BYTES], headers)
+
+
+def _unreadable(exc: Exception) -> MessageRejected:
+    """A rejection for an unexpected failure to read a message (a parser defect)."""
+    log.error("message could not be read", error=type(exc).__name__)
+    return Unparseable(f"message could not be read ({type(exc).__name__})")
 
 
 def _not_allowed(facility: str, control_id: str) -> MessageRejected:

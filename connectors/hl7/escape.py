@@ -9,23 +9,31 @@ sequences and line breaks become ``\\.br\\``.
 
 from __future__ import annotations
 
+import functools
+
 from connectors.hl7.charset import DEFAULT_FALLBACK, decode
 from connectors.hl7.encoding import Encoding
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+@functools.lru_cache(maxsize=128)
+def _singles(enc: Encoding) -> dict[str, str]:
+    """The one-letter escape sequences of ``enc`` and what they stand for (built once)."""
+    pairs = (
+        ("F", enc.field),
+        ("S", enc.component),
+        ("T", enc.subcomponent),
+        ("R", enc.repetition),
+        ("E", enc.escape),
+        ("P", enc.truncation),
+    )
+    return {code: char for code, char in pairs if char}
+
+
 def _resolve(seq: str, enc: Encoding, charset: str | None, fallback: str) -> str | None:
     if len(seq) == 1:
-        value = {
-            "F": enc.field,
-            "S": enc.component,
-            "T": enc.subcomponent,
-            "R": enc.repetition,
-            "E": enc.escape,
-            "P": enc.truncation,
-        }.get(seq, "")
-        return value or None
+        return _singles(enc).get(seq)
     if seq == ".br":
         return "\n"
     if seq[0] == "X" and len(seq) % 2 == 1 and _HEX.issuperset(seq[1:]):

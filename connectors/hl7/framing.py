@@ -19,6 +19,7 @@ whose ``raw`` :func:`~connectors.hl7.parse_message` rejects as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,10 @@ _WHITESPACE = b" \t\r\n"
 
 _KINDS = (b"MSH", b"FHS", b"BHS", b"BTS", b"FTS")
 _NEWLINES = b"\r\n"
+#: Searches that stop at the first match, so that every scan is linear in what it
+#: passes over (two ``find`` calls, one per byte, would each run to the end).
+_LINE_END = re.compile(rb"[\r\n]")
+_NOT_WHITESPACE = re.compile(rb"[^ \t\r\n]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +78,13 @@ _Piece = tuple[int, bytes, "dict[str, str] | None"]
 
 
 def _skip_whitespace(data: bytes, index: int) -> int:
-    end = len(data)
-    while index < end and data[index] in _WHITESPACE:
-        index += 1
-    return index
+    found = _NOT_WHITESPACE.search(data, index)
+    return len(data) if found is None else found.start()
 
 
 def _mllp_pieces(data: bytes, index: int) -> Iterator[_Piece]:
     end = len(data)
+    close = -2  # the next end block after the frame start, once searched; -1: none left
     while True:
         index = _skip_whitespace(data, index)
         if index >= end:
@@ -92,9 +96,12 @@ def _mllp_pieces(data: bytes, index: int) -> Iterator[_Piece]:
             yield index, data[index:stop].rstrip(_WHITESPACE), None
             index = stop
             continue
-        close = data.find(END_BLOCK, index + 1)
-        following = data.find(START_BLOCK, index + 1)
-        if close < 0 or 0 <= following < close:
+        if close == -2 or 0 <= close <= index:
+            # Searched again only once passed: start blocks without end blocks cost
+            # one scan in all, not one each.
+            close = data.find(END_BLOCK, index + 1)
+        following = data.find(START_BLOCK, index + 1, end if close < 0 else close)
+        if close < 0 or following >= 0:
             # A frame that never ends: keep the start block so that it is rejected.
             stop = end if close < 0 else following
             yield index, data[index:stop].rstrip(_WHITESPACE), None
@@ -137,11 +144,8 @@ def _plain_pieces(data: bytes, start: int, end: int) -> Iterator[_Piece]:
             yield begin, data[begin:stop].rstrip(_WHITESPACE), batch
             cursor = stop
             continue
-        line_end = end
-        for newline in (b"\r", b"\n"):
-            found = data.find(newline, begin, line_end)
-            if found >= 0:
-                line_end = found
+        found = _LINE_END.search(data, begin, end)
+        line_end = end if found is None else found.start()
         if kind in (b"FHS", b"BHS"):
             batch = _header_fields(data[begin:line_end], kind.decode(), batch)
         cursor = line_end
@@ -213,8 +217,7 @@ class MllpDecoder:
         end = len(data)
         while index < end:
             if not self._in_frame:
-                while index < end and data[index] in _WHITESPACE:
-                    index += 1
+                index = _skip_whitespace(data, index)
                 if index >= end:
                     break
                 if data[index] != START_BLOCK[0]:

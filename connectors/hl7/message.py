@@ -332,6 +332,33 @@ class Segment:
                 del parts[count:]
         return found
 
+    def all_components(self, field: int) -> list[list[str]]:
+        """``[self.components(field, r) for r in 1..self.repetitions(field)]``, splitting once.
+
+        Linear in the field's size however many repetitions it has (asking
+        :meth:`components` for each repetition splits the whole field each time).
+        """
+        if field < 1:
+            raise ValueError("HL7 field numbers start at 1")
+        split = self._fields or self._split()
+        value = split[field] if field < len(split) else ""
+        if not value:
+            return []
+        if self._header and field <= 2:
+            return [[value]]
+        ctx = self._ctx
+        if self._plain:
+            return [value.split(ctx.cs)]
+        found: list[list[str]] = []
+        for rep in value.split(ctx.rs):
+            if not rep:
+                found.append([])
+            elif ctx.es in rep:
+                found.append([ctx.unescape(c) if ctx.es in c else c for c in rep.split(ctx.cs)])
+            else:
+                found.append(rep.split(ctx.cs))
+        return found
+
     def _components(self, value: str, repetition: int) -> list[str]:
         """The components of one repetition of ``value``: first sub-components, unescaped."""
         ctx = self._ctx

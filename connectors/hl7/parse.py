@@ -11,7 +11,9 @@ is a line break inside the previous segment's data (some senders put raw line fe
 in report text) and is kept there as ``"\\n"``.
 
 Rejected as :class:`~carebus.errors.Unparseable`, with a reason and never any
-content: empty input; no ``MSH`` first; unusable MSH-1/MSH-2; MLLP block bytes
+content: empty input; no ``MSH`` first; unusable MSH-1/MSH-2; an MSH-18 that names
+a character set which cannot carry HL7 (:func:`~connectors.hl7.charset.check_declared`,
+also for text that needs no decoding); MLLP block bytes
 (``0x0B``, ``0x1C``: an unframed or truncated frame); several MSH segments or batch
 segments (FHS/BHS/BTS/FTS) in one payload, which would otherwise lose messages.
 """
@@ -19,8 +21,14 @@ segments (FHS/BHS/BTS/FTS) in one payload, which would otherwise lose messages.
 from __future__ import annotations
 
 from carebus.errors import Unparseable
-from connectors.hl7.charset import DEFAULT_FALLBACK, codec_for, decode, utf16_codec
-from connectors.hl7.encoding import encoding_from_header
+from connectors.hl7.charset import (
+    DEFAULT_FALLBACK,
+    check_declared,
+    codec_for,
+    decode,
+    utf16_codec,
+)
+from connectors.hl7.encoding import Encoding, encoding_from_header
 from connectors.hl7.message import Message
 
 _BOM = b"\xef\xbb\xbf"
@@ -87,6 +95,7 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
             head_end = found
     msh2 = text[4:end] if 0 <= end < head_end else text[4:head_end]
     encoding = encoding_from_header(fs, msh2)
+    _check_msh18(text[:head_end], encoding)
 
     if has_lf:
         text = (
@@ -94,19 +103,7 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
             if "\r" in text
             else text.replace("\n", "\r")
         )
-    names: list[str] = []
-    lines: list[str] = []
-    known = _SEGMENT_NAMES
-    for line in text.split("\r"):
-        if line[3:4] == fs or len(line) == 3:
-            name = line[:3]
-            if name in known or _is_segment_name(name):
-                names.append(name)
-                lines.append(line)
-                continue
-        if not line or line.isspace():
-            continue
-        lines[-1] = f"{lines[-1]}\n{line}"
+    names, lines = _segments(text.split("\r"), fs)
     message = Message(names, lines, encoding, charset=charset, fallback_charset=fallback_charset)
     headers = names.count("MSH")
     if headers > 1:
@@ -120,6 +117,52 @@ def parse_message(raw: bytes | str, *, fallback_charset: str = DEFAULT_FALLBACK)
             control_id=message.control_id or None,
         )
     return message
+
+
+def _segments(pieces: list[str], fs: str) -> tuple[list[str], list[str]]:
+    """Segment names and texts from the CR-separated ``pieces`` of a message.
+
+    A piece that does not start like a segment continues the previous one (joined
+    with ``"\\n"``); blank pieces are skipped. Each segment's text is built once, by
+    one join of its pieces, so the work is linear in the message however many
+    continuation lines it has. ``pieces[0]`` is the MSH segment.
+    """
+    names: list[str] = []
+    lines: list[str] = []
+    known = _SEGMENT_NAMES
+    more: list[str] = []  # the last segment and its continuation lines, when it has some
+    for line in pieces:
+        if line[3:4] == fs or len(line) == 3:
+            name = line[:3]
+            if name in known or _is_segment_name(name):
+                if more:
+                    lines[-1] = "\n".join(more)
+                    more = []
+                names.append(name)
+                lines.append(line)
+                continue
+        if not line or line.isspace():
+            continue
+        if not more:
+            more.append(lines[-1])
+        more.append(line)
+    if more:
+        lines[-1] = "\n".join(more)
+    return names, lines
+
+
+def _check_msh18(msh: str, encoding: Encoding) -> None:
+    """:class:`Unparseable` when MSH-18 (read from the MSH line ``msh``) is unusable."""
+    header = msh.split(encoding.field, 18)
+    if len(header) > 17 and header[17]:
+        declared = header[17]
+        for sep in (encoding.repetition, encoding.component):
+            if sep:
+                declared = declared.split(sep, 1)[0]
+        control_id = header[9]
+        if encoding.component:
+            control_id = control_id.split(encoding.component, 1)[0]
+        check_declared(declared, control_id)
 
 
 def _is_segment_name(name: str) -> bool:

@@ -109,8 +109,7 @@ def observation_value(obx: Segment) -> str | None:
     if not raw or raw == HL7_NULL:
         return None
     repetitions = []
-    for rep in range(1, obx.repetitions(5) + 1):
-        components = obx.components(5, rep)
+    for components in obx.all_components(5):  # one split: linear in OBX-5's size
         while components and not components[-1]:
             components.pop()
         repetitions.append("^".join(components))

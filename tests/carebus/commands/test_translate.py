@@ -81,7 +81,7 @@ class TestRun:
         """Each rejection is FILE:POSITION: REASON (control id ID): DETAIL, without patient data."""
         feed = _feed(tmp_path, "mixed.hl7", "junk\r" + A08 + A06 + NO_CONTROL_ID)
         status, out, err = _run(capsys, feed)
-        assert status == 0
+        assert status == translate.EXIT_UNPARSEABLE  # the junk; the other rejections do not count
         assert len(out) == 1
         assert err[0].startswith(f"{feed}:1: unparseable: ")
         assert err[1] == (
@@ -90,6 +90,66 @@ class TestRun:
         assert err[2] == f"{feed}:4: missing-required-field: MSH-10 (message control id) is empty"
         assert err[-1] == "4 messages: 1 events, 3 rejected"
         assert all("9434765919" not in line and "TESTER" not in line for line in err)
+
+    def test_untranslated_messages_alone_exit_0(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Rejections for content (an untranslated type, a missing field) keep exit status 0."""
+        status, _, err = _run(capsys, _feed(tmp_path, "a.hl7", A08 + A06 + NO_CONTROL_ID))
+        assert status == 0
+        assert err[-1] == "3 messages: 1 events, 2 rejected"
+
+    @pytest.mark.parametrize("msh18", ["UNDEFINED", "cp037", "UTF-7"])
+    def test_unusable_msh18_is_one_line_and_exit_1(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], msh18: str
+    ) -> None:
+        """A message whose MSH-18 names an unusable character set is one unparseable line,
+        naming MSH-18 but not its value; the other messages are still translated; exit 1."""
+        bad = A08.replace("|P|2.4\r", f"|P|2.4||||||{msh18}\r").replace("TESTER", "T\xc9STER")
+        data = A08.encode() + bad.encode("latin-1") + A08.replace("MSG1", "MSG4").encode()
+        status, out, err = _run(capsys, _feed(tmp_path, "a.hl7", data))
+        assert status == translate.EXIT_UNPARSEABLE
+        assert len(out) == 2
+        assert err[0] == (
+            f"{tmp_path / 'a.hl7'}:2: unparseable (control id MSG1): "
+            "MSH-18 names a character set that cannot carry HL7"
+        )
+        assert err[-1] == "3 messages: 2 events, 1 rejected"
+        assert msh18 not in err[0]
+
+    def test_a_failing_parser_or_translator_is_a_rejection_line(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An unexpected exception while parsing or translating is reported as one line, no
+        traceback: unparseable (exit 1) or translation-failed."""
+        import connectors.hl7
+        import connectors.translate
+
+        real_parse = connectors.hl7.parse_message
+
+        def parse(raw: bytes, **kwargs: str) -> object:
+            if b"MSG2" in raw:
+                raise UnicodeError("boom")
+            return real_parse(raw, **kwargs)
+
+        def translate_(message: object, **kwargs: object) -> object:
+            raise KeyError("defect")
+
+        monkeypatch.setattr(connectors.hl7, "parse_message", parse)
+        monkeypatch.setattr(connectors.translate, "translate", translate_)
+        feed = _feed(tmp_path, "a.hl7", A08 + A08.replace("MSG1", "MSG2"))
+        status, out, err = _run(capsys, feed)
+        assert status == translate.EXIT_UNPARSEABLE
+        assert out == []
+        assert err == [
+            f"{feed}:1: translation-failed (control id MSG1): "
+            "message could not be translated (KeyError)",
+            f"{feed}:2: unparseable: message could not be read (UnicodeError)",
+            "2 messages: 0 events, 2 rejected",
+        ]
 
     def test_unreadable_feed_exits_2_but_translates_the_others(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -162,6 +222,19 @@ class TestCommandLine:
             == "carebus.events.PatientDemographics"
         )
         assert result.stderr.splitlines()[-1] == "2 messages: 1 events, 1 rejected"
+
+    def test_unusable_msh18_through_carebus_main(self, tmp_path: Path) -> None:
+        """`carebus translate` on MSH-18 UNDEFINED: one line, exit status 1, no traceback."""
+        bad = A08.replace("|P|2.4\r", "|P|2.4||||||UNDEFINED\r").replace("TESTER", "T\xc9STER")
+        feed = _feed(tmp_path, "a.hl7", bad.encode("latin-1"))
+        result = self._carebus("translate", str(feed))
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines() == [
+            f"{feed}:1: unparseable (control id MSG1): "
+            "MSH-18 names a character set that cannot carry HL7",
+            "1 messages: 0 events, 1 rejected",
+        ]
 
     def test_no_feed_is_a_usage_error(self) -> None:
         """Without a FEED argument the command exits 2 with usage help."""

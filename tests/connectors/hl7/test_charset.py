@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carebus.errors import ConfigError
-from connectors.hl7.charset import codec_for, decode, utf16_codec
+from carebus.errors import ConfigError, Unparseable
+from connectors.hl7.charset import check_declared, check_fallback, codec_for, decode, utf16_codec
 
 
 class TestCodecFor:
@@ -31,10 +31,10 @@ class TestCodecFor:
         assert codec_for(msh18) == codec
 
     @pytest.mark.parametrize(
-        "msh18", ["", "  ", "KLINGON", "UNICODE UTF-16", "UTF-16", "rot13", "base64"]
+        "msh18", ["", "  ", "KLINGON", "UNICODE UTF-16", "UTF-16", "rot13", "base64", "UTF\x008"]
     )
     def test_unknown_or_unusable_names(self, msh18: str) -> None:
-        """Empty, unknown, non-text and non-ASCII-compatible names give None."""
+        """Empty, unknown (even with a NUL), non-text and non-ASCII-compatible names give None."""
         assert codec_for(msh18) is None
 
 
@@ -64,3 +64,34 @@ class TestDecode:
         assert utf16_codec("MSH|".encode("utf-16-le")) == "utf-16-le"
         assert utf16_codec("MSH|".encode("utf-16-be")) == "utf-16-be"
         assert utf16_codec(b"MSH|") is None
+
+
+class TestUnusableCharsets:
+    @pytest.mark.parametrize(
+        "msh18", ["UNDEFINED", "undefined", "CP037", "UTF-7", "HZ", "PUNYCODE", "SHIFT_JIS_2004"]
+    )
+    def test_unusable_names_are_rejected_by_field_not_value(self, msh18: str) -> None:
+        """A codec whose ASCII does not read as itself: Unparseable naming MSH-18, not its value."""
+        assert codec_for(msh18) is None
+        with pytest.raises(Unparseable) as caught:
+            check_declared(msh18, "CTRL-1")
+        assert caught.value.field == "MSH-18"
+        assert caught.value.control_id == "CTRL-1"
+        assert msh18.lower() not in str(caught.value).lower()
+
+    @pytest.mark.parametrize("msh18", ["", "KLINGON", "UTF-16", "rot13", "8859/1", "UNICODE UTF-8"])
+    def test_usable_unknown_and_ignored_names_pass(self, msh18: str) -> None:
+        """Known usable, unknown and ignored (non-text, UTF-16) names are not rejected."""
+        check_declared(msh18)
+
+    def test_a_failing_declared_codec_falls_back(self) -> None:
+        """decode() never raises for a declared codec that fails, whatever it raises."""
+        assert decode("é".encode(), "undefined") == ("é", "utf-8")
+        assert decode(b"\xe9", "idna", "cp1252") == ("é", "cp1252")
+
+    @pytest.mark.parametrize("fallback", ["undefined", "rot13"])
+    def test_a_fallback_that_cannot_decode_text_is_a_config_error(self, fallback: str) -> None:
+        """The fallback must decode text: undefined or a bytes-to-bytes codec is a ConfigError."""
+        with pytest.raises(ConfigError):
+            check_fallback(fallback)
+        assert check_fallback("latin-1") == "iso8859-1"

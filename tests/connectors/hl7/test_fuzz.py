@@ -7,24 +7,19 @@ from hypothesis import strategies as st
 
 from carebus.errors import Unparseable
 from connectors.hl7 import FramingError, MllpDecoder, frame, iter_feed, parse_message
-from tests.connectors.hl7.samples import ADT_A01_251, CORPUS
+from tests.connectors.hl7.strategies import DELIMS, hostile, junk_charset, mutated
 
 FUZZ = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 
-#: Real messages to damage: the smaller corpus files (quick to exercise fully).
-SEEDS = [
-    ADT_A01_251.encode(),
-    *(data for p in sorted(CORPUS.glob("*.hl7")) if len(data := p.read_bytes()) < 2000),
-]
-DELIMS = "|^~\\&#$*!@%\r\n"
-
 
 def _exercise(raw: bytes | str) -> None:
-    """Parse and read every part of the message; only Unparseable may escape."""
+    """Parse and read every part of the message; only Unparseable may escape, with a reason
+    and a detail."""
     try:
         message = parse_message(raw)
     except Unparseable as exc:
         assert exc.reason == "unparseable"
+        assert exc.detail
         return
     _ = (message.control_id, message.version, message.message_type, message.trigger_event)
     _ = (message.sending_facility, message.receiving_facility, message.declared_charset)
@@ -38,23 +33,6 @@ def _exercise(raw: bytes | str) -> None:
                 for comp in (1, 2, 3):
                     segment.get(field, comp, 1, rep)
                     segment.get(field, comp, 2, rep)
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A real message with some bytes replaced, inserted or deleted."""
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 8))):
-        pos = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["replace", "insert", "delete"]))
-        byte = draw(st.one_of(st.sampled_from(DELIMS.encode()), st.integers(0, 255)))
-        if op == "insert" or pos == len(data):
-            data.insert(pos, byte)
-        elif op == "replace":
-            data[pos] = byte
-        else:
-            del data[pos]
-    return bytes(data)
 
 
 class TestParserFuzz:
@@ -81,6 +59,19 @@ class TestParserFuzz:
     def test_mutated_messages(self, raw: bytes) -> None:
         """Real messages with random damage parse or raise Unparseable."""
         _exercise(raw)
+
+    @FUZZ
+    @given(junk_charset())
+    def test_junk_msh18(self, raw: bytes) -> None:
+        """Real messages with a junk MSH-18 (unusable codecs, non-text, unknown names) parse
+        or raise Unparseable, nothing else (no UnicodeError, no LookupError)."""
+        _exercise(raw)
+
+    @FUZZ
+    @given(junk_charset())
+    def test_junk_msh18_as_text(self, raw: bytes) -> None:
+        """The same messages given as text (no decoding) parse or raise Unparseable."""
+        _exercise(raw.decode("latin-1"))
 
 
 class TestFramingFuzz:
@@ -140,3 +131,22 @@ class TestFramingFuzz:
                     assert len(payload) <= limit
             except FramingError as exc:
                 assert "bytes" in str(exc)
+
+    @FUZZ
+    @given(st.lists(hostile(), max_size=4), st.binary(max_size=40), st.integers(1, 64))
+    def test_decoder_then_parser_on_hostile_streams(
+        self, messages: list[bytes], junk: bytes, cut: int
+    ) -> None:
+        """A stream of framed hostile payloads and junk, cut anywhere, gives frames that parse
+        or raise Unparseable, or a FramingError: never another exception."""
+        stream = b"".join(frame(m.replace(b"\x0b", b"").replace(b"\x1c", b"")) for m in messages)
+        stream += junk
+        decoder = MllpDecoder(max_frame_bytes=1000)
+        for index in range(0, len(stream), cut):
+            try:
+                frames = decoder.feed(stream[index : index + cut])
+            except FramingError as exc:
+                assert exc.reason == "framing-error"
+                frames = exc.frames
+            for payload in frames:
+                _exercise(payload)

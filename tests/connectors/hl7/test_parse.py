@@ -178,6 +178,19 @@ class TestCharacterSets:
         assert message.declared_charset is None
         assert message.segments[1].get(5) == "ÅSA"
 
+    @pytest.mark.parametrize("encoding", ["ascii", "iso-8859-1", "utf-8", "str"])
+    @pytest.mark.parametrize("msh18", ["UNDEFINED", "UNDEFINED~UNICODE UTF-8", "CP037^X"])
+    def test_unusable_msh18_is_unparseable_for_any_bytes(self, encoding: str, msh18: str) -> None:
+        """An MSH-18 naming a codec that cannot carry HL7 is rejected naming MSH-18, whether or
+        not the message needs decoding, with its control id and without the value."""
+        text = _msh(msh18) + "\rPID|1||X1||" + ("ASA" if encoding == "ascii" else "ÅSA")
+        raw: bytes | str = text if encoding == "str" else text.encode(encoding)
+        with pytest.raises(Unparseable) as caught:
+            parse_message(raw)
+        assert caught.value.field == "MSH-18"
+        assert caught.value.detail == "MSH-18 names a character set that cannot carry HL7"
+        assert caught.value.control_id == parse_message(_msh()).control_id
+
     def test_strips_a_utf8_bom(self) -> None:
         """A leading UTF-8 byte-order mark is not part of the message."""
         message = parse_message(b"\xef\xbb\xbf" + ADT_A01_251.encode())
