@@ -316,7 +316,8 @@ class Pipeline:
         made durable.
         """
         allowlist = None if peer.source in UNCHECKED_SOURCES else self._allowlist
-        header = read_header(raw)
+        # The cheap header read, only where it is needed: the allow-list, or a parse error.
+        header = read_header(raw) if allowlist is not None else None
         if allowlist is not None:
             # From the cheap header read, before parsing: a peer that may not send
             # costs almost nothing.
@@ -328,7 +329,7 @@ class Pipeline:
         try:
             message = self._parse(raw, self._fallback)
         except Unparseable as exc:
-            ids = _header_ids(header)
+            ids = _header_ids(header if allowlist is not None else read_header(raw))
             self._observer.message_received(ids[0], "")
             return await self._reject(raw, peer, received_time, exc, ids=ids, origin=origin)
         facility = message.sending_facility

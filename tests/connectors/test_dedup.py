@@ -68,6 +68,9 @@ class TestContentDigest:
         assert raw[start:end] == b"20260301093000"
         assert with_msh7(raw, b"20991231") == raw.replace(b"20260301093000||", b"20991231||", 1)
         assert msh7_span(b"MSH|^~\\&|A|B") == (0, 0)
+        last = b"\x0bMSH|^~\\&|A|B|C|D|20260101"
+        start, end = msh7_span(last)
+        assert last[start:end] == b"20260101" and end == len(last)
         assert msh7_span(b"garbage") == (0, 0)
 
 
