@@ -26,10 +26,13 @@ from carebus.errors import KafkaUnavailable
 from carebus.kafka import aiokafka_config
 from carebus.log import get_logger
 from carebus.settings import Settings
-from connectors.dedup import Deduplicator, content_digest, msh7_span
+from connectors.dedup import Deduplicator, Key, content_digest, msh7_span
 from connectors.pipeline import DIGEST_HEADER
 
 log = get_logger(__name__)
+
+#: (timestamp ms, key, digest, MSH-7, received time) of one raw record.
+_Entry = tuple[int, Key, str, bytes, str]
 
 #: Records fetched per poll while rebuilding.
 _POLL_RECORDS = 5000
@@ -51,9 +54,9 @@ async def rebuild_window(settings: Settings, topic: str, dedup: Deduplicator) ->
     )
     try:
         await consumer.start()
-        found: list[tuple[int, Any]] = []
+        found: list[_Entry] = []
         try:
-            found = await _read(consumer, topic, dedup)
+            found = await _read(consumer, topic, dedup, settings.kafka.request_timeout_s)
         finally:
             await consumer.stop()
     except KafkaError as exc:
@@ -62,21 +65,22 @@ async def rebuild_window(settings: Settings, topic: str, dedup: Deduplicator) ->
         ) from exc
     now_ms = time.time() * 1000
     found.sort(key=lambda item: item[0])
-    restored = 0
-    for stamp, record in found:
-        if _restore(dedup, record, (now_ms - stamp) / 1000):
-            restored += 1
+    for stamp, key, digest, msh7, received in found:
+        dedup.restore(key, digest, msh7, received, (now_ms - stamp) / 1000)
+    restored = len(found)
     log.info(
         "duplicate window rebuilt",
         topic=topic,
-        records=len(found),
         restored=restored,
         seconds=round(time.monotonic() - started, 3),
     )
     return restored
 
 
-async def _read(consumer: AIOKafkaConsumer, topic: str, dedup: Deduplicator) -> list[Any]:
+async def _read(
+    consumer: AIOKafkaConsumer, topic: str, dedup: Deduplicator, stall_s: float
+) -> list[_Entry]:
+    """The entries of the records to restore; KafkaUnavailable after ``stall_s`` without any."""
     # A consumer with nothing assigned has no metadata yet: ask for the cluster's.
     cluster = await consumer._client.fetch_all_metadata()
     partitions = cluster.partitions_for_topic(topic)
@@ -97,16 +101,23 @@ async def _read(consumer: AIOKafkaConsumer, topic: str, dedup: Deduplicator) -> 
         if start < end:
             consumer.seek(tp, start)
             todo[tp] = end
-    out: list[Any] = []
+    out: list[_Entry] = []
+    progress = time.monotonic()
     while todo:
         batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=_POLL_RECORDS)
+        if any(batch.values()):
+            progress = time.monotonic()
+        elif time.monotonic() - progress > stall_s:
+            raise KafkaUnavailable(f"no records from {topic} for {stall_s:g}s while rebuilding")
         for tp, records in batch.items():
             end = todo.get(tp)
             if end is None:
                 continue
             for record in records:
                 if record.offset < end:
-                    out.append((record.timestamp, record))
+                    entry = _entry(record)  # small: the values are not kept
+                    if entry is not None:
+                        out.append(entry)
             if records and records[-1].offset >= end - 1:
                 del todo[tp]
         for tp in list(todo):
@@ -115,16 +126,16 @@ async def _read(consumer: AIOKafkaConsumer, topic: str, dedup: Deduplicator) -> 
     return out
 
 
-def _restore(dedup: Deduplicator, record: Any, age_s: float) -> bool:
+def _entry(record: Any) -> _Entry | None:
+    """What the window keeps of a raw record; None when it has no control id."""
     headers = {k: v for k, v in (record.headers or ())}
     control_id = headers.get("carebus-control-id", b"").decode("utf-8", "replace")
     if not control_id:
-        return False
+        return None
     facility = headers.get("carebus-sender", b"").decode("utf-8", "replace")
     value: bytes = record.value or b""
     stored = headers.get(DIGEST_HEADER)
     digest = stored.decode("ascii", "replace") if stored else content_digest(value)
     start, end = msh7_span(value)
     received = headers.get("carebus-received-time", b"").decode("ascii", "replace")
-    dedup.restore((facility, control_id), digest, value[start:end], received, age_s)
-    return True
+    return int(record.timestamp), (facility, control_id), digest, value[start:end], received
