@@ -2,20 +2,30 @@
 
 For each message, :meth:`Pipeline.submit`:
 
-1. parses it once, and checks that the peer may send as its sending facility
-   (MSH-4.1; the allow-list applies to network peers, not to the drop folder);
-2. answers a resend of an already published (sending facility, MSH-10) as a
-   duplicate, without publishing it again (:mod:`connectors.dedup`);
-3. translates it to events;
-4. enqueues, in this order, the raw bytes (with sender, peer, received time, ...
-   as headers) for the raw archive topic and the events for the events topic keyed
-   by patient, on the idempotent acks=all producer, and waits until Kafka has
-   acknowledged every one of them;
-5. only then returns ``accepted``.
+1. checks that the peer may send as its sending facility (MSH-4.1) from the cheap
+   header read (:func:`~connectors.mllp.ack.read_header`), before parsing: a peer
+   that may not send costs almost nothing (the allow-list applies to network
+   peers, not to the drop folder);
+2. parses it once;
+3. answers a resend of an already published message -- the same (sending
+   facility, MSH-10) and the same content digest -- as a duplicate, without
+   publishing it again (:mod:`connectors.dedup`; a resend of a message restored
+   from the raw topic at start first has its events published again). The same
+   ids with other content is a new message, marked with
+   :data:`CONFLICT_HEADER` on its raw record and events;
+4. translates it to events;
+5. enqueues, in this order, the raw bytes (with sender, peer, received time,
+   content digest, ... as headers) for the raw archive topic and the events for
+   the events topic keyed by patient, on the idempotent acks=all producer, and
+   waits until Kafka has acknowledged every one of them;
+6. only then returns ``accepted``.
 
 A message that can never be accepted (unparseable, untranslatable, a facility the
 peer may not use) goes with its reason to the dead-letter topic, and only once that
-is acknowledged does ``submit`` return ``rejected``. When Kafka is down or too slow,
+is acknowledged does ``submit`` return ``rejected``. A refused peer's dead letter
+keeps the headers (and ``carebus-raw-sha256``), not the bytes; past a peer's
+dead-letter budget (:class:`DeadLetterLimit`) none is written, and the message is
+still ``rejected``. When Kafka is down or too slow,
 ``submit`` raises :class:`~carebus.errors.KafkaUnavailable` (retriable) instead: the
 edge must not claim success, and the sender should resend. A copy whose wait timed
 out may still be delivered later; a resend meanwhile waits for it rather than
