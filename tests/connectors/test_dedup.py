@@ -1,4 +1,5 @@
-"""Tests for connectors/dedup.py: recognising resends by ids and content within a window."""
+"""Tests for connectors/dedup.py (resends by ids and content within a window) and the
+pipeline's per-peer dead-letter budget (pure, no broker)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,22 @@ class TestDeduplicator:
         assert not dedup.is_duplicate(("RXA", "8"), D1)
         assert dedup.in_doubt(("RXA", "8"), D1) is None
         assert dedup.pending_other(("RXA", "8"), D2) is None
+
+
+class TestDeadLetterLimit:
+    def test_drops_are_logged_once_per_interval_per_peer(self) -> None:
+        """Over its budget a peer's drops are logged at once, then at most once a minute,
+        with how many were dropped since."""
+        from structlog.testing import capture_logs
+
+        from connectors.pipeline import DeadLetterLimit
+
+        clock = Clock()
+        limit = DeadLetterLimit(1, clock=clock, log_interval_s=60.0)
+        with capture_logs() as logs:
+            allowed = [limit.allow("10.0.0.9", "unparseable") for _ in range(5)]
+            clock.now += 61.0  # one more token, then three more drops
+            allowed += [limit.allow("10.0.0.9", "unparseable") for _ in range(4)]
+        assert allowed == [True, False, False, False, False, True, False, False, False]
+        warnings = [e for e in logs if e["log_level"] == "warning"]
+        assert [(w["peer"], w["dropped"]) for w in warnings] == [("10.0.0.9", 1), ("10.0.0.9", 4)]
