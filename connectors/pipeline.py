@@ -472,7 +472,7 @@ class Pipeline:
             log.info("duplicate message", control_id=control_id, sending_facility=facility)
             return Outcome("duplicate", facility, control_id, message_type), ""
         if status == UNCONFIRMED and other is not None:
-            events = await self._republish_events(raw, other.msh7, other.received)
+            events = await self._republish_events(raw, other.msh7, other.received, control_id)
             self._dedup.confirm(key, digest)
             self._observer.message_duplicated(facility, message_type)
             log.info(
@@ -518,7 +518,9 @@ class Pipeline:
             return status, seen
         return DUPLICATE, None
 
-    async def _republish_events(self, raw: bytes, msh7: bytes, received: str) -> int:
+    async def _republish_events(
+        self, raw: bytes, msh7: bytes, received: str, control_id: str
+    ) -> int:
         """Publish again the events of a stored message ``raw`` is a resend of.
 
         The stored copy was restored from the raw topic, which does not prove its
@@ -531,8 +533,15 @@ class Pipeline:
             when = datetime.fromisoformat(received)
         except ValueError:
             when = datetime.now(UTC)
-        message = self._parse(original, self._fallback)
-        records = self._event_records(message, original, when, "")
+        try:
+            records = self._event_records(self._parse(original, self._fallback), original, when, "")
+        except Exception as exc:  # it was accepted once; never let its resend fail for ever
+            log.error(
+                "events of a restored message could not be made again",
+                control_id=control_id,
+                error=type(exc).__name__,
+            )
+            return 0
         if records:
             deadline = asyncio.get_running_loop().time() + self._timeout
             await self._wait(await self._enqueue(records), deadline)

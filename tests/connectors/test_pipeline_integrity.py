@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -207,6 +208,26 @@ class TestWindowRebuilt:
         assert reader.end_offsets(topics.raw) == 1
         [(_, event)] = reader.events(topics.events)
         assert event["header"]["control_id"] == "RB2"  # type: ignore[index]
+
+    async def test_a_restored_message_whose_events_cannot_be_made_is_still_a_duplicate(
+        self, ingest_settings: Settings, publisher: Publisher, topics: TopicNames
+    ) -> None:
+        """A resend is never failed for ever: if the restored message no longer
+        translates, it is answered duplicate (its raw record is stored) with no events."""
+        raw = adt("RB5")
+        headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"RB5"))
+        await publisher.publish([Record(topics.raw, b"RXA01|RB5", raw, headers)])
+        dedup = Deduplicator(3600)
+        await rebuild_window(ingest_settings, topics.raw, dedup)
+
+        def broken(message: Message, raw: bytes, received_time: datetime) -> list[Any]:
+            raise RuntimeError("translator defect")
+
+        pipeline = Pipeline(
+            publisher, topics, publish_timeout_s=10.0, dedup=dedup, translate=broken
+        )
+        outcome = await pipeline.submit(raw, PEER, NOW)
+        assert (outcome.status, outcome.events) == ("duplicate", 0)
 
     async def test_records_without_the_digest_header_are_digested_from_their_value(
         self, ingest_settings: Settings, publisher: Publisher, topics: TopicNames
