@@ -4,9 +4,7 @@ Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.host`` and
 ``metrics.listener_port`` from the start. Provider labels come from the region
 config (``worker.region_config``) when that file exists; every sender is ``other``
 otherwise. ``/readyz`` is 200 once Kafka is reachable, the raw, events and
-dead-letter topics exist, and the MLLP socket is listening. The socket opens only
-once the duplicate window has been rebuilt from the raw topic's recent records
-(:mod:`connectors.window`), so a resend after a restart is recognised.
+dead-letter topics exist, and the MLLP socket is listening.
 
 While Kafka cannot be reached or a topic is missing at start, the MLLP port stays
 closed (senders queue and retry), ``/readyz`` says why, and the start is retried
@@ -20,8 +18,9 @@ The event loop is uvloop when it is installed (``mllp.event_loop``, default
 
 With ``mllp.processes`` over 1 (0: one per CPU) this process becomes a parent: it
 starts that many child processes (each a listener with its own producer and
-duplicate window, rebuilt at its start, the HTTP and file-drop connectors in child 0 only), waits until
-each is ready, then binds the MLLP port and hands every connection to the child of
+duplicate window, the HTTP and file-drop connectors in child 0 only), waits until
+each is ready (its duplicate window rebuilt from the raw topic by
+:mod:`connectors.window`), then binds the MLLP port and hands every connection to the child of
 its peer's address (:mod:`connectors.mllp.handoff`). The parent serves ``/healthz``
 and ``/readyz`` (every child alive and ready, the port bound) and its own process
 metrics on ``metrics.listener_port``; child ``i`` serves its ``/metrics``,
