@@ -29,6 +29,8 @@ pytestmark = pytest.mark.integration
 def _env(settings: Settings, mllp_port: int, processes: int) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")} | {
         "CAREBUS_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        # the test broker is the local development broker (for the durability check)
+        "CAREBUS_BROKER_PORT": str(settings.broker.port),
         "CAREBUS_TOPICS_PREFIX": settings.topics.prefix,
         "CAREBUS_MLLP_PORT": str(mllp_port),
         "CAREBUS_MLLP_PROCESSES": str(processes),
