@@ -244,6 +244,14 @@ METRICS: tuple[MetricSpec, ...] = (
         _LISTENER,
     ),
     MetricSpec(
+        "carebus_mllp_control_id_conflicts_total",
+        "counter",
+        _PM,
+        "Messages whose sending facility and control id were already used, within the"
+        " duplicate window, by a message of different content: stored as new messages.",
+        _LISTENER,
+    ),
+    MetricSpec(
         "carebus_mllp_last_message_received_timestamp_seconds",
         "gauge",
         ("provider",),
@@ -298,6 +306,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("provider", "reason"),
         "Records written to the dead-letter topic, by sending provider and reason code.",
+        _LISTENER,
+    ),
+    MetricSpec(
+        "carebus_deadletters_dropped_total",
+        "counter",
+        ("reason",),
+        "Rejected messages answered but not dead-lettered: their peer was over"
+        " mllp.deadletters_per_peer_per_min.",
         _LISTENER,
     ),
     MetricSpec(
@@ -584,6 +600,16 @@ class Metrics:
         self._m["carebus_mllp_messages_duplicated_total"].labels(
             self.provider_label(provider), self.message_type_label(message_type)
         ).inc()
+
+    def control_id_conflict(self, provider: str | None, message_type: str | None) -> None:
+        """A message reused the control id of a different message within the window."""
+        self._m["carebus_mllp_control_id_conflicts_total"].labels(
+            self.provider_label(provider), self.message_type_label(message_type)
+        ).inc()
+
+    def deadletter_dropped(self, reason: str | None) -> None:
+        """A rejected message's dead letter was not written (its peer's limit was spent)."""
+        self._m["carebus_deadletters_dropped_total"].labels(self.reason_label(reason)).inc()
 
     def ack_sent(self, ack_code: str, seconds: float) -> None:
         """An ACK was written ``seconds`` after its message's frame was complete."""

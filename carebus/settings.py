@@ -125,6 +125,10 @@ class MllpSettings:
     publish_linger_ms: float = 1.0
     allowed_senders_file: Path | None = None
     duplicate_max_entries: int = 500_000
+    #: Dead letters one peer (source address) may cause a minute, in bursts of as many;
+    #: over it, rejections are still answered but not dead-lettered (counted, logged).
+    #: 0: no limit.
+    deadletters_per_peer_per_min: int = 6000
     #: The listener's event loop: ``auto`` (uvloop when installed, else asyncio),
     #: ``asyncio``, or ``uvloop`` (a ConfigError when it is not installed).
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"

@@ -3,7 +3,8 @@
 :class:`Ingest` is what ``carebus listen`` (and ``carebus run``) start and stop::
 
     ingest = Ingest(settings, http=True, filedrop=False, observer=metrics)
-    await ingest.start()      # producer first: nothing is accepted without Kafka
+    await ingest.start()      # producer first: nothing is accepted without Kafka;
+                              # then the duplicate window is rebuilt (connectors.window)
     ingest.listening          # True while the MLLP socket accepts connections
     ...
     await ingest.stop()       # stop taking messages, let those in flight finish, flush
@@ -25,8 +26,9 @@ from connectors.http import HttpServer
 from connectors.mllp.allowlist import load_allowlist
 from connectors.mllp.server import MllpServer
 from connectors.mllp.tls import server_ssl_context
-from connectors.pipeline import IngestObserver, NullObserver, Pipeline
+from connectors.pipeline import DeadLetterLimit, IngestObserver, NullObserver, Pipeline
 from connectors.publish import Publisher
+from connectors.window import rebuild_window
 
 log = get_logger(__name__)
 
@@ -60,6 +62,11 @@ class Ingest:
             dedup=Deduplicator(mllp.duplicate_window_s, max_entries=mllp.duplicate_max_entries),
             allowlist=load_allowlist(mllp.allowed_senders_file),
             observer=observer,
+            deadletter_limit=(
+                DeadLetterLimit(mllp.deadletters_per_peer_per_min)
+                if mllp.deadletters_per_peer_per_min > 0
+                else None
+            ),
         )
         self.mllp = MllpServer(mllp, self.pipeline, ssl_context=server_ssl_context(mllp))
         use_http = settings.http.enabled if http is None else http
@@ -89,6 +96,10 @@ class Ingest:
         t = self.topics
         await self.publisher.start([t.raw, t.events, t.deadletter])
         try:
+            dedup = self.pipeline.dedup
+            if dedup is not None:
+                # Before the port opens: a resend across a restart is then recognised.
+                await rebuild_window(self.settings, t.raw, dedup)
             await self.mllp.start()
             if self.http is not None:
                 await self.http.start()

@@ -2,23 +2,33 @@
 
 For each message, :meth:`Pipeline.submit`:
 
-1. parses it once, and checks that the peer may send as its sending facility
-   (MSH-4.1; the allow-list applies to network peers, not to the drop folder);
-2. answers a resend of an already published (sending facility, MSH-10) as a
-   duplicate, without publishing it again (:mod:`connectors.dedup`);
-3. translates it to events;
-4. enqueues, in this order, the raw bytes (with sender, peer, received time, ...
-   as headers) for the raw archive topic and the events for the events topic keyed
-   by patient, on the idempotent acks=all producer, and waits until Kafka has
-   acknowledged every one of them;
-5. only then returns ``accepted``.
+1. checks that the peer may send as its sending facility (MSH-4.1) from the cheap
+   header read (:func:`~connectors.mllp.ack.read_header`), before parsing: a peer
+   that may not send costs almost nothing (the allow-list applies to network
+   peers, not to the drop folder);
+2. parses it once;
+3. answers a resend of an already published message -- the same (sending
+   facility, MSH-10) and the same content digest -- as a duplicate, without
+   publishing it again (:mod:`connectors.dedup`; a resend of a message restored
+   from the raw topic at start first has its events published again). The same
+   ids with other content is a new message, marked with
+   :data:`CONFLICT_HEADER` on its raw record and events;
+4. translates it to events;
+5. enqueues, in this order, the raw bytes (with sender, peer, received time,
+   content digest, ... as headers) for the raw archive topic and the events for
+   the events topic keyed by patient, on the idempotent acks=all producer, and
+   waits until Kafka has acknowledged every one of them;
+6. only then returns ``accepted``.
 
 A message that can never be accepted (unparseable, untranslatable, a facility the
 peer may not use) goes with its reason to the dead-letter topic, and only once that
 is acknowledged does ``submit`` return ``rejected``. Any exception while reading,
 parsing or translating a message is such a rejection (``unparseable`` or
 ``translation-failed``), so a bad message is never answered as retriable and
-resent for ever. When Kafka is down or too slow,
+resent for ever. A refused peer's dead letter keeps the headers (and
+``carebus-raw-sha256``), not the bytes; past a peer's dead-letter budget
+(:class:`DeadLetterLimit`) none is written, and the message is still ``rejected``.
+When Kafka is down or too slow,
 ``submit`` raises :class:`~carebus.errors.KafkaUnavailable` (retriable) instead: the
 edge must not claim success, and the sender should resend. A copy whose wait timed
 out may still be delivered later; a resend meanwhile waits for it rather than
@@ -44,9 +54,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from carebus.errors import (
@@ -58,10 +69,18 @@ from carebus.errors import (
 )
 from carebus.log import get_logger
 from carebus.topics import TopicNames
-from connectors.dedup import Deduplicator
+from connectors.dedup import (
+    CONFLICT,
+    DUPLICATE,
+    UNCONFIRMED,
+    Deduplicator,
+    Seen,
+    content_digest,
+    with_msh7,
+)
 from connectors.hl7 import Message, parse_message
 from connectors.hl7.charset import check_fallback
-from connectors.mllp.ack import read_header
+from connectors.mllp.ack import MshHeader, read_header
 from connectors.mllp.allowlist import Allowlist, Peer
 from connectors.publish import (
     BATCH_BYTES,
@@ -98,6 +117,13 @@ class EventLike(Protocol):
 
 Translate = Callable[[Message, bytes, datetime], Sequence[EventLike]]
 Encode = Callable[[str, dict[str, Any]], bytes]
+Parse = Callable[[bytes, str], Message]
+
+#: Header on a message's raw record: its content digest (:func:`connectors.dedup.content_digest`).
+DIGEST_HEADER = "carebus-content-digest"
+#: Header on the raw record and events of a message whose (MSH-4.1, MSH-10) was already
+#: used by a message of different content within the window: that message's digest.
+CONFLICT_HEADER = "carebus-control-id-conflict"
 
 
 class IngestObserver(Protocol):
@@ -107,6 +133,8 @@ class IngestObserver(Protocol):
     def message_accepted(self, provider: str | None, message_type: str | None) -> None: ...
     def message_rejected(self, provider: str | None, message_type: str | None) -> None: ...
     def message_duplicated(self, provider: str | None, message_type: str | None) -> None: ...
+    def control_id_conflict(self, provider: str | None, message_type: str | None) -> None: ...
+    def deadletter_dropped(self, reason: str | None) -> None: ...
     def dead_lettered(self, provider: str | None, reason: str | None) -> None: ...
     def produce_error(self, topic: str) -> None: ...
     def ack_sent(self, ack_code: str, seconds: float) -> None: ...
@@ -127,6 +155,12 @@ class NullObserver:
         """Do nothing."""
 
     def message_duplicated(self, provider: str | None, message_type: str | None) -> None:
+        """Do nothing."""
+
+    def control_id_conflict(self, provider: str | None, message_type: str | None) -> None:
+        """Do nothing."""
+
+    def deadletter_dropped(self, reason: str | None) -> None:
         """Do nothing."""
 
     def dead_lettered(self, provider: str | None, reason: str | None) -> None:
@@ -180,6 +214,71 @@ def _default_encode(schema: str, record: dict[str, Any]) -> bytes:
     return encode(schema, record)
 
 
+def _default_parse(raw: bytes, fallback_charset: str) -> Message:
+    return parse_message(raw, fallback_charset=fallback_charset)
+
+
+class _Bucket:
+    __slots__ = ("dropped", "logged", "stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+        self.dropped = 0
+        self.logged = float("-inf")
+
+
+class DeadLetterLimit:
+    """Per-peer budget of dead letters: ``per_min`` a minute, in bursts of up to ``per_min``.
+
+    Over it, :meth:`allow` is False (the caller still answers the sender, but writes
+    no dead letter); the drops are logged at most once per ``log_interval_s`` per peer.
+    At most ``max_peers`` peers are followed (the oldest are forgotten first).
+    """
+
+    def __init__(
+        self,
+        per_min: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        log_interval_s: float = 60.0,
+        max_peers: int = 10_000,
+    ) -> None:
+        self._capacity = float(per_min)
+        self._rate = per_min / 60.0
+        self._clock = clock
+        self._interval = log_interval_s
+        self._max_peers = max_peers
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, peer: str, reason: str) -> bool:
+        """Take one dead letter from ``peer``'s budget; False when it is spent."""
+        now = self._clock()
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            if len(self._buckets) >= self._max_peers:
+                del self._buckets[next(iter(self._buckets))]
+            bucket = self._buckets[peer] = _Bucket(self._capacity, now)
+        else:
+            bucket.tokens = min(self._capacity, bucket.tokens + (now - bucket.stamp) * self._rate)
+            bucket.stamp = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True
+        bucket.dropped += 1
+        if now - bucket.logged >= self._interval:
+            log.warning(
+                "dead letters dropped: peer over its dead-letter rate limit",
+                peer=peer,
+                dropped=bucket.dropped,
+                reason=reason,
+                limit_per_min=int(self._capacity),
+            )
+            bucket.dropped = 0
+            bucket.logged = now
+        return False
+
+
 class Pipeline:
     """Parse, check, translate and durably publish one message at a time per caller."""
 
@@ -195,6 +294,8 @@ class Pipeline:
         observer: IngestObserver | None = None,
         translate: Translate = _default_translate,
         encode: Encode = _default_encode,
+        parse: Parse = _default_parse,
+        deadletter_limit: DeadLetterLimit | None = None,
     ) -> None:
         self._publisher = publisher
         self._topics = topics
@@ -205,11 +306,18 @@ class Pipeline:
         self._observer: IngestObserver = observer or NullObserver()
         self._translate = translate
         self._encode = encode
+        self._parse = parse
+        self._limit = deadletter_limit
 
     @property
     def observer(self) -> IngestObserver:
         """The observer told about every message."""
         return self._observer
+
+    @property
+    def dedup(self) -> Deduplicator | None:
+        """The duplicate window, if there is one."""
+        return self._dedup
 
     async def submit(
         self, raw: bytes, peer: Peer, received_time: datetime, *, origin: str = ""
@@ -221,43 +329,43 @@ class Pipeline:
         :class:`~carebus.errors.KafkaUnavailable` when the outcome could not be
         made durable.
         """
+        allowlist = None if peer.source in UNCHECKED_SOURCES else self._allowlist
+        # The cheap header read, only where it is needed: the allow-list, or a parse error.
+        header = read_header(raw) if allowlist is not None else None
+        if allowlist is not None:
+            # From the cheap header read, before parsing: a peer that may not send
+            # costs almost nothing.
+            refused = await self._refuse_early(
+                raw, peer, received_time, header=header, allowlist=allowlist, origin=origin
+            )
+            if refused is not None:
+                return refused
         try:
-            message = parse_message(raw, fallback_charset=self._fallback)
+            message = self._parse(raw, self._fallback)
             facility = message.sending_facility
             control_id = message.control_id
             message_type = message.message_type
         except Exception as exc:  # whatever the bytes are, they are rejected, never retried
             unreadable = exc if isinstance(exc, MessageRejected) else _unreadable(exc)
-            header = read_header(raw)
-            facility = control_id = ""
-            if header is not None:
-                facility = header.sending_facility.split(header.component_separator)[0]
-                control_id = header.control_id
-            self._observer.message_received(facility, "")
-            ids = (facility, control_id, "")
+            ids = _header_ids(header if allowlist is not None else read_header(raw))
+            self._observer.message_received(ids[0], "")
             return await self._reject(raw, peer, received_time, unreadable, ids=ids, origin=origin)
         self._observer.message_received(facility, message_type)
         ids = (facility, control_id, message_type)
-        allowlist = None if peer.source in UNCHECKED_SOURCES else self._allowlist
         if allowlist is not None and not allowlist.allows(peer, facility):
-            refused = _not_allowed(facility, control_id)
-            return await self._reject(raw, peer, received_time, refused, ids=ids, origin=origin)
+            refused_exc = _not_allowed(facility, control_id)
+            return await self._reject(
+                raw, peer, received_time, refused_exc, ids=ids, origin=origin, keep_body=False
+            )
         key = (facility, control_id) if control_id else None
-        if key is not None and await self._already_published(key):
-            self._observer.message_duplicated(facility, message_type)
-            log.info("duplicate message", control_id=control_id, sending_facility=facility)
-            return Outcome("duplicate", facility, control_id, message_type)
+        digest = content_digest(raw)
+        conflict = ""
+        if key is not None and self._dedup is not None:
+            seen, conflict = await self._in_window(raw, key, digest, message_type)
+            if seen is not None:
+                return seen
         try:
-            events = self._translate(message, raw, received_time)
-            records = [
-                Record(
-                    self._topics.events,
-                    ev.key.encode("utf-8"),
-                    self._encode(ev.schema, ev.record),
-                    (("carebus-schema", ev.schema.encode("ascii")),),
-                )
-                for ev in events
-            ]
+            records = self._event_records(message, raw, received_time, conflict)
         except MessageRejected as exc:
             return await self._reject(raw, peer, received_time, exc, ids=ids, origin=origin)
         except Exception as exc:  # a defect in translation must not stop the feed
@@ -266,7 +374,12 @@ class Pipeline:
                 f"message could not be translated ({type(exc).__name__})", control_id=control_id
             )
             return await self._reject(raw, peer, received_time, failed, ids=ids, origin=origin)
-        headers = _raw_headers(raw, peer, received_time, facility, control_id)
+        headers = (
+            *_raw_headers(raw, peer, received_time, facility, control_id),
+            (DIGEST_HEADER, digest.encode()),
+        )
+        if conflict:
+            headers = (*headers, (CONFLICT_HEADER, conflict.encode()))
         raw_record = Record(self._topics.raw, _key(facility, control_id, origin), raw, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
         attempt: asyncio.Future[None]
@@ -279,7 +392,7 @@ class Pipeline:
                 # The raw record first, then the events, in one go: one wait for both.
                 attempt = await self._enqueue([raw_record, *records])
             if key is not None and self._dedup is not None:
-                self._dedup.track(key, attempt)
+                self._dedup.track(key, digest, attempt)
             await self._wait(attempt, deadline)
         except RecordTooLarge as exc:
             log.warning(
@@ -289,22 +402,116 @@ class Pipeline:
                 topic=exc.topic,
                 size=exc.size,
             )
-            refused = MessageTooLarge(
+            refused_exc = MessageTooLarge(
                 f"{exc.size}-byte record refused by Kafka as too large for {exc.topic}",
                 control_id=control_id,
             )
-            return await self._reject(raw, peer, received_time, refused, ids=ids, origin=origin)
+            return await self._reject(raw, peer, received_time, refused_exc, ids=ids, origin=origin)
         self._observer.message_accepted(facility, message_type)
         return Outcome("accepted", facility, control_id, message_type, events=len(records))
 
-    async def _already_published(self, key: tuple[str, str]) -> bool:
-        if self._dedup is None:
-            return False
-        if self._dedup.is_duplicate(key):
-            return True
-        earlier = self._dedup.in_doubt(key)
+    def _event_records(
+        self, message: Message, raw: bytes, received_time: datetime, conflict: str
+    ) -> list[Record]:
+        """The events of ``message`` as records (marked when its control id conflicts)."""
+        events = self._translate(message, raw, received_time)
+        records = []
+        for ev in events:
+            headers: Headers = (("carebus-schema", ev.schema.encode("ascii")),)
+            if conflict:
+                headers = (*headers, (CONFLICT_HEADER, conflict.encode()))
+            records.append(
+                Record(
+                    self._topics.events,
+                    ev.key.encode("utf-8"),
+                    self._encode(ev.schema, ev.record),
+                    headers,
+                )
+            )
+        return records
+
+    async def _refuse_early(
+        self,
+        raw: bytes,
+        peer: Peer,
+        received_time: datetime,
+        *,
+        header: MshHeader | None,
+        allowlist: Allowlist,
+        origin: str,
+    ) -> Outcome | None:
+        """Reject, unparsed, a message the allow-list refuses by its header; else None.
+
+        A facility with the escape character in it is left to the check after parsing
+        (the allow-list holds unescaped names).
+        """
+        if header is None:
+            if allowlist.knows(peer):
+                return None  # unreadable: parsing will say why
+            facility = control_id = ""
+        else:
+            facility = header.sending_facility.split(header.component_separator)[0]
+            control_id = header.control_id
+            escape = header.encoding_characters[2:3]
+            if escape and escape in facility:
+                return None
+            if allowlist.allows(peer, facility):
+                return None
+        message_type = header.message_type.split(header.component_separator)[0] if header else ""
+        self._observer.message_received(facility, message_type)
+        ids = (facility, control_id, message_type)
+        refused = _not_allowed(facility, control_id)
+        return await self._reject(
+            raw, peer, received_time, refused, ids=ids, origin=origin, keep_body=False
+        )
+
+    async def _in_window(
+        self, raw: bytes, key: tuple[str, str], digest: str, message_type: str
+    ) -> tuple[Outcome | None, str]:
+        """A duplicate's outcome, or None and the digest this message conflicts with ("")."""
+        assert self._dedup is not None
+        facility, control_id = key
+        status, other = await self._check_window(key, digest)
+        if status == DUPLICATE:
+            self._observer.message_duplicated(facility, message_type)
+            log.info("duplicate message", control_id=control_id, sending_facility=facility)
+            return Outcome("duplicate", facility, control_id, message_type), ""
+        if status == UNCONFIRMED and other is not None:
+            events = await self._republish_events(raw, other.msh7, other.received, control_id)
+            self._dedup.confirm(key, digest)
+            self._observer.message_duplicated(facility, message_type)
+            log.info(
+                "duplicate of a message restored from the raw topic; events published again",
+                control_id=control_id,
+                sending_facility=facility,
+                events=events,
+            )
+            outcome = Outcome("duplicate", facility, control_id, message_type, events=events)
+            return outcome, ""
+        conflict = ""
+        if status == CONFLICT and other is not None:
+            conflict = other.digest
+        else:
+            conflict = self._dedup.pending_other(key, digest) or ""
+        if conflict:
+            self._observer.control_id_conflict(facility, message_type)
+            log.warning(
+                "control id reused with different content; stored as a new message",
+                control_id=control_id,
+                sending_facility=facility,
+                digest=digest[:12],
+                earlier_digest=conflict[:12],
+            )
+        return None, conflict
+
+    async def _check_window(self, key: tuple[str, str], digest: str) -> tuple[str, Seen | None]:
+        assert self._dedup is not None
+        status, seen = self._dedup.check(key, digest)
+        if status in (DUPLICATE, UNCONFIRMED):
+            return status, seen
+        earlier = self._dedup.in_doubt(key, digest)
         if earlier is None:
-            return False
+            return status, seen
         # An earlier copy may still land: never publish a second one meanwhile.
         try:
             await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
@@ -313,8 +520,37 @@ class Pipeline:
                 raise PublishFailed(
                     f"an earlier copy of {key[1]} is still being published"
                 ) from None
-            return False
-        return True
+            return status, seen
+        return DUPLICATE, None
+
+    async def _republish_events(
+        self, raw: bytes, msh7: bytes, received: str, control_id: str
+    ) -> int:
+        """Publish again the events of a stored message ``raw`` is a resend of.
+
+        The stored copy was restored from the raw topic, which does not prove its
+        events were stored. The resend differs from it at most in MSH-7, framing and
+        line endings, so with the original MSH-7 and received time put back it
+        translates to the same events with the same ids.
+        """
+        original = with_msh7(raw, msh7)
+        try:
+            when = datetime.fromisoformat(received)
+        except ValueError:
+            when = datetime.now(UTC)
+        try:
+            records = self._event_records(self._parse(original, self._fallback), original, when, "")
+        except Exception as exc:  # it was accepted once; never let its resend fail for ever
+            log.error(
+                "events of a restored message could not be made again",
+                control_id=control_id,
+                error=type(exc).__name__,
+            )
+            return 0
+        if records:
+            deadline = asyncio.get_running_loop().time() + self._timeout
+            await self._wait(await self._enqueue(records), deadline)
+        return len(records)
 
     async def _raw_then_events(self, raw_record: Record, events: list[Record]) -> None:
         """Publish ``raw_record``, and only once Kafka has it, ``events`` (large messages)."""
@@ -357,16 +593,36 @@ class Pipeline:
         *,
         ids: tuple[str, str, str],
         origin: str,
+        keep_body: bool = True,
     ) -> Outcome:
+        """Dead-letter ``raw`` with its reason, then return ``rejected``.
+
+        Without ``keep_body`` (a peer the allow-list refuses) the dead letter keeps the
+        headers (metadata and ``carebus-raw-sha256``) and ``carebus-raw-size``, not the
+        bytes. Over the peer's dead-letter rate limit, nothing is written.
+        """
         facility, control_id, message_type = ids
         if exc.control_id is None and control_id:
             exc.control_id = control_id
+        limit = None if peer.source in UNCHECKED_SOURCES else self._limit
+        if limit is not None and not limit.allow(peer.address, exc.reason):
+            self._observer.deadletter_dropped(exc.reason)
+            self._observer.message_rejected(facility, message_type)
+            return Outcome("rejected", facility, control_id, message_type, error=exc)
         headers = (
             *_raw_headers(raw, peer, received_time, facility, control_id),
             ("carebus-reason", exc.reason.encode("ascii", "replace")),
             ("carebus-detail", exc.detail.encode("utf-8", "replace")),
         )
-        record = Record(self._topics.deadletter, _key(facility, control_id, origin), raw, headers)
+        value = raw
+        if not keep_body:
+            value = b""
+            headers = (
+                *headers,
+                ("carebus-raw-size", str(len(raw)).encode()),
+                ("carebus-body-dropped", exc.reason.encode("ascii", "replace")),
+            )
+        record = Record(self._topics.deadletter, _key(facility, control_id, origin), value, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             await self._wait(await self._enqueue([record]), deadline)
@@ -388,6 +644,13 @@ class Pipeline:
             source=peer.source,
         )
         return Outcome("rejected", facility, control_id, message_type, error=exc)
+
+
+def _header_ids(header: MshHeader | None) -> tuple[str, str, str]:
+    """(MSH-4.1, MSH-10, "") as the cheap header read gives them (raw, still escaped)."""
+    if header is None:
+        return "", "", ""
+    return header.sending_facility.split(header.component_separator)[0], header.control_id, ""
 
 
 def _truncated(record: Record, refused: RecordTooLarge) -> Record:

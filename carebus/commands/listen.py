@@ -26,9 +26,11 @@ The event loop is uvloop when it is installed (``mllp.event_loop``, default
 With ``mllp.processes`` over 1 (0: one per CPU) this process becomes a parent: it
 starts that many child processes (each a listener with its own producer and
 duplicate window, the HTTP and file-drop connectors in child 0 only), waits until
-each is ready, then binds the MLLP port and hands every connection to the child of
-its peer's address (:mod:`connectors.mllp.handoff`), refusing an address's
-connections over ``mllp.max_connections_per_ip`` across all children. The parent serves ``/healthz``
+each is ready (its duplicate window rebuilt from the raw topic by
+:mod:`connectors.window`), then binds the MLLP port and hands every connection to
+the child of its peer's address (:mod:`connectors.mllp.handoff`), refusing an
+address's connections over ``mllp.max_connections_per_ip`` across all children.
+The parent serves ``/healthz``
 and ``/readyz`` (every child alive and ready, the port bound) and its own process
 metrics on ``metrics.listener_port``; child ``i`` serves its ``/metrics``,
 ``/healthz`` and ``/readyz`` on ``metrics.listener_port + 1 + i``. On SIGINT or

@@ -104,6 +104,10 @@ class Allowlist:
                 return True
         return False
 
+    def knows(self, peer: Peer) -> bool:
+        """True when ``peer`` matches an entry: it may send as some facility."""
+        return any(rule.matches(peer) for rule in self._rules)
+
     @classmethod
     def from_mapping(cls, data: Any, *, origin: str = "allow-list") -> Allowlist:
         """Validate a parsed allow-list document (see the module docstring)."""
