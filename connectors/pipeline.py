@@ -364,16 +364,9 @@ class Pipeline:
             seen, conflict = await self._in_window(raw, key, digest, message_type)
             if seen is not None:
                 return seen
-        try:
-            records = self._event_records(message, raw, received_time, conflict)
-        except MessageRejected as exc:
-            return await self._reject(raw, peer, received_time, exc, ids=ids, origin=origin)
-        except Exception as exc:  # a defect in translation must not stop the feed
-            log.error("translation failed", control_id=control_id, error=type(exc).__name__)
-            failed = TranslationFailed(
-                f"message could not be translated ({type(exc).__name__})", control_id=control_id
-            )
-            return await self._reject(raw, peer, received_time, failed, ids=ids, origin=origin)
+        records = self._translated(message, raw, received_time, conflict)
+        if isinstance(records, MessageRejected):
+            return await self._reject(raw, peer, received_time, records, ids=ids, origin=origin)
         headers = (
             *_raw_headers(raw, peer, received_time, facility, control_id),
             (DIGEST_HEADER, digest.encode()),
@@ -409,6 +402,22 @@ class Pipeline:
             return await self._reject(raw, peer, received_time, refused_exc, ids=ids, origin=origin)
         self._observer.message_accepted(facility, message_type)
         return Outcome("accepted", facility, control_id, message_type, events=len(records))
+
+    def _translated(
+        self, message: Message, raw: bytes, received_time: datetime, conflict: str
+    ) -> list[Record] | MessageRejected:
+        """The event records of ``message``, or why it cannot be translated: a defect in
+        translation is a rejection too, so that it never stops the feed."""
+        try:
+            return self._event_records(message, raw, received_time, conflict)
+        except MessageRejected as exc:
+            return exc
+        except Exception as exc:
+            control_id = message.control_id
+            log.error("translation failed", control_id=control_id, error=type(exc).__name__)
+            return TranslationFailed(
+                f"message could not be translated ({type(exc).__name__})", control_id=control_id
+            )
 
     def _event_records(
         self, message: Message, raw: bytes, received_time: datetime, conflict: str
