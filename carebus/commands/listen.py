@@ -10,6 +10,11 @@ While Kafka cannot be reached or a topic is missing at start, the MLLP port stay
 closed (senders queue and retry), ``/readyz`` says why, and the start is retried
 with a growing pause of up to 15 s.
 
+The MLLP port, the HTTP port (when enabled) and the metrics port each refuse to
+start when bound off the loopback interface without their protection (TLS, and
+client certificates or a sender allow-list), unless that component's
+``allow_insecure`` is set; ``/readyz`` then names them (:mod:`carebus.exposure`).
+
 Runs until SIGINT or SIGTERM, then stops taking messages, lets the ones in
 progress finish (their ACKs are sent), flushes the producer and exits 0.
 
@@ -153,6 +158,16 @@ def region_providers(path: Path) -> list[str]:
     return sorted(load_region(path).providers)
 
 
+def exposure_check(settings: Settings, http: bool | None) -> Check:
+    """Refuse an unprotected non-loopback bind (``ConfigError``); else the ``/readyz`` check."""
+    from carebus.exposure import check_components, readiness_check
+
+    components = ["mllp", "metrics"]
+    if settings.http.enabled if http is None else http:
+        components.append("http")
+    return readiness_check(check_components(settings, components))
+
+
 def listening_check(ingest: Ingest) -> Check:
     """Ready while the MLLP socket accepts connections."""
     from carebus.health import CheckResult
@@ -189,6 +204,7 @@ async def serve(
     With ``mllp.processes`` over 1, run them in child processes (module docstring).
     """
     stop = stop or asyncio.Event()
+    exposure_check(settings, http)  # refuse before anything starts
     with _stop_on_signals(stop):
         if process_count(settings.mllp) > 1:
             await _serve_parent(settings, http=http, filedrop=filedrop, grace_s=grace_s, stop=stop)
@@ -224,7 +240,7 @@ async def _serve_one(
 ) -> None:
     """One listener process; as ``child`` (index, channel), serving handed-over sockets."""
     from carebus.compiled import hot_path
-    from carebus.health import HealthServer, kafka_check
+    from carebus.health import HealthServer, kafka_check, metrics_ssl_context
     from carebus.log import get_logger
     from carebus.topics import TopicNames
     from connectors.ingest import Ingest
@@ -247,8 +263,13 @@ async def _serve_one(
         receiver = Receiver(channel, ingest.mllp.adopt, stop.set)
         receiver.start()
         mllp_check = _flag_check(lambda: started, "serving handed-over connections")
+    checks = {"kafka": kafka, "mllp": mllp_check, "exposure": exposure_check(settings, http)}
     health = HealthServer(
-        metrics, {"kafka": kafka, "mllp": mllp_check}, host=settings.metrics.host, port=port
+        metrics,
+        checks,
+        host=settings.metrics.host,
+        port=port,
+        ssl_context=metrics_ssl_context(settings),
     )
     try:
         await _start_health(health, settings.metrics.host, port)
@@ -338,7 +359,7 @@ async def _serve_parent(
 ) -> None:
     """Start the children, hand them connections, stop them all (module docstring)."""
     from carebus.errors import CarebusError
-    from carebus.health import HealthServer
+    from carebus.health import HealthServer, metrics_ssl_context
     from carebus.log import get_logger
     from connectors.mllp.handoff import Dispatcher, channel_pair
 
@@ -372,12 +393,14 @@ async def _serve_parent(
             f"{count} listener processes ready",
         ),
         "mllp": _flag_check(lambda: dispatcher.listening, "listening"),
+        "exposure": exposure_check(settings, http),
     }
     health = HealthServer(
         build_metrics(settings),  # the parent's own: process metrics, no messages
         checks,
         host=settings.metrics.host,
         port=settings.metrics.listener_port,
+        ssl_context=metrics_ssl_context(settings),
     )
     try:
         await _start_health(health, settings.metrics.host, settings.metrics.listener_port)
