@@ -52,6 +52,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import faust
 import mode
 from faust.streams import _current_event
@@ -373,24 +374,62 @@ def _add_lifecycle(
 
 #: The one route of the worker's web port.
 ALERT_ROUTE = "/alerts/{dedup_key}/"
+#: Set on a lookup forwarded to the key's owner: the owner answers it from its own table.
+ROUTED_HEADER = "X-Carebus-Routed"
 
 
 def _add_web(app: faust.App, topology: _Topology, auth: TokenAuth) -> None:
     statuses = topology.statuses
 
-    @app.table_route(table=statuses, match_info="dedup_key")
-    async def lookup(view: Any, request: Any, dedup_key: str) -> Any:
+    @app.page(ALERT_ROUTE)
+    async def alert_status(view: Any, request: Any, dedup_key: str) -> Any:
+        # Checked before routing: the forwarded request carries the caller's header.
+        if not auth.allows(request.headers.get("Authorization")):
+            return unauthorized()
+        if not request.headers.get(ROUTED_HEADER):
+            try:
+                owner = owner_url(app, statuses, dedup_key)
+            except KeyError:  # no assignment yet (starting, or rebalancing)
+                return view.json({"error": "not-ready"}, status=503)
+            if owner != advertised_url_of(app):
+                return await _forward(app, view, request, owner)
         value = statuses.get(dedup_key)
         if value is None:
             return view.json(status.new_status(dedup_key), status=404)
         return view.json(value)
 
-    @app.page(ALERT_ROUTE)
-    async def alert_status(view: Any, request: Any, dedup_key: str) -> Any:
-        # Checked before routing: a request forwarded to the owner carries its header.
-        if not auth.allows(request.headers.get("Authorization")):
-            return unauthorized()
-        return await lookup(view, request, dedup_key=dedup_key)
+
+def owner_url(app: faust.App, statuses: Any, dedup_key: str) -> str:
+    """The advertised URL of the worker whose status table holds ``dedup_key``.
+
+    Status records are keyed by the dedup key's UTF-8 bytes and placed by Kafka's
+    default partitioner (:class:`~streams.delivery.AlertDelivery`); the table's
+    partition ``p`` lives on the worker owning partition ``p`` of the co-partitioned
+    topics. (Faust's ``table_route`` hashes the key as its changelog topic would
+    serialize it, JSON, and so asks the wrong worker for most keys.) ``KeyError``
+    while no assignment is known.
+    """
+    topic = statuses.changelog_topic.get_topic_name()
+    return str(app.assignor.key_store(topic, dedup_key.encode("utf-8"))).rstrip("/")
+
+
+def advertised_url_of(app: faust.App) -> str:
+    return str(app.conf.canonical_url).rstrip("/")
+
+
+async def _forward(app: faust.App, view: Any, request: Any, owner: str) -> Any:
+    """Ask the owner, with the caller's Authorization header only; relay its answer."""
+    headers = {ROUTED_HEADER: "1"}
+    if request.headers.get("Authorization"):
+        headers["Authorization"] = request.headers["Authorization"]
+    url = f"{owner}{request.raw_path}"
+    try:
+        async with app.http_client.get(url, headers=headers) as response:
+            body = await response.read()
+            return view.bytes(body, content_type=response.content_type, status=response.status)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.warning("alert lookup not forwarded", error=type(exc).__name__)
+        return view.json({"error": "owner-unreachable"}, status=502)
 
 
 def advertised_url(settings: WorkerSettings) -> str:
