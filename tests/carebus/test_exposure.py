@@ -51,7 +51,7 @@ class TestIsLoopback:
         ],
     )
     def test_only_loopback_addresses_and_names_count(self, host: str, loopback: bool) -> None:
-        """Loopback addresses and localhost are loopback; wildcards, other addresses and names are not."""
+        """Loopback addresses and localhost count; wildcards, other addresses and names do not."""
         assert is_loopback(host) is loopback
 
 
@@ -159,7 +159,7 @@ class TestAssess:
         refused: bool,
         mentions: tuple[str, ...],
     ) -> None:
-        """A surface is refused off loopback without its protection, unless its own override is set."""
+        """Off loopback a surface needs its protection, unless its own override is set."""
         surface = assess(settings(**sections), component)
         assert surface.refused is refused
         assert surface.insecure is bool(mentions)

@@ -51,7 +51,7 @@ class TestReadToken:
         self, tmp_path: Path
     ) -> None:
         """An unreadable or empty file stops the start, naming the setting."""
-        with pytest.raises(ConfigError, match="http.token_file"):
+        with pytest.raises(ConfigError, match=r"http\.token_file"):
             read_token(tmp_path / "absent", "http.token_file")
         empty = tmp_path / "empty"
         empty.write_text("\n \n")
@@ -63,12 +63,12 @@ class TestServerSslContext:
     def test_no_certificate_means_plain_http(self) -> None:
         """Without a certificate there is no TLS context; a key alone is an error."""
         assert server_ssl_context(None, None, section="metrics.tls") is None
-        with pytest.raises(ConfigError, match="metrics.tls"):
+        with pytest.raises(ConfigError, match=r"metrics\.tls"):
             server_ssl_context(None, Path("key.pem"), section="metrics.tls")
 
     def test_unloadable_certificate_is_a_config_error(self, tmp_path: Path) -> None:
         """A certificate that cannot be loaded stops the start."""
         bad = tmp_path / "cert.pem"
         bad.write_text("not a certificate")
-        with pytest.raises(ConfigError, match="worker.web_tls"):
+        with pytest.raises(ConfigError, match=r"worker\.web_tls"):
             server_ssl_context(bad, None, section="worker.web_tls")
