@@ -55,6 +55,7 @@ from typing import Any, cast
 import aiohttp
 import faust
 import mode
+from faust.exceptions import NotReady
 from faust.streams import _current_event
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
@@ -389,7 +390,7 @@ def _add_web(app: faust.App, topology: _Topology, auth: TokenAuth) -> None:
         if not request.headers.get(ROUTED_HEADER):
             try:
                 owner = owner_url(app, statuses, dedup_key)
-            except KeyError:  # no assignment yet (starting, or rebalancing)
+            except (KeyError, NotReady):  # no assignment yet (starting, or rebalancing)
                 return view.json({"error": "not-ready"}, status=503)
             if owner != advertised_url_of(app):
                 return await _forward(app, view, request, owner)
