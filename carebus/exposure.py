@@ -135,10 +135,9 @@ def enforce(surfaces: Iterable[Surface]) -> list[Surface]:
         if surface.insecure:
             log.warning(
                 "exposure.insecure",
-                component=surface.component,
+                kind=surface.component,
                 host=surface.host,
-                missing="; ".join(surface.problems),
-                allowed_by=surface.allow_setting,
+                detail=f"{'; '.join(surface.problems)}; allowed by {surface.allow_setting}",
             )
     return surfaces
 

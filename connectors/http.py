@@ -159,7 +159,6 @@ class HttpServer:
             path=PATH,
             tls=self._ssl is not None,
             mutual_tls=self._ssl is not None and self._ssl.verify_mode == ssl.CERT_REQUIRED,
-            token=self._settings.token_file is not None,
         )
 
     async def stop(self) -> None:
