@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ def add_health_routes(
 class HealthServer:
     """A small aiohttp server for ``/metrics``, ``/healthz`` and ``/readyz``.
 
-    ``port=0`` binds a free port; :attr:`port` tells which once started.
+    ``port=0`` binds a free port; :attr:`port` tells which once started. With
+    ``ssl_context`` (:func:`metrics_ssl_context`) it serves HTTPS only.
     """
 
     def __init__(
@@ -117,9 +119,11 @@ class HealthServer:
         host: str = "127.0.0.1",
         port: int = 0,
         check_timeout_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self._ssl = ssl_context
         self.app = web.Application()
         add_health_routes(self.app, metrics, checks, check_timeout_s=check_timeout_s)
         self._runner: web.AppRunner | None = None
@@ -128,18 +132,26 @@ class HealthServer:
         """Bind and serve in the background of the running event loop."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
         await site.start()
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
-        log.info("health.started", host=self.host, port=self.port)
+        log.info("health.started", host=self.host, port=self.port, tls=self._ssl is not None)
 
     async def stop(self) -> None:
         """Stop serving and release the port."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def metrics_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS for the health, metrics and dashboard servers (``metrics.tls_certfile``)."""
+    from carebus.webauth import server_ssl_context
+
+    m = settings.metrics
+    return server_ssl_context(m.tls_certfile, m.tls_keyfile, section="metrics.tls")
 
 
 # ------------------------------------------------------------ stock checks

@@ -136,6 +136,9 @@ class MllpSettings:
     #: child chosen by the peer's IP address; child ``i`` serves its own ``/metrics``
     #: on ``metrics.listener_port + 1 + i`` (docs/operations.md). 0: one per CPU.
     processes: int = 1
+    #: Start on a non-loopback ``host`` without TLS and client certificates or an
+    #: allow-list (warned at start, reported by ``/readyz``; carebus.exposure).
+    allow_insecure: bool = False
 
     def __post_init__(self) -> None:
         for name in ("frame_timeout_s", "idle_timeout_s"):
@@ -157,6 +160,11 @@ class HttpSettings:
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     tls_client_cafile: Path | None = None
+    #: When set, every request needs ``Authorization: Bearer <first line of the file>``.
+    token_file: Path | None = None
+    #: Start on a non-loopback ``host`` without TLS and client certificates or an
+    #: allow-list (carebus.exposure).
+    allow_insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,17 @@ class WorkerSettings:
     data_dir: Path = Path(".carebus/worker")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: The URL other workers reach THIS worker's web server at (the alert lookup is
+    #: routed to the worker owning the key). Empty: ``http(s)://{web_host}:{web_port}``,
+    #: the machine's name for a wildcard ``web_host``.
+    advertised_url: str = ""
+    #: The alert lookup answers only ``Authorization: Bearer <first line of the file>``;
+    #: unset, it answers 401 to everyone.
+    web_token_file: Path | None = None
+    web_tls_certfile: Path | None = None
+    web_tls_keyfile: Path | None = None
+    #: Serve the web port on a non-loopback ``web_host`` without TLS (carebus.exposure).
+    allow_insecure: bool = False
     region_config: Path = Path("deploy/region.yaml")
     tick_interval_s: float = 5.0
     #: Kafka waits this long for a silent worker (a SIGKILLed one) before rebalancing.
@@ -209,6 +228,11 @@ class MetricsSettings:
     listener_port: int = 9464
     worker_port: int = 9465
     dashboard_port: int = 8088
+    #: HTTPS for ``/metrics``, ``/healthz``, ``/readyz`` and the dashboard.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    #: Serve these on a non-loopback ``host`` without TLS (carebus.exposure).
+    allow_insecure: bool = False
 
 
 @dataclass(frozen=True)

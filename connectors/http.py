@@ -20,7 +20,9 @@ With ``http.tls_certfile`` the endpoint speaks HTTPS only (TLS 1.2 or later, the
 MLLP listener's context, :func:`connectors.mllp.tls.server_ssl_context`); with
 ``http.tls_client_cafile`` too, a client must present a certificate from that CA,
 and its subject CN and subjectAltNames identify it to the sender allow-list, as
-for MLLP.
+for MLLP. With ``http.token_file`` every request needs ``Authorization: Bearer``
+and that file's token (:mod:`carebus.webauth`, the mechanism of every carebus HTTP
+surface); without it the answer is 401 and nothing is read.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from aiohttp import web
 from carebus.errors import KafkaUnavailable
 from carebus.log import get_logger
 from carebus.settings import HttpSettings
+from carebus.webauth import TokenAuth
 from connectors.hl7 import iter_feed
 from connectors.mllp.allowlist import Peer
 from connectors.mllp.tls import server_ssl_context
@@ -44,9 +47,12 @@ log = get_logger(__name__)
 PATH = "/v1/messages"
 
 
-def create_app(pipeline: Sink, *, max_body_bytes: int) -> web.Application:
-    """The aiohttp application (one route)."""
-    app = web.Application(client_max_size=max_body_bytes)
+def create_app(
+    pipeline: Sink, *, max_body_bytes: int, auth: TokenAuth | None = None
+) -> web.Application:
+    """The aiohttp application (one route); with ``auth``, every request needs its token."""
+    middlewares = [auth.middleware(lambda _path: True)] if auth is not None else []
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
 
     async def receive(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > max_body_bytes:
@@ -120,7 +126,12 @@ class HttpServer:
     def __init__(self, settings: HttpSettings, pipeline: Sink) -> None:
         self._settings = settings
         self._ssl: ssl.SSLContext | None = server_ssl_context(settings, section="http")
-        self._app = create_app(pipeline, max_body_bytes=settings.max_body_bytes)
+        auth = (
+            TokenAuth.from_file(settings.token_file, "http.token_file")
+            if settings.token_file is not None
+            else None
+        )
+        self._app = create_app(pipeline, max_body_bytes=settings.max_body_bytes, auth=auth)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 

@@ -31,29 +31,39 @@ sends each owned partition a :class:`~streams.control.Tick` every
 or the last event processed was written at most :data:`CAUGHT_UP_S` ago), so after
 a restart or an outage the backlog is worked through by event time before the
 wall clock fires anything. Alerts are published by
-:class:`~streams.delivery.AlertDelivery`. The web endpoint
-``GET /alerts/{dedup_key}/`` returns an alert's status (routed to the worker
-that owns the key).
+:class:`~streams.delivery.AlertDelivery`.
+
+The web port (``worker.web_host``:``worker.web_port``) serves one route,
+``GET /alerts/{dedup_key}/``: an alert's status, routed to the worker that owns the
+key (each worker advertises its own ``worker.advertised_url``). It answers only a
+caller with ``Authorization: Bearer`` and the token of ``worker.web_token_file``
+(:mod:`carebus.webauth`); others get 401 and no data. Faust's own pages (``/table``,
+which would serve every patient's state by key, ``/router``, ``/graph``, statistics,
+``/performance``, the index at ``/``) are all off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import faust
 import mode
+from faust.exceptions import NotReady
 from faust.streams import _current_event
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 import schemas.codec
 from carebus.errors import ConfigError
 from carebus.kafka import common_config
 from carebus.log import get_logger
-from carebus.settings import Settings
+from carebus.settings import Settings, WorkerSettings
 from carebus.topics import (
     DAY_MS,
     TopicNames,
@@ -63,6 +73,7 @@ from carebus.topics import (
     ensure,
     provider_alert_topic,
 )
+from carebus.webauth import TokenAuth, server_ssl_context, unauthorized
 from schemas.errors import DecodeError, UnknownSchema
 from streams import status
 from streams.control import Tick
@@ -104,6 +115,16 @@ def wall_micros() -> int:
     return time.time_ns() // 1000
 
 
+class WorkerWeb(AiohttpWeb):
+    """Faust's aiohttp web driver without the index page Faust mounts at ``/``.
+
+    The other built-in pages are off by settings (:func:`_app_config`); the plain
+    index (``{"status": "OK"}``) has no setting, so this driver lists none.
+    """
+
+    production_blueprints = ()
+
+
 class WorkerApp(faust.App):
     """faust.App, with the producer look-up every record sent does made cheap.
 
@@ -118,6 +139,10 @@ class WorkerApp(faust.App):
         if not self.in_transaction and producer.started and not producer.should_stop:
             return producer
         return await super().maybe_start_producer()
+
+    def _new_web(self) -> Any:
+        """The web driver: :class:`WorkerWeb` (Faust's aiohttp driver, no index page)."""
+        return WorkerWeb(self)
 
 
 @dataclass
@@ -167,7 +192,7 @@ def build_worker(
     _add_agents(app, topology, coordinator)
     _add_clock(app, topology, w.tick_interval_s, sensors)
     _add_lifecycle(app, topology, coordinator, delivery)
-    _add_web(app, topology)
+    _add_web(app, topology, TokenAuth.from_file(w.web_token_file, "worker.web_token_file"))
     return Worker(
         app,
         coordinator,
@@ -350,16 +375,87 @@ def _add_lifecycle(
             await delivery.stop()
 
 
-def _add_web(app: faust.App, topology: _Topology) -> None:
+#: The one route of the worker's web port.
+ALERT_ROUTE = "/alerts/{dedup_key}/"
+#: Set on a lookup forwarded to the key's owner: the owner answers it from its own table.
+ROUTED_HEADER = "X-Carebus-Routed"
+
+
+def _add_web(app: faust.App, topology: _Topology, auth: TokenAuth) -> None:
     statuses = topology.statuses
 
-    @app.page("/alerts/{dedup_key}/")
-    @app.table_route(table=statuses, match_info="dedup_key")
-    async def alert_status(web: Any, request: Any, dedup_key: str) -> Any:
+    @app.page(ALERT_ROUTE)
+    async def alert_status(view: Any, request: Any, dedup_key: str) -> Any:
+        # Checked before routing: the forwarded request carries the caller's header.
+        if not auth.allows(request.headers.get("Authorization")):
+            return unauthorized()
+        if not request.headers.get(ROUTED_HEADER):
+            try:
+                owner = owner_url(app, statuses, dedup_key)
+            except (KeyError, NotReady):  # no assignment yet (starting, or rebalancing)
+                return view.json({"error": "not-ready"}, status=503)
+            if owner != advertised_url_of(app):
+                return await _forward(app, view, request, owner)
         value = statuses.get(dedup_key)
         if value is None:
-            return web.json(status.new_status(dedup_key), status=404)
-        return web.json(value)
+            return view.json(status.new_status(dedup_key), status=404)
+        return view.json(value)
+
+
+def owner_url(app: faust.App, statuses: Any, dedup_key: str) -> str:
+    """The advertised URL of the worker whose status table holds ``dedup_key``.
+
+    Status records are keyed by the dedup key's UTF-8 bytes and placed by Kafka's
+    default partitioner (:class:`~streams.delivery.AlertDelivery`); the table's
+    partition ``p`` lives on the worker owning partition ``p`` of the co-partitioned
+    topics. (Faust's ``table_route`` hashes the key as its changelog topic would
+    serialize it, JSON, and so asks the wrong worker for most keys.) ``KeyError``
+    while no assignment is known.
+    """
+    topic = statuses.changelog_topic.get_topic_name()
+    return str(app.assignor.key_store(topic, dedup_key.encode("utf-8"))).rstrip("/")
+
+
+def advertised_url_of(app: faust.App) -> str:
+    return str(app.conf.canonical_url).rstrip("/")
+
+
+async def _forward(app: faust.App, view: Any, request: Any, owner: str) -> Any:
+    """Ask the owner, with the caller's Authorization header only; relay its answer."""
+    headers = {ROUTED_HEADER: "1"}
+    if request.headers.get("Authorization"):
+        headers["Authorization"] = request.headers["Authorization"]
+    url = f"{owner}{request.raw_path}"
+    try:
+        async with app.http_client.get(url, headers=headers) as response:
+            body = await response.read()
+            return view.bytes(body, content_type=response.content_type, status=response.status)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.warning("alert lookup not forwarded", error=type(exc).__name__)
+        return view.json({"error": "owner-unreachable"}, status=502)
+
+
+def advertised_url(settings: WorkerSettings) -> str:
+    """The URL other workers reach this one at (``worker.advertised_url``, else derived).
+
+    Derived: ``http(s)://{web_host}:{web_port}``, with the machine's name in place of a
+    wildcard ``web_host`` (``0.0.0.0``, ``::``, empty), which no other worker could use.
+    """
+    if settings.advertised_url:
+        return settings.advertised_url.rstrip("/")
+    scheme = "https" if settings.web_tls_certfile is not None else "http"
+    host = settings.web_host.strip()
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 (a comparison: wildcards)
+        host = socket.getfqdn()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{settings.web_port}"
+
+
+def _web_tls(settings: WorkerSettings) -> Any:
+    return server_ssl_context(
+        settings.web_tls_certfile, settings.web_tls_keyfile, section="worker.web_tls"
+    )
 
 
 #: Retention of the control topic: ticks and merge hand-overs are consumed at once.
@@ -449,8 +545,17 @@ def _app_config(settings: Settings) -> dict[str, Any]:
         "web_bind": w.web_host,
         "web_host": w.web_host,
         "web_port": w.web_port,
-        "canonical_url": f"http://{w.web_host}:{w.web_port}",
+        "canonical_url": advertised_url(w),
+        "web_ssl_context": _web_tls(w),
         "web_in_thread": False,
+        # Faust's built-in pages are off: /table would serve every patient's state by
+        # key, /router the cluster's topology, /graph and the statistics internals.
+        # (The alert lookup routes to the key's owner by the assignor, not /router.)
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
+        "web_metrics_enabled": False,
     }
 
 

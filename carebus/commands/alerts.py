@@ -3,7 +3,8 @@
 ``ack`` and ``resolve`` write a ``carebus.alerts.AlertStatusChange`` to the status
 topic (keyed by dedup key), exactly as an integrator's system would; ``show`` asks
 the worker's web endpoint (``worker.web_host``:``worker.web_port``, or ``--url``)
-for the alert and its status, and prints it as JSON.
+for the alert and its status, and prints it as JSON, sending the bearer token of
+``worker.web_token_file`` (the lookup answers 401 without it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from carebus.errors import CarebusError, KafkaUnavailable, PublishFailed
 from carebus.settings import Settings
+from carebus.webauth import bearer_header, read_token
 
 STATUS_SCHEMA = "carebus.alerts.AlertStatusChange"
 ACTIONS = {"ack": "ACKNOWLEDGED", "resolve": "RESOLVED"}
@@ -41,8 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "show":
-        url = args.url or f"http://{settings.worker.web_host}:{settings.worker.web_port}"
-        return show(url, args.dedup_key, timeout_s=args.timeout)
+        w = settings.worker
+        scheme = "https" if w.web_tls_certfile is not None else "http"
+        url = args.url or f"{scheme}://{w.web_host}:{w.web_port}"
+        token = (
+            read_token(w.web_token_file, "worker.web_token_file")
+            if w.web_token_file is not None
+            else None
+        )
+        return show(url, args.dedup_key, timeout_s=args.timeout, token=token)
     change = status_change(args.dedup_key, ACTIONS[args.action], args.by, args.note)
     publish_change(settings, change)
     print(f"{change['action'].lower()} {args.dedup_key}")
@@ -92,13 +101,19 @@ def publish_change(settings: Settings, change: dict[str, Any]) -> None:
         producer.close()
 
 
-def show(url: str, dedup_key: str, *, timeout_s: float) -> int:
+def show(url: str, dedup_key: str, *, timeout_s: float, token: str | None = None) -> int:
     """Print the worker's answer for ``dedup_key``; 0 when known, 1 when not."""
     path = f"{url.rstrip('/')}/alerts/{urllib.parse.quote(dedup_key, safe='')}/"
+    request = urllib.request.Request(path, headers=bearer_header(token) if token else {})  # noqa: S310
     try:
-        with urllib.request.urlopen(path, timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             body = json.load(response)
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise CarebusError(
+                "the worker refused the lookup (401): worker.web_token_file must hold "
+                "the worker's token"
+            ) from exc
         if exc.code != 404:
             raise CarebusError(f"the worker answered HTTP {exc.code}") from exc
         print(json.dumps(json.load(exc), indent=2))

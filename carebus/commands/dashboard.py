@@ -51,12 +51,17 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from carebus.dashboard import Collector, build_app
     from carebus.errors import ConfigError
+    from carebus.exposure import check_components, readiness_check
     from carebus.feedwatch import load_feed_expectations, parse_interval, run_feedwatch
+    from carebus.health import metrics_ssl_context
     from carebus.log import get_logger
     from carebus.metrics import Metrics
     from carebus.topics import TopicNames
 
     log = get_logger(__name__)
+    host = args.host or settings.metrics.host
+    surfaces = check_components(settings, ["dashboard"], hosts={"dashboard": host})
+    tls = metrics_ssl_context(settings)
     try:
         window = parse_interval(args.since)
     except ValueError as exc:
@@ -70,8 +75,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
         role="dashboard",
     )
     collector = Collector(settings, since=now - window, expectations=expectations)
-    runner = web.AppRunner(build_app(collector, metrics=metrics), access_log=None)
-    host = args.host or settings.metrics.host
+    app = build_app(collector, metrics=metrics, checks={"exposure": readiness_check(surfaces)})
+    runner = web.AppRunner(app, access_log=None)
     port = settings.metrics.dashboard_port if args.port is None else args.port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,8 +86,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> None:
     collector.start()
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        log.info("dashboard.started", host=host, port=port)
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
+        log.info("dashboard.started", host=host, port=port, tls=tls is not None)
         watched = {p: i for p, i in expectations.items() if i is not None}
         if watched and not args.no_feedwatch:
             tasks.append(

@@ -17,6 +17,11 @@ with replication factor < 3 or ``min.insync.replicas`` < 2 stop the listener wit
 one-line error unless ``topics.allow_low_durability`` is set; ``/readyz`` has a
 ``durability`` check that says which.
 
+The MLLP port, the HTTP port (when enabled) and the metrics port each refuse to
+start when bound off the loopback interface without their protection (TLS, and
+client certificates or a sender allow-list), unless that component's
+``allow_insecure`` is set; ``/readyz`` then names them (:mod:`carebus.exposure`).
+
 Runs until SIGINT or SIGTERM, then stops taking messages, lets the ones in
 progress finish (their ACKs are sent), flushes the producer and exits 0.
 
@@ -163,6 +168,16 @@ def region_providers(path: Path) -> list[str]:
     return sorted(load_region(path).providers)
 
 
+def exposure_check(settings: Settings, http: bool | None) -> Check:
+    """Refuse an unprotected non-loopback bind (``ConfigError``); else the ``/readyz`` check."""
+    from carebus.exposure import check_components, readiness_check
+
+    components = ["mllp", "metrics"]
+    if settings.http.enabled if http is None else http:
+        components.append("http")
+    return readiness_check(check_components(settings, components))
+
+
 def listening_check(ingest: Ingest) -> Check:
     """Ready while the MLLP socket accepts connections."""
     from carebus.health import CheckResult
@@ -212,6 +227,7 @@ async def serve(
     With ``mllp.processes`` over 1, run them in child processes (module docstring).
     """
     stop = stop or asyncio.Event()
+    exposure_check(settings, http)  # refuse before anything starts
     with _stop_on_signals(stop):
         if process_count(settings.mllp) > 1:
             await _serve_parent(settings, http=http, filedrop=filedrop, grace_s=grace_s, stop=stop)
@@ -248,7 +264,7 @@ async def _serve_one(
     """One listener process; as ``child`` (index, channel), serving handed-over sockets."""
     from carebus.compiled import hot_path
     from carebus.durability import DurabilityGate
-    from carebus.health import HealthServer, kafka_check
+    from carebus.health import HealthServer, kafka_check, metrics_ssl_context
     from carebus.log import get_logger
     from carebus.topics import TopicNames
     from connectors.ingest import Ingest
@@ -272,10 +288,21 @@ async def _serve_one(
         receiver.start()
         mllp_check = _flag_check(lambda: started, "serving handed-over connections")
     gate = DurabilityGate(settings, [names.raw, names.events, names.deadletter], "listener")
-    checks = {"kafka": kafka, "mllp": mllp_check, "durability": gate.check}
+    checks = {
+        "kafka": kafka,
+        "mllp": mllp_check,
+        "durability": gate.check,
+        "exposure": exposure_check(settings, http),
+    }
     if ingest.filedrop is not None:
         checks["filedrop"] = filedrop_check(ingest)
-    health = HealthServer(metrics, checks, host=settings.metrics.host, port=port)
+    health = HealthServer(
+        metrics,
+        checks,
+        host=settings.metrics.host,
+        port=port,
+        ssl_context=metrics_ssl_context(settings),
+    )
     try:
         await _start_health(health, settings.metrics.host, port)
         if await start_when_kafka_ready(ingest, stop, kafka, before_start=gate.require):
@@ -364,7 +391,7 @@ async def _serve_parent(
 ) -> None:
     """Start the children, hand them connections, stop them all (module docstring)."""
     from carebus.errors import CarebusError
-    from carebus.health import HealthServer
+    from carebus.health import HealthServer, metrics_ssl_context
     from carebus.log import get_logger
     from connectors.mllp.handoff import Dispatcher, channel_pair
 
@@ -400,12 +427,14 @@ async def _serve_parent(
             f"{count} listener processes ready",
         ),
         "mllp": _flag_check(lambda: dispatcher.listening, "listening"),
+        "exposure": exposure_check(settings, http),
     }
     health = HealthServer(
         parent_metrics,
         checks,
         host=settings.metrics.host,
         port=settings.metrics.listener_port,
+        ssl_context=metrics_ssl_context(settings),
     )
     try:
         await _start_health(health, settings.metrics.host, settings.metrics.listener_port)

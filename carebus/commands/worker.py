@@ -6,7 +6,9 @@ durability (:mod:`carebus.durability`: outside the local development broker, a
 one-line refusal on replication factor < 3 or ``min.insync.replicas`` < 2 unless
 ``topics.allow_low_durability``; ``/readyz`` reports it), then runs the
 worker of :mod:`streams.app` until SIGTERM or SIGINT, with ``/metrics``,
-``/healthz`` and ``/readyz`` on ``metrics.worker_port``. The event loop is uvloop
+``/healthz`` and ``/readyz`` on ``metrics.worker_port``. A web port or metrics
+port bound off the loopback interface without TLS refuses to start unless allowed
+(:mod:`carebus.exposure`). The event loop is uvloop
 when it is installed (``worker.event_loop``): Faust's per-record cost is mostly
 event-loop work (tasks and futures), which uvloop makes cheaper.
 """
@@ -38,8 +40,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import mode
 
     from carebus.durability import DurabilityGate, require_durable
+    from carebus.exposure import check_components, readiness_check
     from carebus.gctuning import tune_gc
-    from carebus.health import HealthServer, assignment_check, kafka_check
+    from carebus.health import HealthServer, assignment_check, kafka_check, metrics_ssl_context
     from carebus.log import get_logger
     from carebus.metrics import Metrics
     from carebus.topics import TopicNames
@@ -47,6 +50,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.region import load_region
 
     log = get_logger(__name__)
+    surfaces = check_components(settings, ["worker.web", "metrics"])
+    if settings.worker.web_token_file is None:
+        log.warning("worker.web_token_file is not set: the alert lookup answers 401 to everyone")
     use_event_loop(settings.worker)
     region = load_region(settings.worker.region_config)
     try:
@@ -66,9 +72,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "kafka": kafka_check(settings, [names.events, names.alerts]),
             "partitions": assignment_check(lambda: len(worker.delivery.assigned())),
             "durability": durability.check,
+            "exposure": readiness_check(surfaces),
         },
         host=settings.metrics.host,
         port=settings.metrics.worker_port,
+        ssl_context=metrics_ssl_context(settings),
     )
 
     @worker.app.service

@@ -243,3 +243,34 @@ class TestStatusAgent:
             await put(agent, "t.alerts.status", 0, 1, key.encode(), b"not avro")
             assert worker.statuses[key]["status"] == "ACKNOWLEDGED"
             assert worker.statuses[key]["history"][0]["by"] == "ann"
+
+
+class TestAdvertisedUrl:
+    def test_derived_from_this_workers_own_address(self, tmp_path: Path, region: Region) -> None:
+        """By default a worker advertises its own web host and port, https with a certificate."""
+        from streams.app import advertised_url
+
+        assert advertised_url(WorkerSettings(web_host="10.1.2.3", web_port=7001)) == (
+            "http://10.1.2.3:7001"
+        )
+        assert advertised_url(WorkerSettings(web_host="::1", web_port=7001)) == "http://[::1]:7001"
+        tls = WorkerSettings(web_host="w1.example", web_tls_certfile=Path("c.pem"))
+        assert advertised_url(tls) == "https://w1.example:6066"
+        app = create_app(settings(tmp_path, web_port=16124), region=region)
+        assert str(app.conf.canonical_url) == "http://127.0.0.1:16124"
+
+    def test_a_wildcard_bind_advertises_the_machines_name(self) -> None:
+        """0.0.0.0 is no address for another worker: the machine's name is advertised."""
+        import socket
+
+        from streams.app import advertised_url
+
+        url = advertised_url(WorkerSettings(web_host="0.0.0.0", web_port=7002))
+        assert url == f"http://{socket.getfqdn()}:7002"
+
+    def test_the_setting_wins(self) -> None:
+        """worker.advertised_url is used as given (without a trailing slash)."""
+        from streams.app import advertised_url
+
+        w = WorkerSettings(web_host="0.0.0.0", advertised_url="http://10.0.0.7:6066/")
+        assert advertised_url(w) == "http://10.0.0.7:6066"

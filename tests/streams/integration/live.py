@@ -69,10 +69,11 @@ class Workers:
         """Create the topics (as ``carebus topics apply`` would) before any event is sent."""
         prepare_topics(self.settings, load_region(REGION).providers)
 
-    def start(self, **worker: Any) -> subprocess.Popen[bytes]:
-        """Start a worker; ``worker`` overrides its worker settings for this one process."""
+    def start(self, settings: Settings | None = None, **worker: Any) -> subprocess.Popen[bytes]:
+        """Start a worker with the test's settings (or ``settings``, for a second one);
+        ``worker`` overrides its worker settings for this one process."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
-        env.update(settings_env(self.settings))
+        env.update(settings_env(settings or self.settings))
         env.update({f"CAREBUS_WORKER_{name.upper()}": str(v) for name, v in worker.items()})
         env["CAREBUS_LOG_FORMAT"] = "json"
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
@@ -207,9 +208,17 @@ def keys(records: Iterable[AlertRecord]) -> list[str]:
     return [r.dedup_key for r in records]
 
 
+#: The token test workers' alert lookup answers to (``worker.web_token_file``).
+WEB_TOKEN = "test-web-token"
+
+
 def worker_settings(kafka: Settings, prefix: str, data_dir: Path, **worker: Any) -> Settings:
-    """Settings for a test worker: its own topics, app id, ports and data directory."""
+    """Settings for a test worker: its own topics, app id, ports, data directory and token."""
     topics = dataclasses.replace(kafka.topics, prefix=prefix, partitions=2)
+    token_file = data_dir.parent / f"{data_dir.name}.web-token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(WEB_TOKEN + "\n")
+    worker.setdefault("web_token_file", token_file)
     w = dataclasses.replace(
         kafka.worker,
         app_id=f"{prefix}-worker",

@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +26,10 @@ from streams.control import partition_for
 from tests.streams.integration.live import (
     EXAMPLES,
     REPO_ROOT,
+    WEB_TOKEN,
     Workers,
     example_events,
+    free_port,
     keys,
     produce,
     read_topic,
@@ -144,6 +149,86 @@ class TestLiveWorker:
         assert unknown.returncode == 1
         assert json.loads(unknown.stdout)["status"] == "UNKNOWN"
         assert workers.stop(proc) == 0
+
+
+def get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
+    """GET ``path`` on a local worker's port: (status, body); status 0 while not listening."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError:
+        return 0, b""
+
+
+def alert_path(key: str) -> str:
+    return f"/alerts/{urllib.parse.quote(key, safe='')}/"
+
+
+class TestWorkerWeb:
+    def test_faust_pages_are_off_and_the_lookup_needs_the_token(self, workers: Workers) -> None:
+        """A running worker answers 404 for Faust's pages and 401, without data, for no token."""
+        s = workers.settings
+        names = TopicNames.from_settings(s.topics)
+        proc = workers.start()
+        produce(s, example_events("E1-hospice-handoff-missed"))
+        alert = wait_for(s, names.alerts, lambda rs: len(rs) >= 1, timeout_s=60)[0]
+        port, patient = s.worker.web_port, alert.record["patient"]
+        deadline = time.monotonic() + 30
+        while get(port, alert_path(alert.dedup_key), WEB_TOKEN)[0] != 200:
+            assert time.monotonic() < deadline, "the alert lookup never answered 200"
+            time.sleep(0.5)
+        for path in (
+            f"/table/patients/{patient}/",
+            "/table/",
+            "/router/",
+            f"/router/patients/{patient}/",
+            "/graph/",
+            "/stats/",
+            "/assignment/",
+            "/performance/",
+            "/",
+        ):
+            assert get(port, path, WEB_TOKEN)[0] == 404, path
+        for token in (None, "wrong-token", WEB_TOKEN + "x"):
+            code, body = get(port, alert_path(alert.dedup_key), token)
+            assert code == 401
+            assert patient.encode() not in body
+            assert json.loads(body) == {"error": "unauthorized"}
+        assert workers.stop(proc) == 0
+
+    def test_any_worker_answers_for_every_alert(self, workers: Workers, tmp_path: Path) -> None:
+        """With two workers, each alert is found through either's web port (advertised_url)."""
+        s = workers.settings
+        second = s.replace(
+            worker=dataclasses.replace(
+                s.worker, web_port=free_port(), data_dir=tmp_path / "data-2"
+            ),
+            metrics=dataclasses.replace(s.metrics, worker_port=free_port()),
+        )
+        names = TopicNames.from_settings(s.topics)
+        workers.start()
+        workers.start(second)
+        produce(s, example_events(*FEEDS))
+        alerts = wait_for(s, names.alerts, lambda rs: len(rs) >= 3, timeout_s=60)
+        deadline = time.monotonic() + 60
+        for metrics_port in (s.metrics.worker_port, second.metrics.worker_port):
+            # ready = partitions assigned: with two partitions, each worker owns one, so
+            # one of the two answers every lookup by asking the other.
+            while get(metrics_port, "/readyz")[0] != 200:
+                assert time.monotonic() < deadline, "a worker never became ready"
+                time.sleep(0.5)
+        for port in (s.worker.web_port, second.worker.web_port):
+            for alert in alerts:
+                code, body = get(port, alert_path(alert.dedup_key), WEB_TOKEN)
+                while code != 200 and time.monotonic() < deadline:  # a rebalance in progress
+                    time.sleep(0.5)
+                    code, body = get(port, alert_path(alert.dedup_key), WEB_TOKEN)
+                assert code == 200, (port, code)
+                assert json.loads(body)["status"] == "OPEN"
 
 
 class TestPrepareTopics:
