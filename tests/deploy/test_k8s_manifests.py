@@ -503,7 +503,9 @@ class TestAcls:
         writes = {n for p, n in _grants("User:carebus-worker", "Write") if p == "prefixed"}
         assert any(names.alerts_for("RX1").startswith(p) for p in writes)
         transactional = _grants("User:carebus-worker", "Write", "transactional-id")
-        delivery = AlertDelivery(settings, app_id=app_id, clients=object())  # type: ignore[arg-type]
+        delivery = AlertDelivery(
+            settings, app_id=app_id, providers=_region_providers(), clients=object()
+        )  # type: ignore[arg-type]
         prefix = delivery.transactional_prefix
         assert any(f"{prefix}.0".startswith(n) for _, n in transactional)
 
