@@ -160,7 +160,8 @@ class TestCarebusWorkloads:
         unknown = set(_config_env()) - env_names()
         assert not unknown
         for kind, name in WORKLOADS:
-            assert set(_env(_by_kind_name(kind, name))) <= env_names(), name
+            names = {n for n in _env(_by_kind_name(kind, name)) if n.startswith("CAREBUS_")}
+            assert names <= env_names(), name
 
     @pytest.mark.parametrize(("kind", "name"), list(WORKLOADS))
     def test_each_workload_refuses_privileges(self, kind: str, name: str) -> None:
@@ -176,6 +177,12 @@ class TestCarebusWorkloads:
         env = _config_env()
         assert env["CAREBUS_TOPICS_REPLICATION_FACTOR"] == "3"
         assert env["CAREBUS_TOPICS_MIN_INSYNC_REPLICAS"] == "2"
+
+    def test_each_worker_advertises_its_own_address_and_needs_a_token(self) -> None:
+        """Alert lookups reach the worker that owns the key, and only with the token."""
+        env = _env(_by_kind_name("StatefulSet", "carebus-worker"))
+        assert env["CAREBUS_WORKER_ADVERTISED_URL"] == "http://$(POD_IP):6066"
+        assert _config_env()["CAREBUS_WORKER_WEB_TOKEN_FILE"] == "/etc/carebus/web/token"
 
     def test_durability_check_passes_without_being_relaxed(self) -> None:
         """The deploy's settings pass the durability check on their own merits."""
