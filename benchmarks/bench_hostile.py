@@ -50,7 +50,6 @@ from typing import Any
 from benchmarks.bench_mllp import (
     Result,
     Variant,
-    _delete_topics,
     _raw_count,
     _run,
     _sender,
@@ -58,6 +57,7 @@ from benchmarks.bench_mllp import (
     _stop_server,
     _tree_cpu_s,
     _wait_for_port,
+    ingest_bench,
 )
 
 HONEST = 8
@@ -313,26 +313,8 @@ def _report(totals: Totals, stored: int) -> None:
 
 
 def main() -> None:
-    from carebus import broker
-    from carebus.settings import load_settings
-    from carebus.topics import TopicNames, apply, declared_topics
-
-    settings = load_settings(os.environ)
-    started_broker = False
-    if settings.uses_local_broker and not broker.status(settings.broker).running:
-        broker.start(settings.broker)
-        started_broker = True
-    prefix = f"bench-hostile-{uuid.uuid4().hex[:8]}"
-    settings = settings.replace(
-        topics=dataclasses.replace(settings.topics, prefix=prefix),
-        mllp=dataclasses.replace(settings.mllp, port=0, host="127.0.0.1"),
-        log=dataclasses.replace(settings.log, level="WARNING", format="console"),
-    )
-    names = TopicNames.from_settings(settings.topics)
-    wanted = {names.raw, names.events, names.deadletter}
-    apply(settings, [s for s in declared_topics(settings.topics) if s.name in wanted])
-    m = settings.mllp
-    try:
+    with ingest_bench("bench-hostile") as (settings, names):
+        m = settings.mllp
         print(
             f"Hostile peer: {HONEST} honest senders at {HONEST_RATE:g} msg/s in all, against "
             f"one hostile address ({FLOOD} held connections, {SLOW} slow frames, {OVERSIZE} "
@@ -353,7 +335,3 @@ def main() -> None:
         finally:
             _stop_server(server)
         _report(totals, _raw_count(settings, names.raw))
-    finally:
-        _delete_topics(settings, sorted(wanted))
-        if started_broker:
-            broker.stop(settings.broker)

@@ -47,6 +47,7 @@ Kafka: ``CAREBUS_KAFKA_BOOTSTRAP_SERVERS``, else the project's local broker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -55,7 +56,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -631,9 +632,13 @@ def produce_costs(settings: Any, raw: str, events: str) -> list[ProduceCost]:
 # -- main -----------------------------------------------------------------------------------
 
 
-def main() -> None:
+@contextlib.contextmanager
+def ingest_bench(stem: str) -> Iterator[tuple[Any, Any]]:
+    """Settings for an ingest benchmark and its topic names: a topic prefix of its own,
+    the MLLP listener on a free loopback port, quiet logs, the raw, events and
+    dead-letter topics created. The local broker is started for the run when carebus
+    uses it and it is down; afterwards the topics are deleted and such a broker stopped."""
     from carebus import broker
-    from carebus.compiled import hot_path
     from carebus.settings import load_settings
     from carebus.topics import TopicNames, apply, declared_topics
 
@@ -642,9 +647,8 @@ def main() -> None:
     if settings.uses_local_broker and not broker.status(settings.broker).running:
         broker.start(settings.broker)
         started_broker = True
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings = settings.replace(
-        topics=dataclasses.replace(settings.topics, prefix=prefix),
+        topics=dataclasses.replace(settings.topics, prefix=f"{stem}-{uuid.uuid4().hex[:8]}"),
         mllp=dataclasses.replace(settings.mllp, port=0, host="127.0.0.1"),
         log=dataclasses.replace(settings.log, level="WARNING", format="console"),
     )
@@ -652,6 +656,18 @@ def main() -> None:
     wanted = {names.raw, names.events, names.deadletter}
     apply(settings, [s for s in declared_topics(settings.topics) if s.name in wanted])
     try:
+        yield settings, names
+    finally:
+        _delete_topics(settings, sorted(wanted))
+        if started_broker:
+            broker.stop(settings.broker)
+
+
+def main() -> None:
+    from carebus import broker
+    from carebus.compiled import hot_path
+
+    with ingest_bench("bench") as (settings, names):
         print(
             f"MLLP ingest: {SENDERS} senders, each waiting for its ACK; loopback; "
             f"Kafka {settings.bootstrap_servers} (acks=all, idempotent, "
@@ -675,10 +691,6 @@ def main() -> None:
         stored = _raw_count(settings, names.raw)
         _report(measured, carebus_labels, comparisons(carebus), total_aa, stored, not_aa)
         _report_produce(produce_costs(settings, names.raw, names.events))
-    finally:
-        _delete_topics(settings, sorted(wanted))
-        if started_broker:
-            broker.stop(settings.broker)
 
 
 def _raw_count(settings: Any, topic: str) -> int:

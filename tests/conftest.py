@@ -12,6 +12,9 @@ bootstrap servers reach a real Kafka broker:
   running and reused when it is. Sessions using it hold a lease; the last one
   out stops it if a test session started it.
 
+``throwaway_broker`` is a broker of one test's own (home, ports), not started, that
+the test may stop and start again (an outage, a restart).
+
 A broker that cannot be started is a test error, never a skip; under ``CI=true``
 the integration tests cannot be deselected either.
 """
@@ -23,6 +26,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +155,26 @@ def kafka_isolated(kafka: Settings, unique_topic_prefix: str) -> Settings:
     """The ``kafka`` settings with a unique topic prefix and small topics (2 partitions)."""
     topics = dataclasses.replace(kafka.topics, prefix=unique_topic_prefix, partitions=2)
     return kafka.replace(topics=topics)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def throwaway_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
+    """A broker of the test's own (home, ports) that it may stop and restart; not started."""
+    settings = BrokerSettings(
+        home=tmp_path / "broker",
+        port=_free_port(),
+        controller_port=_free_port(),
+        heap="384m",
+        start_timeout_s=60.0,
+        stop_timeout_s=15.0,
+    )
+    try:
+        yield settings
+    finally:
+        broker.stop(settings)

@@ -183,21 +183,10 @@ class Region:
 
 
 @pytest.fixture
-def region_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
-    """A broker of this test's own, which it stops and starts again."""
-    settings = BrokerSettings(
-        home=tmp_path / "broker",
-        port=free_port(),
-        controller_port=free_port(),
-        heap="384m",
-        start_timeout_s=90.0,
-        stop_timeout_s=30.0,
-    )
-    broker.start(settings, reset=True)
-    try:
-        yield settings
-    finally:
-        broker.stop(settings)
+def region_broker(throwaway_broker: BrokerSettings) -> BrokerSettings:
+    """A broker of this test's own, started, which the test stops and starts again."""
+    broker.start(throwaway_broker, reset=True)
+    return throwaway_broker
 
 
 @pytest.fixture

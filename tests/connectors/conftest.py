@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from carebus import broker
-from carebus.settings import BrokerSettings, Settings
+from carebus.settings import Settings
 from carebus.topics import TopicNames
 from tests.connectors.ingest_helpers import TopicReader, create_ingest_topics
 from tests.connectors.tls_helpers import Pki, make_pki
@@ -40,26 +38,3 @@ def reader(ingest_settings: Settings) -> Iterator[TopicReader]:
 def pki(tmp_path: Path) -> Pki:
     """A test CA with server and client certificates (see ``tls_helpers``)."""
     return make_pki(tmp_path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def throwaway_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
-    """A broker of the test's own (home, ports) that it may stop and restart; not started."""
-    settings = BrokerSettings(
-        home=tmp_path / "broker",
-        port=_free_port(),
-        controller_port=_free_port(),
-        heap="384m",
-        start_timeout_s=60.0,
-        stop_timeout_s=15.0,
-    )
-    try:
-        yield settings
-    finally:
-        broker.stop(settings)
