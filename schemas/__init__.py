@@ -5,7 +5,8 @@ One ``.avsc`` per named type, ``<namespace>.<Name>.avsc``, in this directory;
 written then can still be read (see :mod:`schemas.codec`).
 
 The top-level record schemas, those that are encoded on their own, are listed
-explicitly in :data:`EVENT_SCHEMAS` and :data:`ALERT_SCHEMAS`; every other file
+explicitly in :data:`EVENT_SCHEMAS`, :data:`ALERT_SCHEMAS` and
+:data:`FEED_SCHEMAS`; every other file
 defines a type they share (``carebus.events.Header``, ``Patient``, ...).
 """
 
@@ -43,8 +44,12 @@ ALERT_SCHEMAS: tuple[str, ...] = (
     "carebus.alerts.AlertStatusChange",
 )
 
+#: Records on the events topic that are not events: how far each feed has been
+#: stored (written by the ingest processes, read by the workers' clock).
+FEED_SCHEMAS: tuple[str, ...] = ("carebus.events.FeedWatermark",)
+
 #: Every schema that is encoded on its own.
-RECORD_SCHEMAS: tuple[str, ...] = EVENT_SCHEMAS + ALERT_SCHEMAS
+RECORD_SCHEMAS: tuple[str, ...] = EVENT_SCHEMAS + ALERT_SCHEMAS + FEED_SCHEMAS
 
 
 def _load(directory: Path) -> dict[str, dict[str, Any]]:
