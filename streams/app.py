@@ -13,6 +13,8 @@ worker owns partition ``p`` of each):
 ``{prefix}.alerts.status`` raised alerts and status changes        input (and output)
 ``{prefix}.alerts``        alerts, partition = events partition    output (delivery)
 ``{prefix}.alerts.provider.<P>`` one recipient's copy              output (delivery)
+``{prefix}.engine-errors``  events the rule engine raised on        output
+``{prefix}.ops``            ``engine-error`` ops alerts (JSON)      output
 ``patients`` table         :class:`streams.coordinator.Entry`       store: ``worker.store``
 ``alert-status`` table     :mod:`streams.status` values             store: ``worker.store``
 ========================== ======================================= =================
@@ -24,8 +26,9 @@ the :class:`~streams.coordinator.Coordinator`, writes each changed patient entry
 the table once, queues the control messages the coordinator returns, and waits
 until Faust's producer buffer has handed all of it to the Kafka client before the
 batch's offsets are acknowledged (Faust flushes the client, not reliably its own
-buffer, before committing); the ``alert-status`` agent folds status records into
-its table. A timer
+buffer, before committing); an event the rule engine raised on goes, with the
+batch, to the engine-errors topic, with an ops alert (:mod:`streams.engine_errors`);
+the ``alert-status`` agent folds status records into its table. A timer
 sends each owned partition a :class:`~streams.control.Tick` every
 ``worker.tick_interval_s`` while the worker is caught up with it (everything read,
 or the last event processed was written at most :data:`CAUGHT_UP_S` ago), so after
@@ -70,6 +73,7 @@ from streams.control import encode as encode_control
 from streams.coordinator import Coordinator, Outgoing
 from streams.delivery import AlertDelivery
 from streams.engine import Engine
+from streams.engine_errors import EngineErrorReporter, EngineFailure, failure_record
 from streams.region import Region, load_region
 from streams.sensors import NullSensors, WorkerSensors
 
@@ -185,6 +189,8 @@ class _Topology:
     status: Any
     patients: Any
     statuses: Any
+    engine_errors: Any = None
+    ops: Any = None
     #: events partition -> Kafka timestamp (epoch s) of the last event processed there
     last_event_ts: dict[int, float] = field(default_factory=dict)
 
@@ -203,6 +209,8 @@ def _declare(app: faust.App, settings: Settings) -> _Topology:
         status=app.topic(names.alert_status, key_serializer="raw", value_serializer="raw"),
         patients=app.Table("patients", partitions=partitions, schema=_raw_values()),
         statuses=app.Table("alert-status", partitions=partitions, schema=_json_values()),
+        engine_errors=app.topic(names.engine_errors, key_serializer="raw", value_serializer="raw"),
+        ops=app.topic(names.ops, key_serializer="raw", value_serializer="raw"),
     )
 
 
@@ -218,6 +226,7 @@ def _raw_values() -> Any:
 
 def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -> None:
     events_topic = topology.names.events
+    reporter = EngineErrorReporter()
     patients, statuses, control = topology.patients, topology.statuses, topology.control
 
     @app.agent(topology.source, name="coordinate", concurrency=1)
@@ -243,6 +252,7 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
                         key=key,
                         value=event.value,
                         now=now,
+                        headers=_headers(message.headers),
                     )
                 else:
                     out += coordinator.on_control(
@@ -261,6 +271,9 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
                     value=encode_control(item.message),
                     partition=item.partition,
                 )
+            failures = coordinator.take_failures()
+            if failures:
+                send_failures(topology, reporter, failures)
             # ...which must reach the Kafka client before the offsets are acknowledged.
             await handed_over(app.producer.buffer)
 
@@ -268,6 +281,30 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
     async def track_status(stream: Any) -> None:
         async for event in stream.events():
             fold_status(statuses, event.key, event.value, event.message.offset)
+
+
+def send_failures(
+    topology: _Topology, reporter: EngineErrorReporter, failures: list[EngineFailure]
+) -> None:
+    """Queue the engine-errors records of ``failures``, and their ops alerts (throttled)."""
+    now_s = time.time()
+    names = topology.names
+    for failure in failures:
+        source = names.events if failure.source == "e" else topology.control.get_topic_name()
+        key, value, headers = failure_record(failure, source_topic=source, at_ms=int(now_s * 1000))
+        topology.engine_errors.send_soon(
+            key=key, value=value, partition=failure.partition, headers=headers
+        )
+    for alert in reporter.ops_alerts(failures, now_s):
+        topology.ops.send_soon(key=b"engine-error", value=alert)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    """A consumed record's headers as (name, value) pairs (Faust gives a list or a mapping)."""
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), bytes(v or b"")) for k, v in items]
 
 
 def set_current_event(event: Any) -> None:

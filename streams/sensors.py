@@ -18,6 +18,9 @@ class WorkerSensors(Protocol):
     def alert_raised(self, rule: str) -> None:
         """The worker published one alert of this rule."""
 
+    def engine_error(self, stage: str, rule: str | None) -> None:
+        """The rule engine raised on an event or a deadline (``stage``); ``rule`` if known."""
+
     def set_deadlines_pending(self, count: int) -> None:
         """Patients with a pending deadline in this worker."""
 
@@ -32,6 +35,9 @@ class NullSensors:
         """Ignore."""
 
     def alert_raised(self, rule: str) -> None:
+        """Ignore."""
+
+    def engine_error(self, stage: str, rule: str | None) -> None:
         """Ignore."""
 
     def set_deadlines_pending(self, count: int) -> None:
