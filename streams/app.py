@@ -277,10 +277,19 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
             # ...which must reach the Kafka client before the offsets are acknowledged.
             await handed_over(app.producer.buffer)
 
+    status_topic = topology.status
+
     @app.agent(topology.status, name="alert-status", concurrency=1)
     async def track_status(stream: Any) -> None:
         async for event in stream.events():
-            fold_status(statuses, event.key, event.value, event.message.offset)
+            again = fold_status(statuses, event.key, event.value, event.message.offset)
+            if again is not None:  # keep the decisive change the last of its key
+                status_topic.send_soon(
+                    key=event.key,
+                    value=again,
+                    partition=event.message.partition,
+                    headers=[("carebus-schema", status.CHANGE.encode())],
+                )
 
 
 def send_failures(
@@ -442,19 +451,30 @@ def prepare_topics(settings: Settings, providers: Iterable[str]) -> list[TopicRe
     return reports
 
 
-def fold_status(statuses: Any, key: bytes | None, value: bytes | None, offset: int) -> None:
-    """Apply one record of the status topic to the status table."""
+def fold_status(statuses: Any, key: bytes | None, value: bytes | None, offset: int) -> bytes | None:
+    """Apply one record of the status topic to the status table (:mod:`streams.status`).
+
+    Returns the encoded change to write again, keyed like the record, when the
+    record is a change that ranks below the alert's status (see
+    :func:`streams.status.reassert`), else None.
+    """
     if key is None or value is None:
-        return
-    dedup_key = key.decode("utf-8", errors="replace")
+        return None
+    kafka_key = key.decode("utf-8", errors="replace")
     try:
         schema, record = schemas.codec.decode(value)
-        new = status.apply(statuses.get(dedup_key), dedup_key, schema, record)
+        dedup_key = status.dedup_key_of(kafka_key, schema, record)
+        current = statuses.get(dedup_key)
+        new = status.apply(current, kafka_key, schema, record)
     except (DecodeError, UnknownSchema, status.BadStatusRecord, KeyError, ValueError) as exc:
         log.warning("status record skipped", offset=offset, error=type(exc).__name__)
-        return
+        return None
     if new is not None:
         statuses[dedup_key] = new
+    if not status.dominated(current, schema, record):
+        return None
+    decisive = status.reassert(new if new is not None else current)
+    return None if decisive is None else schemas.codec.encode(status.CHANGE, decisive)
 
 
 def _app_config(settings: Settings) -> dict[str, Any]:
