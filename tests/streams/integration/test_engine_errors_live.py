@@ -18,11 +18,12 @@ import schemas.codec
 from carebus.kafka import kafka_python_config
 from carebus.settings import Settings
 from carebus.topics import TopicNames
-from streams.engine_errors import error_headers
+from streams.engine_errors import REPLAYED_HEADER, error_headers
 from tests.streams.integration.live import (
     REPO_ROOT,
     Workers,
     example_events,
+    produce,
     settings_env,
     wait_for,
     worker_settings,
@@ -45,12 +46,12 @@ def workers(kafka: Settings, unique_topic_prefix: str, tmp_path: Path) -> Iterat
         w.close()
 
 
-def start_faulty(workers: Workers) -> subprocess.Popen[bytes]:
-    """A worker process whose extra rule raises on the POISON message."""
+def start_faulty(workers: Workers, poison: str = POISON) -> subprocess.Popen[bytes]:
+    """A worker process whose extra rule raises on the message with control id ``poison``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
     env.update(settings_env(workers.settings))
     env["CAREBUS_LOG_FORMAT"] = "json"
-    env["POISON_CONTROL_ID"] = POISON
+    env["POISON_CONTROL_ID"] = poison
     log = (workers.log_dir / f"worker-{len(workers.procs)}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.streams.integration.faulty_worker"],
@@ -178,3 +179,33 @@ class TestEngineErrorsLive:
         [line] = listed.stdout.splitlines()
         assert json.loads(line)["rule"] == "poison-test"
         assert PATIENT not in listed.stdout
+
+    def test_replayed_event_is_applied_by_the_fixed_worker(self, workers: Workers) -> None:
+        """A discharge a rule raised on, replayed once the rule is fixed, raises its alert."""
+        s = workers.settings
+        names = TopicNames.from_settings(s.topics)
+        faulty = start_faulty(workers, poison="MSG000079")  # E1's A03 discharge to a hospice
+        produce(s, example_events("E1-hospice-handoff-missed"))
+        [(_, offset, _, _, _)] = read_some(s, names.engine_errors)
+        assert workers.stop(faulty) == 0
+        assert read_raw(s, names.alerts) == []  # the discharge never started its clock
+
+        workers.start()  # the fixed worker
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBUS_")}
+        env.update(settings_env(s))
+        replayed = subprocess.run(
+            [sys.executable, "-m", "carebus", "engine-errors", "replay", "--all"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert replayed.stdout.strip() == "replayed 1 of 1 selected"
+        alerts = wait_for(s, names.alerts, lambda rs: len(rs) >= 1, timeout_s=90)
+        assert [(a.record["rule"], a.record["patient"]) for a in alerts] == [
+            ("hospice-handoff-missed", "9434797373")
+        ]
+        marks = [dict(h).get(REPLAYED_HEADER) for _, _, _, _, h in read_raw(s, names.events)]
+        assert marks.count(f"{names.engine_errors}:0:{offset}".encode()) == 1
