@@ -252,7 +252,7 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
                         key=key,
                         value=event.value,
                         now=now,
-                        headers=_headers(message.headers),
+                        headers=message.headers,
                     )
                 else:
                     out += coordinator.on_control(
@@ -306,14 +306,6 @@ def send_failures(
         )
     for alert in reporter.ops_alerts(failures, now_s):
         topology.ops.send_soon(key=b"engine-error", value=alert)
-
-
-def _headers(raw: Any) -> list[tuple[str, bytes]]:
-    """A consumed record's headers as (name, value) pairs (Faust gives a list or a mapping)."""
-    if not raw:
-        return []
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(str(k), bytes(v or b"")) for k, v in items]
 
 
 def set_current_event(event: Any) -> None:

@@ -56,7 +56,7 @@ from streams.control import (
 )
 from streams.control import decode as decode_control
 from streams.engine import Engine
-from streams.engine_errors import EngineFailure, Stage, describe, rule_of
+from streams.engine_errors import EngineFailure, Stage, describe, pairs, rule_of
 from streams.sensors import NullSensors, WorkerSensors
 from streams.state import PatientState
 from streams.view import MERGED, SCHEMAS, EventView
@@ -301,15 +301,15 @@ class Coordinator:
         key: str | None,
         value: bytes,
         now: int,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Any = (),
     ) -> list[Outgoing]:
         """Apply one record of the events topic; ``now`` is the wall clock (epoch µs).
 
         Deadlines of the partition due strictly before the event's time (capped at
         ``now``) fire first. An ``ADT^A40`` merge whose retired key belongs to
         another partition returns a :class:`MergeRequest` for it. ``headers`` (the
-        record's, as consumed) go with the record to the engine-errors topic if the
-        engine raises on it.
+        record's, as consumed: (name, value) pairs or a mapping) go with the record
+        to the engine-errors topic if the engine raises on it (only then are they read).
         """
         view = self._view(value, partition, offset)
         if view is None:
@@ -418,7 +418,7 @@ class Coordinator:
         source: str,
         key: str | None,
         value: bytes,
-        headers: Sequence[tuple[str, bytes]],
+        headers: Any,
     ) -> None:
         """The engine raised: keep the record for the engine-errors topic, count it, go on."""
         error, message = describe(exc)
@@ -435,7 +435,7 @@ class Coordinator:
         self.sensors.engine_error(stage, rule)
         self._failures.append(
             EngineFailure(
-                stage, rule, error, message, partition, offset, source, key, value, tuple(headers)
+                stage, rule, error, message, partition, offset, source, key, value, pairs(headers)
             )
         )
 
@@ -551,7 +551,7 @@ class Coordinator:
         value: bytes,
         hops: int,
         record_key: str | None,
-        headers: Sequence[tuple[str, bytes]] = (),
+        headers: Any = (),
     ) -> list[Outgoing]:
         kind, offset = position
         entry = self._load(table, key, partition)

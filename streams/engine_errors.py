@@ -89,6 +89,14 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
     return name, (str(exc) if isinstance(exc, CarebusError) else None)
 
 
+def pairs(headers: Any) -> tuple[tuple[str, bytes], ...]:
+    """Consumed headers ((name, value) pairs, or a mapping) as a tuple of pairs."""
+    if not headers:
+        return ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    return tuple((str(name), bytes(value or b"")) for name, value in items)
+
+
 def rule_of(exc: BaseException, rules: Iterable[Any]) -> str | None:
     """The id of the rule whose code raised ``exc`` (its innermost frame), else None.
 

@@ -289,6 +289,16 @@ class TestRecord:
         assert not any(n.startswith(HEADER_PREFIX) for n, _ in [("a", b"b")])
 
 
+class TestPairs:
+    def test_consumed_headers_are_read_as_pairs_in_any_form(self) -> None:
+        """A list of pairs, a mapping or None give (name, bytes) pairs; None values are empty."""
+        from streams.engine_errors import pairs
+
+        assert pairs([("a", b"1"), ("b", None)]) == (("a", b"1"), ("b", b""))
+        assert pairs({"a": b"1"}) == (("a", b"1"),)
+        assert pairs(None) == ()
+
+
 class TestOpsAlerts:
     def test_one_alert_per_rule_and_error_per_interval(self) -> None:
         """Repeats within the interval are counted, not alerted; the next alert says how many."""
