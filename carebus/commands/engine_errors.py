@@ -7,8 +7,8 @@
 
 ``list`` prints one JSON line per record of the engine-errors topic
 (:mod:`streams.engine_errors`): where it is, its stage, rule, error type, the
-consumed record's topic/partition/offset, the digest of its value and when it
-failed. Never the key or the value (they are patient data).
+consumed record's topic/partition/offset (``source_*``), the digest of its value
+and when it failed. Never the key or the value (they are patient data).
 
 ``replay`` produces the selected ``event`` records again to the events topic
 (same key, same partition, same value, the original headers plus
@@ -84,10 +84,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def summary(record: Record) -> dict[str, Any]:
-    """What ``list`` prints of a record: its place and error headers, no patient data."""
+    """What ``list`` prints of a record, no patient data: its place on the engine-errors
+    topic (``partition``, ``offset``: what ``--at`` takes), the consumed record's
+    (``source_topic``, ``source_partition``, ``source_offset``) and the other error
+    headers (``stage``, ``rule``, ``error``, ``message``, ``digest``, ``at``)."""
     from streams.engine_errors import error_headers
 
-    return {"partition": record.partition, "offset": record.offset, **error_headers(record.headers)}
+    ours = error_headers(record.headers)
+    source = {f"source_{name}": ours.pop(name, None) for name in ("topic", "partition", "offset")}
+    return {"partition": record.partition, "offset": record.offset, **source, **ours}
 
 
 def _positions(values: list[str]) -> set[tuple[int, int]]:
