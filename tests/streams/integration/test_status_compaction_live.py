@@ -75,11 +75,12 @@ class TestStatusCompactionLive:
     def test_a_compacted_status_topic_read_into_a_fresh_worker_keeps_resolved(
         self, workers: Workers, kafka: Settings, unique_topic_prefix: str, tmp_path: Path
     ) -> None:
-        """Raise, ack, resolve, then a late ack; the topic compacted (last record per key)
-        and read by a fresh worker gives RESOLVED, with the alert's body."""
+        """Raise, ack, resolve, then a late ack: RESOLVED, also after a restart; the topic
+        compacted (last record per key) and read by a fresh worker gives RESOLVED, with
+        the alert's body."""
         s = workers.settings
         names = TopicNames.from_settings(s.topics)
-        workers.start()
+        proc = workers.start()
         produce(s, example_events("E1-hospice-handoff-missed"))
         [alert] = wait_for(s, names.alerts, lambda rs: len(rs) >= 1, timeout_s=90)
         key = alert.dedup_key
@@ -109,6 +110,13 @@ class TestStatusCompactionLive:
         while (last_change() or {}).get("action") != "RESOLVED" and time.monotonic() < deadline:
             time.sleep(0.5)
         assert (last_change() or {}).get("action") == "RESOLVED"
+
+        # A restarted worker (table restored from its changelog) still says RESOLVED.
+        assert workers.stop(proc) == 0
+        workers.start()
+        again = show_until(s, key, lambda b: b.get("status") not in (None, "UNKNOWN"))
+        assert again["status"] == "RESOLVED"
+        assert len(again["history"]) == 3
 
         # Compaction's result: the last record of each key, in offset order.
         compacted: dict[tuple[int, bytes | None], tuple[int, bytes, list]] = {}
