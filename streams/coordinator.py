@@ -26,6 +26,12 @@ table's changelog:
   applied, so a record reprocessed after a crash is not applied twice;
 - ``alias``/``moved``/``absorbed``: ``ADT^A40`` merges (see :meth:`Coordinator.on_event`).
 
+When the engine raises on an event (or a deadline), the patient's entry is left as
+it was, the record is kept as an :class:`~streams.engine_errors.EngineFailure`
+(:meth:`Coordinator.take_failures`; the agent writes it to the engine-errors topic
+with the batch) and the partition goes on: see :mod:`streams.engine_errors` for the
+record and how to replay it once the rule is fixed.
+
 Table values are compact JSON bytes (:meth:`Entry.encode`): short keys, empty
 fields left out. :meth:`Entry.decode` also reads the first release's format
 (version 1, long keys, every field present), so a store or changelog written by it
