@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "listen": ("listen", "run the MLLP listener (and file-drop/HTTP connectors)"),
     "worker": ("worker", "run the Faust stream worker that raises coordination alerts"),
     "alerts": ("alerts", "acknowledge, resolve or look up alerts"),
+    "engine-errors": ("engine_errors", "list or replay the events a rule raised on"),
     "status": ("status", "show stream health: offsets, lag, dead letters, feeds"),
     "dashboard": ("dashboard", "serve the live stream-health web dashboard"),
     "generate": ("generate", "write a synthetic regional HL7 v2 feed"),

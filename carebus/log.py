@@ -155,6 +155,7 @@ CLEAR_FIELDS = frozenset(
         "sending_facility",
         "size",
         "source",
+        "stage",
         "store",
         "task",
         "tls",

@@ -170,7 +170,10 @@ GUARD_REASONS: tuple[str, ...] = (
 )
 
 #: Kinds of operational alert published on the ops topic.
-OPS_ALERT_KINDS: tuple[str, ...] = ("feed-silent", "feed-resumed")
+OPS_ALERT_KINDS: tuple[str, ...] = ("feed-silent", "feed-resumed", "engine-error")
+
+#: What the worker was doing when the rule engine raised (``streams.engine_errors``).
+ENGINE_STAGES: tuple[str, ...] = ("event", "deadline")
 
 #: Buckets of the ACK latency histogram, in seconds.
 ACK_LATENCY_BUCKETS: tuple[float, ...] = (
@@ -361,6 +364,14 @@ METRICS: tuple[MetricSpec, ...] = (
         _WORKER,
     ),
     MetricSpec(
+        "carebus_worker_engine_errors_total",
+        "counter",
+        ("stage", "rule"),
+        "Events and deadlines the rule engine raised on (kept on the engine-errors topic), "
+        "by stage and rule (none: outside any rule).",
+        _WORKER,
+    ),
+    MetricSpec(
         "carebus_worker_deadlines_pending",
         "gauge",
         (),
@@ -487,6 +498,7 @@ class Metrics:
                 names.alerts,
                 names.alert_status,
                 names.ops,
+                names.engine_errors,
                 *(names.alerts_for(p) for p in sorted(self.providers)),
             ]
         )
@@ -675,6 +687,13 @@ class Metrics:
     def alert_recipient_unknown(self, rule: str) -> None:
         """An alert named a recipient outside the region config (no provider copy)."""
         self._m["carebus_worker_alert_recipients_unknown_total"].labels(self.rule_label(rule)).inc()
+
+    def engine_error(self, stage: str, rule: str | None) -> None:
+        """The rule engine raised on an event or a deadline; the record went to engine-errors."""
+        self._m["carebus_worker_engine_errors_total"].labels(
+            stage if stage in ENGINE_STAGES else OTHER,
+            "none" if rule is None else self.rule_label(rule),
+        ).inc()
 
     def set_deadlines_pending(self, count: int) -> None:
         """The number of rule deadlines pending in this worker."""

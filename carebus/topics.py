@@ -55,6 +55,11 @@ class TopicNames:
         """Operational alerts, such as a feed gone quiet."""
         return f"{self.prefix}.ops"
 
+    @property
+    def engine_errors(self) -> str:
+        """Events the rule engine raised on, as consumed, with the error type."""
+        return f"{self.prefix}.engine-errors"
+
     def alerts_for(self, provider: str) -> str:
         """The alert topic one recipient provider's integrators subscribe to."""
         return f"{self.prefix}.alerts.provider.{provider}"
@@ -155,6 +160,7 @@ def declared_topics(
         _spec(settings, names.alerts, "delete", LONG_RETENTION_MS),
         _spec(settings, names.alert_status, "compact", None),
         _spec(settings, names.ops, "delete", SHORT_RETENTION_MS),
+        _spec(settings, names.engine_errors, "delete", LONG_RETENTION_MS),
     ]
 
 

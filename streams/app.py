@@ -13,6 +13,8 @@ worker owns partition ``p`` of each):
 ``{prefix}.alerts.status`` raised alerts and status changes        input (and output)
 ``{prefix}.alerts``        alerts, partition = events partition    output (delivery)
 ``{prefix}.alerts.provider.<P>`` one recipient's copy              output (delivery)
+``{prefix}.engine-errors``  events the rule engine raised on        output
+``{prefix}.ops``            ``engine-error`` ops alerts (JSON)      output
 ``patients`` table         :class:`streams.coordinator.Entry`       store: ``worker.store``
 ``alert-status`` table     :mod:`streams.status` values             store: ``worker.store``
 ========================== ======================================= =================
@@ -24,8 +26,9 @@ the :class:`~streams.coordinator.Coordinator`, writes each changed patient entry
 the table once, queues the control messages the coordinator returns, and waits
 until Faust's producer buffer has handed all of it to the Kafka client before the
 batch's offsets are acknowledged (Faust flushes the client, not reliably its own
-buffer, before committing); the ``alert-status`` agent folds status records into
-its table. A timer
+buffer, before committing); an event the rule engine raised on goes, with the
+batch, to the engine-errors topic, with an ops alert (:mod:`streams.engine_errors`);
+the ``alert-status`` agent folds status records into its table. A timer
 sends each owned partition a :class:`~streams.control.Tick` every
 ``worker.tick_interval_s`` while the worker is caught up with it (everything read,
 or the last event processed was written at most :data:`CAUGHT_UP_S` ago), so after
@@ -81,6 +84,7 @@ from streams.control import encode as encode_control
 from streams.coordinator import Coordinator, Outgoing
 from streams.delivery import AlertDelivery
 from streams.engine import Engine
+from streams.engine_errors import EngineErrorReporter, EngineFailure, failure_record
 from streams.region import Region, load_region
 from streams.sensors import NullSensors, WorkerSensors
 
@@ -212,6 +216,8 @@ class _Topology:
     status: Any
     patients: Any
     statuses: Any
+    engine_errors: Any = None
+    ops: Any = None
     #: events partition -> Kafka timestamp (epoch s) of the last event processed there
     last_event_ts: dict[int, float] = field(default_factory=dict)
 
@@ -230,6 +236,8 @@ def _declare(app: faust.App, settings: Settings) -> _Topology:
         status=app.topic(names.alert_status, key_serializer="raw", value_serializer="raw"),
         patients=app.Table("patients", partitions=partitions, schema=_raw_values()),
         statuses=app.Table("alert-status", partitions=partitions, schema=_json_values()),
+        engine_errors=app.topic(names.engine_errors, key_serializer="raw", value_serializer="raw"),
+        ops=app.topic(names.ops, key_serializer="raw", value_serializer="raw"),
     )
 
 
@@ -245,6 +253,7 @@ def _raw_values() -> Any:
 
 def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -> None:
     events_topic = topology.names.events
+    reporter = EngineErrorReporter()
     patients, statuses, control = topology.patients, topology.statuses, topology.control
 
     @app.agent(topology.source, name="coordinate", concurrency=1)
@@ -270,6 +279,7 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
                         key=key,
                         value=event.value,
                         now=now,
+                        headers=message.headers,
                     )
                 else:
                     out += coordinator.on_control(
@@ -288,13 +298,41 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
                     value=encode_control(item.message),
                     partition=item.partition,
                 )
+            failures = coordinator.take_failures()
+            if failures:
+                send_failures(topology, reporter, failures)
             # ...which must reach the Kafka client before the offsets are acknowledged.
             await handed_over(app.producer.buffer)
+
+    status_topic = topology.status
 
     @app.agent(topology.status, name="alert-status", concurrency=1)
     async def track_status(stream: Any) -> None:
         async for event in stream.events():
-            fold_status(statuses, event.key, event.value, event.message.offset)
+            again = fold_status(statuses, event.key, event.value, event.message.offset)
+            if again is not None:  # keep the decisive change the last of its key
+                status_topic.send_soon(
+                    key=event.key,
+                    value=again,
+                    partition=event.message.partition,
+                    headers=[("carebus-schema", status.CHANGE.encode())],
+                )
+
+
+def send_failures(
+    topology: _Topology, reporter: EngineErrorReporter, failures: list[EngineFailure]
+) -> None:
+    """Queue the engine-errors records of ``failures``, and their ops alerts (throttled)."""
+    now_s = time.time()
+    names = topology.names
+    for failure in failures:
+        source = names.events if failure.source == "e" else topology.control.get_topic_name()
+        key, value, headers = failure_record(failure, source_topic=source, at_ms=int(now_s * 1000))
+        topology.engine_errors.send_soon(
+            key=key, value=value, partition=failure.partition, headers=headers
+        )
+    for alert in reporter.ops_alerts(failures, now_s):
+        topology.ops.send_soon(key=b"engine-error", value=alert)
 
 
 def set_current_event(event: Any) -> None:
@@ -503,19 +541,30 @@ def prepare_topics(settings: Settings, providers: Iterable[str]) -> list[TopicRe
     return reports
 
 
-def fold_status(statuses: Any, key: bytes | None, value: bytes | None, offset: int) -> None:
-    """Apply one record of the status topic to the status table."""
+def fold_status(statuses: Any, key: bytes | None, value: bytes | None, offset: int) -> bytes | None:
+    """Apply one record of the status topic to the status table (:mod:`streams.status`).
+
+    Returns the encoded change to write again, keyed like the record, when the
+    record is a change that ranks below the alert's status (see
+    :func:`streams.status.reassert`), else None.
+    """
     if key is None or value is None:
-        return
-    dedup_key = key.decode("utf-8", errors="replace")
+        return None
+    kafka_key = key.decode("utf-8", errors="replace")
     try:
         schema, record = schemas.codec.decode(value)
-        new = status.apply(statuses.get(dedup_key), dedup_key, schema, record)
+        dedup_key = status.dedup_key_of(kafka_key, schema, record)
+        current = statuses.get(dedup_key)
+        new = status.apply(current, kafka_key, schema, record)
     except (DecodeError, UnknownSchema, status.BadStatusRecord, KeyError, ValueError) as exc:
         log.warning("status record skipped", offset=offset, error=type(exc).__name__)
-        return
+        return None
     if new is not None:
         statuses[dedup_key] = new
+    if not status.dominated(current, schema, record):
+        return None
+    decisive = status.reassert(new if new is not None else current)
+    return None if decisive is None else schemas.codec.encode(status.CHANGE, decisive)
 
 
 def _app_config(settings: Settings) -> dict[str, Any]:

@@ -26,6 +26,12 @@ table's changelog:
   applied, so a record reprocessed after a crash is not applied twice;
 - ``alias``/``moved``/``absorbed``: ``ADT^A40`` merges (see :meth:`Coordinator.on_event`).
 
+When the engine raises on an event (or a deadline), the patient's entry is left as
+it was, the record is kept as an :class:`~streams.engine_errors.EngineFailure`
+(:meth:`Coordinator.take_failures`; the agent writes it to the engine-errors topic
+with the batch) and the partition goes on: see :mod:`streams.engine_errors` for the
+record and how to replay it once the rule is fixed.
+
 Table values are compact JSON bytes (:meth:`Entry.encode`): short keys, empty
 fields left out. :meth:`Entry.decode` also reads the first release's format
 (version 1, long keys, every field present), so a store or changelog written by it
@@ -56,6 +62,7 @@ from streams.control import (
 )
 from streams.control import decode as decode_control
 from streams.engine import Engine
+from streams.engine_errors import EngineFailure, Stage, describe, pairs, rule_of
 from streams.sensors import NullSensors, WorkerSensors
 from streams.state import PatientState
 from streams.view import MERGED, SCHEMAS, EventView
@@ -211,6 +218,8 @@ class Coordinator:
         self.active: frozenset[int] = frozenset()
         self._needs_scan = True
         self.skipped = 0
+        #: engine failures since the last :meth:`take_failures`
+        self._failures: list[EngineFailure] = []
         #: partition -> patients whose outbox has confirmed alerts to drop
         self._tidy: dict[int, set[str]] = {}
         #: key -> (entry, state): the latest entry of recently seen patients (its ``state``
@@ -298,19 +307,32 @@ class Coordinator:
         key: str | None,
         value: bytes,
         now: int,
+        headers: Any = (),
     ) -> list[Outgoing]:
         """Apply one record of the events topic; ``now`` is the wall clock (epoch µs).
 
         Deadlines of the partition due strictly before the event's time (capped at
         ``now``) fire first. An ``ADT^A40`` merge whose retired key belongs to
-        another partition returns a :class:`MergeRequest` for it.
+        another partition returns a :class:`MergeRequest` for it. ``headers`` (the
+        record's, as consumed: (name, value) pairs or a mapping) go with the record
+        to the engine-errors topic if the engine raises on it (only then are they read).
         """
         view = self._view(value, partition, offset)
         if view is None:
             return []
         self._advance(table, partition, view.time, now)
         target = key or view.patient_key
-        return self._apply(table, partition, ("e", offset), target, view, value=value, hops=0)
+        return self._apply(
+            table,
+            partition,
+            ("e", offset),
+            target,
+            view,
+            value=value,
+            hops=0,
+            record_key=key,
+            headers=headers,
+        )
 
     def on_control(
         self,
@@ -346,6 +368,7 @@ class Coordinator:
             view,
             value=message.value,
             hops=message.hops,
+            record_key=message.target,
         )
 
     def on_tick(self, table: PatientTable, partition: int, now: int) -> None:
@@ -391,6 +414,46 @@ class Coordinator:
             error=type(exc).__name__ if exc else None,
         )
 
+    def _failed(
+        self,
+        stage: Stage,
+        exc: Exception,
+        *,
+        partition: int,
+        offset: int,
+        source: str,
+        key: str | None,
+        value: bytes,
+        headers: Any,
+    ) -> None:
+        """The engine raised: keep the record for the engine-errors topic, count it, go on."""
+        error, message = describe(exc)
+        rule = rule_of(exc, self.engine.rules)
+        log.exception(  # called in the except block: the traceback is the current one
+            "rule engine failed; record kept on the engine-errors topic",
+            stage=stage,
+            rule=rule,
+            error=error,
+            partition=partition,
+            offset=offset,
+        )
+        self.skipped += 1
+        self.sensors.engine_error(stage, rule)
+        self._failures.append(
+            EngineFailure(
+                stage, rule, error, message, partition, offset, source, key, value, pairs(headers)
+            )
+        )
+
+    def take_failures(self) -> list[EngineFailure]:
+        """Engine failures since the last call, oldest first, for the engine-errors topic.
+
+        The caller hands them to the producer with the batch's table writes, before
+        the batch's offsets may be committed (``streams.engine_errors``).
+        """
+        failures, self._failures = self._failures, []
+        return failures
+
     def _advance(self, table: PatientTable, partition: int, time: int, now: int) -> None:
         moved = self.clocks.advance(partition, time, now)
         if moved is not None:
@@ -406,8 +469,16 @@ class Coordinator:
                 alerts = self.engine.fire_due_micros(state, now)
             except Exception as exc:  # a bug in one rule must not stop the region's alerts
                 self._forget_failed(key)
-                log.exception("rule engine failed on a deadline", partition=partition)
-                self._skip("engine-error", partition, -1, exc)
+                self._failed(
+                    "deadline",
+                    exc,
+                    partition=partition,
+                    offset=-1,
+                    source="e",
+                    key=key,
+                    value=b"",
+                    headers=(),
+                )
                 continue
             self._save(table, partition, key, entry, state=state, alerts=alerts)
 
@@ -485,6 +556,8 @@ class Coordinator:
         *,
         value: bytes,
         hops: int,
+        record_key: str | None,
+        headers: Any = (),
     ) -> list[Outgoing]:
         kind, offset = position
         entry = self._load(table, key, partition)
@@ -506,8 +579,16 @@ class Coordinator:
             alerts = self.engine.process_view(state, view)
         except Exception as exc:  # a bug in one rule must not stop the region's alerts
             self._forget_failed(key)
-            log.exception("rule engine failed on an event", partition=partition, offset=offset)
-            self._skip("engine-error", partition, offset, exc)
+            self._failed(
+                "event",
+                exc,
+                partition=partition,
+                offset=offset,
+                source=kind,
+                key=record_key,
+                value=value,
+                headers=headers,
+            )
             return []
         out: list[Outgoing] = []
         if view.schema == MERGED:

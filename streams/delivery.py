@@ -20,8 +20,10 @@ The design (``docs/alerts.md`` explains it for operators):
   is left (a log line without patient data, once per code, and the
   ``alert_recipient_unknown`` sensor, counted per alert). Only after the commit
   are the keys added to the published set. Just before the transaction the
-  batch is also written, keyed by dedup key, to the status topic (at least
-  once, not transactionally), so the status table knows every raised alert.
+  batch is also written to the status topic (at least once, not
+  transactionally), keyed ``{dedup_key}/alert`` on the dedup key's partition
+  (``streams.status``: compaction keeps it apart from the alert's status
+  changes), so the status table knows every raised alert.
 * Any failure closes the producer; the publisher starts a new one (fencing the
   old, aborting what it left open), reads the partition again and retries. A
   ``ProducerFenced`` means another worker took the partition: it backs off.
@@ -51,7 +53,9 @@ from carebus.settings import Settings
 from carebus.topics import TopicNames, provider_alert_topic
 from schemas.errors import DecodeError, UnknownSchema
 from streams.alert import Alert
+from streams.control import partition_for
 from streams.sensors import NullSensors, WorkerSensors
+from streams.status import body_key
 
 log = get_logger(__name__)
 
@@ -253,6 +257,7 @@ class AlertDelivery:
     ) -> None:
         self.names = TopicNames.from_settings(settings.topics)
         self.providers = frozenset(providers)
+        self.status_partitions = settings.topics.partitions
         self.transactional_prefix = f"{app_id}.{settings.topics.prefix}.alerts"
         self.clients: Clients = clients or KafkaClients(settings)
         self.sensors: WorkerSensors = sensors or NullSensors()
@@ -487,7 +492,8 @@ class AlertDelivery:
         of every alert no later than integrators do. (Not transactional on purpose:
         the status topic is read by a Faust agent, and Faust reads transaction
         markers as gaps, at a cost that grows with every one.) ``records`` are the
-        alerts' encoded (key, value, headers); the status topic is keyed by dedup key.
+        alerts' encoded (key, value, headers). Each is keyed ``{dedup_key}/alert``
+        and sent to the partition of its dedup key (``streams.status``).
         """
         async with self._plain_lock:
             if self._plain is None:
@@ -497,7 +503,8 @@ class AlertDelivery:
             await plain.send(
                 self.names.alert_status,
                 value,
-                key=alert.dedup_key.encode("utf-8"),
+                key=body_key(alert.dedup_key).encode("utf-8"),
+                partition=partition_for(alert.dedup_key, self.status_partitions),
                 headers=headers,
             )
             for alert, (_, value, headers) in zip(alerts, records, strict=True)

@@ -21,6 +21,9 @@ class WorkerSensors(Protocol):
     def alert_recipient_unknown(self, rule: str) -> None:
         """An alert of this rule named a recipient outside the region config (no copy)."""
 
+    def engine_error(self, stage: str, rule: str | None) -> None:
+        """The rule engine raised on an event or a deadline (``stage``); ``rule`` if known."""
+
     def set_deadlines_pending(self, count: int) -> None:
         """Patients with a pending deadline in this worker."""
 
@@ -38,6 +41,9 @@ class NullSensors:
         """Ignore."""
 
     def alert_recipient_unknown(self, rule: str) -> None:
+        """Ignore."""
+
+    def engine_error(self, stage: str, rule: str | None) -> None:
         """Ignore."""
 
     def set_deadlines_pending(self, count: int) -> None:

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker_topics(names: TopicNames) -> list[str]:
     """The topics whose durability the worker checks at start (carebus.durability)."""
-    return [names.events, names.alerts, names.alert_status, names.ops]
+    return [names.events, names.alerts, names.alert_status, names.ops, names.engine_errors]
 
 
 def use_event_loop(settings: WorkerSettings) -> None:

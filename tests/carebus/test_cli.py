@@ -135,13 +135,13 @@ class TestAgainstBroker:
         )
         first = carebus("topics", "apply", env=env)
         assert first.returncode == 0, first.stderr
-        assert [line.split()[0] for line in first.stdout.splitlines()] == ["created"] * 6
+        assert [line.split()[0] for line in first.stdout.splitlines()] == ["created"] * 7
         assert f"{unique_topic_prefix}.events" in first.stdout
         second = carebus("topics", "apply", env=env)
         assert second.returncode == 0, second.stderr
-        assert [line.split()[0] for line in second.stdout.splitlines()] == ["ok"] * 6
+        assert [line.split()[0] for line in second.stdout.splitlines()] == ["ok"] * 7
         drifted = carebus("topics", "apply", env={**env, "CAREBUS_TOPICS_PARTITIONS": "3"})
         assert drifted.returncode == 1
         lines = drifted.stdout.splitlines()
-        assert [line.split()[0] for line in lines] == ["drift"] * 6
+        assert [line.split()[0] for line in lines] == ["drift"] * 7
         assert all("partitions is 2, declared 3" in line for line in lines)

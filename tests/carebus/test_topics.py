@@ -29,7 +29,7 @@ from carebus.topics import (
 
 class TestDeclarations:
     def test_every_named_topic_is_declared_once(self) -> None:
-        """The declarations cover raw, events, dead letters, alerts, alert status and ops."""
+        """The declarations cover raw, events, dead letters, alerts, status, ops, engine errors."""
         settings = TopicSettings(prefix="x")
         names = TopicNames.from_settings(settings)
         declared = [s.name for s in declared_topics(settings)]
@@ -41,6 +41,7 @@ class TestDeclarations:
                 names.alerts,
                 names.alert_status,
                 names.ops,
+                names.engine_errors,
             ]
         )
         assert len(set(declared)) == len(declared)
@@ -58,6 +59,9 @@ class TestDeclarations:
         names = TopicNames()
         specs = {s.name: s for s in declared_topics(TopicSettings())}
         assert specs[names.alert_status].configs["cleanup.policy"] == "compact"
+        errors = specs[names.engine_errors].configs
+        assert errors["cleanup.policy"] == "delete"
+        assert errors["retention.ms"] == str(LONG_RETENTION_MS)
         assert "retention.ms" not in specs[names.alert_status].configs
         for name in (names.raw, names.deadletter, names.alerts):
             assert specs[name].configs["cleanup.policy"] == "delete"
@@ -179,9 +183,9 @@ class TestApply:
     def test_creates_missing_topics_then_reports_ok(self, kafka_isolated: Settings) -> None:
         """The first apply creates every declared topic; the second finds them all ok."""
         first = apply(kafka_isolated)
-        assert [r.status for r in first] == ["created"] * 6
+        assert [r.status for r in first] == ["created"] * 7
         second = apply(kafka_isolated)
-        assert [r.status for r in second] == ["ok"] * 6
+        assert [r.status for r in second] == ["ok"] * 7
         names = [r.name for r in second]
         assert partition_counts(kafka_isolated, names) == dict.fromkeys(names, 2)
 

@@ -480,7 +480,8 @@ class TestAcls:
     def test_worker_reads_events_and_writes_only_its_outputs(
         self, names: TopicNames, app_id: str
     ) -> None:
-        """The worker reads events and status, writes alerts, status and ops; raw it cannot read."""
+        """The worker reads events and status, writes alerts, status, ops and engine errors;
+        raw it cannot read."""
         user = "User:carebus-worker"
         internal = ("prefixed", f"{app_id}-")
         assert _grants(user, "Read") == {
@@ -493,6 +494,7 @@ class TestAcls:
             ("literal", names.alerts),
             ("literal", names.alert_status),
             ("literal", names.ops),
+            ("literal", names.engine_errors),
             ("prefixed", names.alerts_for("")),
             internal,
         }

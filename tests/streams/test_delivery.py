@@ -15,8 +15,10 @@ from structlog.testing import capture_logs
 import schemas.codec
 from carebus.settings import Settings, TopicSettings
 from streams.alert import Alert
+from streams.control import partition_for
 from streams.delivery import ALERT_SCHEMA, DEDUP_HEADER, AlertDelivery
 from streams.sensors import NullSensors
+from streams.status import body_key
 from tests.streams.fakes import FakeKafka
 
 SETTINGS = Settings(topics=TopicSettings(prefix="t", partitions=2))
@@ -102,8 +104,10 @@ class TestPublishing:
         assert [(p, k) for p, k, _, _ in kafka.log["t.alerts"]] == [(1, b"9434765919")]
         assert len(kafka.log["t.alerts.provider.RX1"]) == 1
         assert len(kafka.log["t.alerts.provider.G0001"]) == 1
-        (_, status_key, value, headers) = kafka.log["t.alerts.status"][0]
-        assert status_key == alert(1).dedup_key.encode()
+        (status_partition, status_key, value, headers) = kafka.log["t.alerts.status"][0]
+        # Keyed apart from the alert's status changes, on the dedup key's partition.
+        assert status_key == body_key(alert(1).dedup_key).encode()
+        assert status_partition == partition_for(alert(1).dedup_key, delivery.status_partitions)
         assert schemas.codec.decode(value)[0] == ALERT_SCHEMA
         assert (DEDUP_HEADER, alert(1).dedup_key.encode()) in headers
         assert kafka.started == ["w.t.alerts.1"]

@@ -238,7 +238,13 @@ class TestPrepareTopics:
         names = TopicNames.from_settings(kafka_isolated.topics)
         with admin_client(kafka_isolated) as admin:
             present = set(admin.list_topics())
-        wanted = {names.events, names.alerts, names.alert_status, names.alerts_for("RX1")}
+        wanted = {
+            names.events,
+            names.alerts,
+            names.alert_status,
+            names.engine_errors,
+            names.alerts_for("RX1"),
+        }
         assert wanted | {control_topic_name(kafka_isolated)} <= present
         assert not any(t.endswith("bad code") for t in present)
 
