@@ -156,7 +156,7 @@ class TestContactHistory:
             assert contact_between(times, lo, hi) == any(lo <= t <= hi for t in full), end
 
     def test_contacts_older_than_the_memory_are_forgotten(self) -> None:
-        """Times more than CONTACT_MEMORY before the latest are dropped; a late one that old is not kept."""
+        """Times over CONTACT_MEMORY before the latest are dropped, and a late one that old too."""
         times: list[int] = []
         remember_contact(times, 0)
         remember_contact(times, CONTACT_MEMORY + 1)
@@ -178,7 +178,7 @@ class TestDeadlineBook:
 
 class TestAbsorb:
     def test_merge_unions_contacts_and_episodes(self) -> None:
-        """The survivor keeps both records' contact times per provider and gains the retired episodes."""
+        """The survivor keeps both records' contact times and gains the retired episodes."""
         survivor, retired = PatientState("S"), PatientState("R")
         survivor.seen = {"RX1": [10], "G0001": [50]}
         retired.seen = {"RX1": [20], "G0001": [300 * DAY], "HSP01": [5]}
