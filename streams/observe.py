@@ -69,7 +69,7 @@ def observe(view: EventView, state: PatientState, region: Region) -> Opened | No
         times = state.seen.get(sender)
         if times is None:
             state.seen[sender] = [t]
-        else:
+        elif t != times[-1]:
             remember_contact(times, t)
     handler = _HANDLERS.get(view.schema)
     if handler is None:

@@ -87,8 +87,12 @@ def contact_between(times: list[int] | None, since: int, until: int) -> bool:
     """True when the sorted ``times`` hold one in ``[since, until]`` (both ends included)."""
     if not times:
         return False
-    i = bisect_left(times, since)
-    return i < len(times) and times[i] <= until
+    last = times[-1]
+    if last < since:
+        return False
+    if last <= until:  # the usual case: nothing stamped later has arrived
+        return True
+    return times[bisect_left(times, since)] <= until
 
 
 def _merged_contacts(mine: list[int], theirs: Iterable[int]) -> list[int]:
@@ -211,7 +215,11 @@ class PatientState:
         By event time: a message stamped after ``at`` does not count, whenever it arrived.
         """
         since = at - YEAR
-        return [p for p, times in self.seen.items() if contact_between(times, since, at)]
+        return [
+            p
+            for p, times in self.seen.items()
+            if since <= times[-1] <= at or contact_between(times, since, at)
+        ]
 
     def knows(self, provider: str, since: int, until: int) -> bool:
         """True when ``provider`` sent a message about the patient, or was sent a
