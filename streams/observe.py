@@ -8,15 +8,29 @@ runs the rules on the state *before* an event and calls :func:`observe` after, s
 pathway or a discharge to a hospice; one event opens at most one) so the engine
 can start its rules' clocks. Every clock starts at the event time of the message
 that opens the episode.
+
+Look-back history is recorded by event time, whatever the arrival order (see
+:mod:`streams.state`): a message that arrives before earlier-stamped ones is kept
+at its own event time, so it does not count in their windows.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from typing import Final, NamedTuple
 
 from streams.deadlines import DAY, to_micros
 from streams.region import Region
-from streams.state import Appointment, Death, Discharge, FinalResult, Pathway, PatientState
+from streams.state import (
+    LATE,
+    Appointment,
+    Death,
+    Discharge,
+    FinalResult,
+    Pathway,
+    PatientState,
+    remember_contact,
+)
 from streams.view import (
     APPOINTMENT,
     DIED,
@@ -31,8 +45,10 @@ from streams.view import (
 PATHWAY: Final = "pathway"
 DISCHARGE: Final = "discharge"
 
-#: emergency admissions older than this are forgotten
+#: the window of repeated-emergency-admissions
 EMERGENCY_WINDOW: Final = 90 * DAY
+#: emergency admissions this much older than the latest one are forgotten
+EMERGENCY_MEMORY: Final = EMERGENCY_WINDOW + LATE
 #: appointments that started longer ago than this are forgotten
 APPOINTMENT_MEMORY: Final = 365 * DAY
 
@@ -49,8 +65,12 @@ def observe(view: EventView, state: PatientState, region: Region) -> Opened | No
     """Apply ``view`` to ``state``; return the episode it opened, if any."""
     t = view.time
     sender = view.sender
-    if sender and t > state.seen.get(sender, t - 1):
-        state.seen[sender] = t
+    if sender:
+        times = state.seen.get(sender)
+        if times is None:
+            state.seen[sender] = [t]
+        elif t != times[-1]:
+            remember_contact(times, t)
     handler = _HANDLERS.get(view.schema)
     if handler is None:
         return None
@@ -67,10 +87,11 @@ def _encounter(view: EventView, state: PatientState, region: Region) -> Opened |
                 pathway.seen = True
     if trigger == "A01":
         if record.get("admission_type") in region.emergency_admission_types:
-            state.emergencies[view.ref] = (t, view.control_id)
-            since = t - EMERGENCY_WINDOW
-            for ref in [r for r, (at, _) in state.emergencies.items() if at < since]:
-                del state.emergencies[ref]
+            emergencies = state.emergencies
+            emergencies[view.ref] = (t, view.control_id)
+            since = max(at for at, _ in emergencies.values()) - EMERGENCY_MEMORY
+            for ref in [r for r, (at, _) in emergencies.items() if at < since]:
+                del emergencies[ref]
         if state.discharges and region.kind(view.sender) == "hospice":
             for ref, discharge in list(state.discharges.items()):
                 if discharge.start <= t <= discharge.start + DAY:
@@ -93,8 +114,12 @@ def _referral(view: EventView, state: PatientState, region: Region) -> Opened | 
     record = view.record
     t = view.time
     to = record.get("referred_to") or view.receiver
-    if to and t > state.referred.get(to, t - 1):
-        state.referred[to] = t
+    if to:
+        times = state.referred.get(to)
+        if times is None:
+            state.referred[to] = [t]
+        else:
+            remember_contact(times, t)
     if record.get("priority") not in region.cancer_priorities or state.death is not None:
         return None
     referrer = record.get("referrer") or view.sender
@@ -143,10 +168,14 @@ def _result(view: EventView, state: PatientState, region: Region) -> Opened | No
             continue
         observed = request.get("observation_time")
         at = view.time if observed is None else to_micros(observed)
-        by_provider = state.results.setdefault(code, {})
-        held = by_provider.get(view.sender)
-        if held is None or at >= held.time:
-            by_provider[view.sender] = FinalResult(time=at, control_id=view.control_id)
+        held = state.results.setdefault(code, {}).setdefault(view.sender, [])
+        result = FinalResult(time=at, control_id=view.control_id, reported=view.time)
+        if result in held:
+            continue
+        insort(held, result, key=FinalResult.key)
+        horizon = held[-1].time - intervals[code] * DAY - LATE
+        if held[0].time < horizon:
+            del held[: sum(1 for r in held if r.time < horizon)]
     return None
 
 

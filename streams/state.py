@@ -8,17 +8,98 @@ and remembers raised alerts). Rules only read it. Times are epoch microseconds
 ``to_dict`` gives plain JSON types (for Faust tables); ``from_dict`` reverses it.
 Which identity-unverified alerts were raised (per sending provider and local
 identifier) is part of ``raised``, like every other dedup key.
+
+Look-back windows are judged by event time, not arrival order (rules spec 1.1,
+Clock): a message that arrives earlier but carries a later event time is not in
+the window before an earlier event. So the history the look-back rules read keeps
+event times, not just "the latest":
+
+- ``seen`` / ``referred``: per provider, the sorted event times of its messages
+  (of the referrals to it). A time is dropped when the times kept either side of
+  it are at most 365 days apart: every window of 365 days that holds it holds one
+  of them too, so at most about two times per provider per year are kept;
+- ``results``: per test code and provider, every final result with its
+  observation time and the event time of the message that reported it;
+- ``emergencies``: every emergency admission with its event time.
+
+History is forgotten once it is older than the longest window it serves plus
+:data:`LATE` before the latest time of its kind: a message arriving up to
+:data:`LATE` behind later-stamped ones is judged exactly; one arriving later
+still is judged against what is left.
+
+Format 2 (the lists above) replaced format 1 (the latest time per provider, the
+latest result per code and provider); a format-1 state still loads: each latest
+time becomes a one-time history, each result counts as reported when observed.
 """
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streams.deadlines import YEAR, Deadline
+from streams.deadlines import DAY, YEAR, Deadline
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: the formats :meth:`PatientState.from_dict` reads
+READABLE_FORMATS: Final = frozenset({1, FORMAT_VERSION})
+
+#: how far behind the latest recorded event time a message may arrive and still be
+#: judged exactly against the look-back windows (history is kept that much longer)
+LATE: Final = 30 * DAY
+#: how long the contact history (care team, repeated-history) is kept: its window plus LATE
+CONTACT_MEMORY: Final = YEAR + LATE
+
+
+def remember_contact(times: list[int], t: int) -> None:
+    """Add event time ``t`` to the sorted contact history ``times`` of one provider.
+
+    Keeps only what answers "any contact in a 365-day window": a time whose
+    neighbours are at most 365 days apart is dropped (every such window that holds
+    it holds one of them), and times more than :data:`CONTACT_MEMORY` before the
+    latest are forgotten. Arrival in event-time order costs an append.
+    """
+    if not times or t > times[-1]:
+        times.append(t)
+        if len(times) >= 3 and times[-1] - times[-3] <= YEAR:
+            del times[-2]
+        if times[0] < times[-1] - CONTACT_MEMORY:
+            _forget_before(times, times[-1] - CONTACT_MEMORY)
+        return
+    i = bisect_left(times, t)
+    if times[i] == t or t < times[-1] - CONTACT_MEMORY:
+        return
+    times.insert(i, t)
+    i = 1
+    while i < len(times) - 1:
+        if times[i + 1] - times[i - 1] <= YEAR:
+            del times[i]
+        else:
+            i += 1
+
+
+def _forget_before(times: list[int], horizon: int) -> None:
+    del times[: bisect_left(times, horizon)]
+
+
+def contact_between(times: list[int] | None, since: int, until: int) -> bool:
+    """True when the sorted ``times`` hold one in ``[since, until]`` (both ends included)."""
+    if not times:
+        return False
+    last = times[-1]
+    if last < since:
+        return False
+    if last <= until:  # the usual case: nothing stamped later has arrived
+        return True
+    return times[bisect_left(times, since)] <= until
+
+
+def _merged_contacts(mine: list[int], theirs: Iterable[int]) -> list[int]:
+    merged: list[int] = []
+    for t in sorted({*mine, *theirs}):
+        remember_contact(merged, t)
+    return merged
 
 
 @dataclass(slots=True)
@@ -32,10 +113,19 @@ class Appointment:
 
 @dataclass(slots=True)
 class FinalResult:
-    """The latest final result for one test code from one provider."""
+    """A final result for one test code from one provider.
+
+    ``time`` is when it was observed (``OBR-7``, else the message's event time),
+    ``reported`` the event time of the message that carried it.
+    """
 
     time: int
     control_id: str
+    reported: int = 0
+
+    def key(self) -> tuple[int, int]:
+        """Order of results in a history: observed, then reported."""
+        return (self.time, self.reported)
 
 
 @dataclass(slots=True)
@@ -91,18 +181,19 @@ class PatientState:
 
     def __init__(self, key: str) -> None:
         self.key = key
-        #: provider -> time of the latest message it sent about the patient
-        self.seen: dict[str, int] = {}
-        #: provider -> time of the latest referral sent to it
-        self.referred: dict[str, int] = {}
+        #: provider -> event times of the messages it sent about the patient
+        #: (sorted, sparse: see :func:`remember_contact`)
+        self.seen: dict[str, list[int]] = {}
+        #: provider -> event times of the referrals sent to it (likewise)
+        self.referred: dict[str, list[int]] = {}
         #: on the end-of-life register, and when that last changed (None: never)
         self.eol = False
         self.eol_changed: int | None = None
         self.death: Death | None = None
         #: filler appointment id -> pending appointment
         self.appointments: dict[str, Appointment] = {}
-        #: test code -> provider -> latest final result
-        self.results: dict[str, dict[str, FinalResult]] = {}
+        #: test code -> provider -> final results, by observation then report time
+        self.results: dict[str, dict[str, list[FinalResult]]] = {}
         #: emergency admissions: message reference -> (event time, MSH-10)
         self.emergencies: dict[str, tuple[int, str]] = {}
         #: open suspected-cancer pathways by episode reference
@@ -119,9 +210,40 @@ class PatientState:
     # -- queries -------------------------------------------------------------------
 
     def care_team(self, at: int) -> list[str]:
-        """Providers that sent a message about the patient in the 365 days up to ``at``."""
+        """Providers that sent a message about the patient in the 365 days up to ``at``.
+
+        By event time: a message stamped after ``at`` does not count, whenever it arrived.
+        """
         since = at - YEAR
-        return [p for p, t in self.seen.items() if t >= since]
+        return [
+            p
+            for p, times in self.seen.items()
+            if since <= times[-1] <= at or contact_between(times, since, at)
+        ]
+
+    def knows(self, provider: str, since: int, until: int) -> bool:
+        """True when ``provider`` sent a message about the patient, or was sent a
+        referral for them, with an event time in ``[since, until]``."""
+        return contact_between(self.seen.get(provider), since, until) or contact_between(
+            self.referred.get(provider), since, until
+        )
+
+    def anyone_knows(self, since: int, until: int) -> bool:
+        """True when any provider sent a message or was sent a referral in ``[since, until]``."""
+        return any(contact_between(t, since, until) for t in self.seen.values()) or any(
+            contact_between(t, since, until) for t in self.referred.values()
+        )
+
+    def results_between(self, code: str, since: int, until: int) -> dict[str, FinalResult]:
+        """Per provider, its latest final result for ``code`` observed in ``[since, until]``
+        and reported (message event time) at or before ``until``."""
+        found: dict[str, FinalResult] = {}
+        for provider, results in self.results.get(code, {}).items():
+            for result in reversed(results):
+                if since <= result.time <= until and result.reported <= until:
+                    found[provider] = result
+                    break
+        return found
 
     def next_deadline(self) -> int | None:
         """The earliest pending deadline, or None."""
@@ -163,12 +285,10 @@ class PatientState:
 
     def absorb(self, retired: PatientState) -> None:
         """Take over everything known under ``retired`` (an ``ADT^A40`` merge)."""
-        for provider, t in retired.seen.items():
-            if t > self.seen.get(provider, t - 1):
-                self.seen[provider] = t
-        for provider, t in retired.referred.items():
-            if t > self.referred.get(provider, t - 1):
-                self.referred[provider] = t
+        for provider, times in retired.seen.items():
+            self.seen[provider] = _merged_contacts(self.seen.get(provider, []), times)
+        for provider, times in retired.referred.items():
+            self.referred[provider] = _merged_contacts(self.referred.get(provider, []), times)
         if retired.eol_changed is not None and (
             self.eol_changed is None or retired.eol_changed > self.eol_changed
         ):
@@ -181,9 +301,11 @@ class PatientState:
             self.appointments.setdefault(filler_id, appointment)
         for code, by_provider in retired.results.items():
             mine = self.results.setdefault(code, {})
-            for provider, result in by_provider.items():
-                if provider not in mine or result.time > mine[provider].time:
-                    mine[provider] = result
+            for provider, results in by_provider.items():
+                held = mine.setdefault(provider, [])
+                for result in results:
+                    if result not in held:
+                        insort(held, result, key=FinalResult.key)
         self.emergencies.update(retired.emergencies)
         self.closed |= retired.closed
         self.raised |= retired.raised
@@ -208,8 +330,8 @@ class PatientState:
         return {
             "v": FORMAT_VERSION,
             "key": self.key,
-            "seen": dict(self.seen),
-            "referred": dict(self.referred),
+            "seen": {p: list(times) for p, times in self.seen.items()},
+            "referred": {p: list(times) for p, times in self.referred.items()},
             "eol": self.eol,
             "eol_changed": self.eol_changed,
             "death": None
@@ -219,7 +341,7 @@ class PatientState:
                 k: [a.provider, a.start, a.control_id] for k, a in self.appointments.items()
             },
             "results": {
-                code: {p: [r.time, r.control_id] for p, r in by.items()}
+                code: {p: [[r.time, r.reported, r.control_id] for r in rs] for p, rs in by.items()}
                 for code, by in self.results.items()
             },
             "emergencies": {k: [t, c] for k, (t, c) in self.emergencies.items()},
@@ -238,11 +360,12 @@ class PatientState:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PatientState:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` on an unknown format."""
-        if raw.get("v") != FORMAT_VERSION:
-            raise ValueError(f"unknown patient state format {raw.get('v')!r}")
+        version = raw.get("v")
+        if version not in READABLE_FORMATS:
+            raise ValueError(f"unknown patient state format {version!r}")
         state = cls(str(raw["key"]))
-        state.seen = {str(k): int(v) for k, v in raw["seen"].items()}
-        state.referred = {str(k): int(v) for k, v in raw["referred"].items()}
+        state.seen = {str(k): _contacts(v) for k, v in raw["seen"].items()}
+        state.referred = {str(k): _contacts(v) for k, v in raw["referred"].items()}
         state.eol = bool(raw["eol"])
         state.eol_changed = None if raw["eol_changed"] is None else int(raw["eol_changed"])
         if raw["death"] is not None:
@@ -253,7 +376,7 @@ class PatientState:
             for k, (p, s, c) in raw["appointments"].items()
         }
         state.results = {
-            str(code): {str(p): FinalResult(int(t), str(c)) for p, (t, c) in by.items()}
+            str(code): {str(p): _results(version, rs) for p, rs in by.items()}
             for code, by in raw["results"].items()
         }
         state.emergencies = {str(k): (int(t), str(c)) for k, (t, c) in raw["emergencies"].items()}
@@ -282,3 +405,18 @@ class PatientState:
             f"PatientState(<key>, providers={len(self.seen)}, "
             f"deadlines={len(self.deadlines)}, raised={len(self.raised)})"
         )
+
+
+def _contacts(raw: Any) -> list[int]:
+    """A stored contact history; format 1 stored only the latest time."""
+    if isinstance(raw, list):
+        return [int(t) for t in raw]
+    return [int(raw)]
+
+
+def _results(version: object, raw: Any) -> list[FinalResult]:
+    """A stored result history; format 1 stored only the latest, ``[time, control_id]``."""
+    if version == 1:
+        t, c = raw
+        return [FinalResult(int(t), str(c), int(t))]
+    return [FinalResult(int(t), str(c), int(r)) for t, r, c in raw]

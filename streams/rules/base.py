@@ -80,7 +80,11 @@ def message_alert(
 
 
 def care_team(state: PatientState, view: EventView) -> set[str]:
-    """The care team at the moment of ``view``: the sender of the message included."""
+    """The care team at the moment of ``view``: the sender of the message included.
+
+    By event time: a provider whose messages are all stamped after ``view`` is not in
+    it, even when they arrived first.
+    """
     team = set(state.care_team(view.time))
     if view.sender:
         team.add(view.sender)

@@ -5,6 +5,10 @@ later such admission (from any provider) in the 90 days up to and including it,
 for a patient on the EOL register or with an open suspected-cancer pathway. Raised
 for each such admission, to the care team's ``gp`` providers (the sender when
 there are none), at the event time.
+
+By event time: an admission stamped after this one is not among its previous
+admissions, whenever it arrived; the admissions kept (:mod:`streams.observe`) reach
+back far enough for one that arrives up to ``streams.state.LATE`` behind later ones.
 """
 
 from __future__ import annotations

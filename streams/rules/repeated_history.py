@@ -5,6 +5,12 @@ P has neither sent a message about the patient nor been sent a referral for them
 in the 365 days before this message, and some other provider has (a message from
 it, or a referral to it, before this message). The patient's history is
 elsewhere: P should ask for it.
+
+"Before this message" is by event time: the window is the 365 days up to and
+including its event time, among the messages applied before it. A message that
+arrived earlier but is stamped later (a booking sent seconds before the
+registration it follows) is not in the window. Messages with the same event time
+count when they arrived first (only what was applied can count).
 """
 
 from __future__ import annotations
@@ -32,16 +38,13 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         return []
     if not provider:
         return []
-    since = view.time - YEAR
-    if state.seen.get(provider, since - 1) >= since:
+    t = view.time
+    since = t - YEAR
+    # By event time: contacts stamped after this message do not count, whenever they arrived.
+    if state.knows(provider, since, t):
         return []
-    if state.referred.get(provider, since - 1) >= since:
-        return []
-    # P itself is not known since then (above), so anyone known since then is another.
-    seen, referred = state.seen, state.referred
-    if not (seen and max(seen.values()) >= since) and not (
-        referred and max(referred.values()) >= since
-    ):
+    # P itself is not known in the window (above), so anyone known in it is another.
+    if not state.anyone_knows(since, t):
         return []
     return [
         message_alert(

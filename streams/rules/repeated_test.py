@@ -5,6 +5,10 @@ provider B, when a final result (``OBR-25`` = ``F``) for the same code came from
 another provider A with ``OBR-7`` (else the result's event time) within
 ``retest_intervals_days[code]`` up to the order's event time. Codes not listed
 never raise it. One alert per order message and code, to B.
+
+By event time: a result counts when it was observed in the window and the message
+that reported it is stamped at or before the order, whenever it arrived; the
+evidence is each other provider's latest such result.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ def check(view: EventView, state: PatientState, region: Region) -> list[Alert]:
         since = view.time - days * DAY
         earlier = [
             result.control_id
-            for provider, result in state.results.get(code, {}).items()
-            if provider != view.sender and since <= result.time <= view.time
+            for provider, result in state.results_between(code, since, view.time).items()
+            if provider != view.sender
         ]
         if earlier:
             alerts.append(

@@ -214,6 +214,28 @@ class TestMerges:
         ]
 
 
+class TestLookBackByEventTime:
+    def test_booking_sent_seconds_before_the_registration_it_follows_does_not_hide_it(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An SIU^S12 stamped (MSH-7) after the provider's A01 (EVN-6) but read first leaves
+        repeated-history raised, exactly as when the two are read in event-time order."""
+        hospice = _admit("HSP01", "20260216153300", "M1", NHS_A)
+        booking = _booking("20260223133028", "M2", NHS_A, "20260301090000")
+        admission = _admit("RX1", "20260223133000", "M3", NHS_A)
+        runs = []
+        for name, order in (
+            ("early.hl7", (booking, admission)),
+            ("ordered.hl7", (admission, booking)),
+        ):
+            feed = _feed(tmp_path, hospice, *order, name=name)
+            _, alerts, _ = _simulate(capsys, str(feed), "--config", str(REGION))
+            runs.append([a for a in alerts if a["rule"] == "repeated-history"])
+        early, ordered = runs
+        assert [(a["recipients"], a["evidence"]) for a in early] == [(["RX1"], ["M3"])]
+        assert early == ordered
+
+
 class TestReplay:
     def test_the_same_feed_twice_raises_each_alert_once(
         self, capsys: pytest.CaptureFixture[str]

@@ -450,3 +450,40 @@ class TestMerges:
         partition = partition_for(feed.key, PARTITIONS)
         deliver(coordinator, table, Outgoing(partition, None, Tick(NOW)), offset=0)
         assert sink.rules() == ["hospice-handoff-missed"]
+
+
+class TestLookBackInTheWorker:
+    def test_booking_arriving_before_its_registration_still_raises_repeated_history(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """The worker judges look-back windows by event time like simulate: a booking stamped
+        after the registration but consumed first does not hide repeated-history."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(0)[0])
+        gp = feed.adt("A04", "G0001", "2026-02-16 15:33")
+        registration = feed.adt("A04", "CM01", "2026-02-23 13:30")
+        booking = feed.appointment("S12", "CM01", "2026-02-23 13:31", start="2026-03-01 09:00")
+        for offset, event in enumerate((gp, booking, registration)):
+            feed_event(coordinator, table, event, offset=offset)
+        assert [
+            (a.recipients, a.evidence) for _, a in sink.submitted if a.rule == "repeated-history"
+        ] == [(("CM01",), ("MSG0002",))]
+
+    def test_a_format_1_patient_state_in_the_table_is_read_and_upgraded(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """A patient state stored by the previous release (latest time per provider) still
+        counts as history, and is written back in format 2 after the next event."""
+        table: dict[str, Any] = {}
+        feed = Feed(keys_in(0)[0])
+        feed_event(coordinator, table, feed.adt("A04", "G0001", "2026-02-16 15:33"), offset=0)
+        entry = Entry.decode(table[feed.key])
+        assert entry.state is not None and entry.state["v"] == 2
+        old = dict(entry.state, v=1, seen={p: t[-1] for p, t in entry.state["seen"].items()})
+        table[feed.key] = Entry(entry.partition, state=old, applied=entry.applied).encode()
+        coordinator.assign(range(PARTITIONS))  # forget the cache: read the table again
+        feed_event(coordinator, table, feed.adt("A04", "CM01", "2026-02-23 13:30"), offset=1)
+        assert "repeated-history" in sink.rules()
+        state = Entry.decode(table[feed.key]).state
+        assert state is not None and state["v"] == 2
+        assert sorted(state["seen"]) == ["CM01", "G0001"]

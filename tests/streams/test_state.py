@@ -8,7 +8,15 @@ import pytest
 
 from streams.deadlines import DAY, Deadline
 from streams.engine import Engine
-from streams.state import Death, Discharge, Pathway, PatientState
+from streams.state import (
+    CONTACT_MEMORY,
+    Death,
+    Discharge,
+    Pathway,
+    PatientState,
+    contact_between,
+    remember_contact,
+)
 from tests.streams.events import Feed, london, replay
 
 
@@ -55,7 +63,7 @@ class TestSerialisation:
         assert PatientState.from_dict(state.to_dict()).death == state.death
 
     def test_a_stored_version_1_state_still_loads(self) -> None:
-        """A state written in format 1 (what the worker's table holds) reads back field by field."""
+        """A state written in format 1 (before event-time histories) reads back field by field."""
         raw = {
             "v": 1,
             "key": "9434765919",
@@ -81,7 +89,21 @@ class TestSerialisation:
         assert state.deadlines == [
             Deadline(15 + 7 * DAY, "cancer-referral-not-booked", "pathway:G0001:R1")
         ]
-        assert state.to_dict() == raw
+        upgraded = state.to_dict()
+        assert upgraded["v"] == 2
+        assert upgraded["seen"] == {"G0001": [10], "RX1": [20]}
+        assert upgraded["referred"] == {"RX1": [15]}
+        assert upgraded["results"] == {"4548-4": {"RX1": [[18, 18, "M4"]]}}
+        for field in raw.keys() - {"v", "seen", "referred", "results"}:
+            assert upgraded[field] == raw[field], field
+
+    def test_a_version_2_state_round_trips_exactly(self) -> None:
+        """A format-2 dict (event-time histories) reads back into the same dict."""
+        raw = PatientState("K").to_dict()
+        raw["seen"] = {"G0001": [10, 20 * DAY], "RX1": [20]}
+        raw["referred"] = {"RX1": [15]}
+        raw["results"] = {"4548-4": {"RX1": [[18, 19, "M4"], [30, 40, "M7"]]}}
+        assert PatientState.from_dict(raw).to_dict() == raw
 
     def test_unknown_format_is_refused(self) -> None:
         """A state dict of another format version is an error, not silently misread."""
@@ -100,8 +122,47 @@ class TestCareTeam:
         """Providers seen exactly 365 days before are in the team; a microsecond more is out."""
         state = PatientState("K")
         now = 1_000 * DAY
-        state.seen = {"A": now - 365 * DAY, "B": now - 365 * DAY - 1, "C": now}
+        state.seen = {"A": [now - 365 * DAY], "B": [now - 365 * DAY - 1], "C": [now]}
         assert sorted(state.care_team(now)) == ["A", "C"]
+
+    def test_care_team_is_judged_by_event_time(self) -> None:
+        """A provider whose only messages are stamped after the moment is not yet in the team."""
+        state = PatientState("K")
+        now = 1_000 * DAY
+        state.seen = {"A": [now + 1], "B": [now - 400 * DAY, now + DAY]}
+        assert state.care_team(now) == []
+        assert sorted(state.care_team(now + DAY)) == ["A", "B"]
+
+
+class TestContactHistory:
+    def test_in_order_contacts_keep_at_most_two_per_year(self) -> None:
+        """Daily contacts in event-time order keep only the times that answer a 365-day window."""
+        times: list[int] = []
+        for day in range(0, 300):
+            remember_contact(times, day * DAY)
+        assert times == [0, 299 * DAY]
+
+    def test_sparse_history_answers_every_window_like_the_full_one(self) -> None:
+        """For any 365-day window, the kept times hold one in it exactly when the full set does."""
+        full = sorted({(d * 37) % 390 * DAY for d in range(60)} | {5 * DAY + 1})
+        shuffled = full[1::2] + full[::2]
+        times: list[int] = []
+        for t in shuffled:
+            remember_contact(times, t)
+        assert times == sorted(times) and len(times) < len(full)
+        for end in range(-10, 800, 3):
+            hi = end * DAY
+            lo = hi - 365 * DAY
+            assert contact_between(times, lo, hi) == any(lo <= t <= hi for t in full), end
+
+    def test_contacts_older_than_the_memory_are_forgotten(self) -> None:
+        """Times over CONTACT_MEMORY before the latest are dropped, and a late one that old too."""
+        times: list[int] = []
+        remember_contact(times, 0)
+        remember_contact(times, CONTACT_MEMORY + 1)
+        assert times == [CONTACT_MEMORY + 1]
+        remember_contact(times, 0)
+        assert times == [CONTACT_MEMORY + 1]
 
 
 class TestDeadlineBook:
@@ -116,16 +177,16 @@ class TestDeadlineBook:
 
 
 class TestAbsorb:
-    def test_merge_keeps_latest_contacts_and_unions_episodes(self) -> None:
-        """The survivor keeps the latest contact per provider and gains the retired episodes."""
+    def test_merge_unions_contacts_and_episodes(self) -> None:
+        """The survivor keeps both records' contact times and gains the retired episodes."""
         survivor, retired = PatientState("S"), PatientState("R")
-        survivor.seen = {"RX1": 10, "G0001": 50}
-        retired.seen = {"RX1": 20, "G0001": 40, "HSP01": 5}
+        survivor.seen = {"RX1": [10], "G0001": [50]}
+        retired.seen = {"RX1": [20], "G0001": [300 * DAY], "HSP01": [5]}
         retired.pathways["p"] = Pathway(1, "RX1", "G0001", "M1")
         retired.deadlines = [Deadline(100, "faster-diagnosis-breach", "p")]
         retired.raised.add("x")
         survivor.absorb(retired)
-        assert survivor.seen == {"RX1": 20, "G0001": 50, "HSP01": 5}
+        assert survivor.seen == {"RX1": [10, 20], "G0001": [50, 300 * DAY], "HSP01": [5]}
         assert "p" in survivor.pathways
         assert survivor.deadlines == [Deadline(100, "faster-diagnosis-breach", "p")]
         assert survivor.raised == {"x"}

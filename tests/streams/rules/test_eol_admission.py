@@ -82,3 +82,18 @@ class TestEolAdmission:
             feed.adt("A01", "RX1", "2026-02-01 09:00"),
         ]
         assert [a.recipients for a in fired(replay(engine, events), RULE)] == [("G0001", "RX1")]
+
+
+class TestCareTeamByEventTime:
+    def test_provider_first_heard_from_after_the_admission_is_not_told(
+        self, engine: Engine
+    ) -> None:
+        """A community team whose only message is stamped after the admission is not in the
+        care team at the admission, though that message arrived first."""
+        feed = Feed()
+        register = feed.problem("PC1", "G0001", "2026-01-10 09:00")
+        admission = feed.adt("A01", "RX1", "2026-02-01 09:00")
+        community = feed.demographics("A08", "CM01", "2026-02-01 09:05")
+        alerts = fired(replay(engine, [register, community, admission]), RULE)
+        assert [a.recipients for a in alerts] == [("G0001", "RX1")]
+        assert alerts == fired(replay(engine, [register, admission, community]), RULE)

@@ -92,3 +92,28 @@ class TestRepeatedEmergencyAdmissions:
         first, second = _admissions(feed, "2026-01-10", "2026-02-10")
         events = [feed.problem("PC1", "G0001", "2026-01-02 09:00"), first, second, second]
         assert fired(replay(engine, events), RULE) == []
+
+
+class TestRepeatedEmergencyAdmissionsByEventTime:
+    def test_later_stamped_admission_arriving_first_is_not_counted_before(
+        self, engine: Engine
+    ) -> None:
+        """An emergency admission stamped after another is not one of its previous admissions,
+        though it arrived first: the earlier one is only the second in 90 days."""
+        feed = Feed()
+        register = feed.problem("PC1", "G0001", "2026-01-02 09:00")
+        first, second, third = _admissions(feed, "2026-01-10", "2026-02-10", "2026-03-10")
+        assert fired(replay(engine, [register, first, third, second]), RULE) == []
+
+    def test_an_admission_arriving_early_does_not_forget_history_a_late_one_needs(
+        self, engine: Engine
+    ) -> None:
+        """An admission stamped weeks after another but arriving first does not make the
+        admissions in the 90 days before the late-arriving one be forgotten."""
+        feed = Feed()
+        register = feed.problem("PC1", "G0001", "2026-01-02 09:00")
+        first, second, third, far = _admissions(
+            feed, "2026-01-10", "2026-02-10", "2026-03-20", "2026-04-15"
+        )
+        alerts = fired(replay(engine, [register, first, second, far, third]), RULE)
+        assert [a.evidence for a in alerts] == [("MSG0004", "MSG0002", "MSG0003")]

@@ -101,3 +101,49 @@ class TestRepeatedHistory:
         second = feed.adt("A01", "HSP01", "2026-02-13 08:00")
         alerts = fired(replay(engine, [first, second, second]), RULE)
         assert len(alerts) == 1
+
+
+class TestRepeatedHistoryByEventTime:
+    def test_later_stamped_message_that_arrived_first_does_not_make_the_provider_known(
+        self, engine: Engine
+    ) -> None:
+        """A booking from P stamped after P's registration but arriving first still lets the
+        registration raise repeated-history, as in event-time order."""
+        feed = Feed()
+        gp = feed.adt("A04", "G0001", "2026-02-16 15:33")
+        registration = feed.adt("A04", "CM01", "2026-02-23 13:30")
+        booking = feed.appointment("S12", "CM01", "2026-02-23 13:31", start="2026-03-01 09:00")
+        alerts = fired(replay(engine, [gp, booking, registration]), RULE)
+        assert [(a.recipients, a.evidence) for a in alerts] == [(("CM01",), ("MSG0002",))]
+        assert alerts == fired(replay(engine, [gp, registration, booking]), RULE)
+
+    def test_later_stamped_referral_to_the_provider_does_not_count(self, engine: Engine) -> None:
+        """A referral to P stamped after P's admission does not make P known at the admission."""
+        feed = Feed()
+        gp = feed.adt("A04", "G0001", "2026-02-01 09:00")
+        admission = feed.adt("A01", "RX1", "2026-02-10 09:00")
+        referral = feed.referral("G0001", "RX1", "2026-02-11 09:00", priority="R")
+        alerts = fired(replay(engine, [gp, referral, admission]), RULE)
+        # The referral arrived first and RX1 was new to the patient then: it alerts too.
+        assert [(a.recipients, a.evidence) for a in alerts] == [
+            (("RX1",), ("MSG0003",)),
+            (("RX1",), ("MSG0002",)),
+        ]
+
+    def test_others_known_only_by_later_stamped_messages_do_not_count(self, engine: Engine) -> None:
+        """A provider's first contact is not an alert when the only other contact is stamped
+        after it, even though that contact arrived first."""
+        feed = Feed()
+        later = feed.adt("A04", "G0001", "2026-02-10 10:00")
+        first = feed.adt("A01", "RX1", "2026-02-10 09:00")
+        assert fired(replay(engine, [later, first]), RULE) == []
+
+    def test_same_event_time_counts_when_it_arrived_first(self, engine: Engine) -> None:
+        """A message from P with the very same event time, applied before, makes P known (the
+        window includes its end); one arriving after cannot change an alert already raised."""
+        feed = Feed()
+        gp = feed.adt("A04", "G0001", "2026-02-01 09:00")
+        booking = feed.appointment("S12", "CM01", "2026-02-23 13:30", start="2026-03-01 09:00")
+        registration = feed.adt("A04", "CM01", "2026-02-23 13:30")
+        assert fired(replay(engine, [gp, booking, registration]), RULE) == []
+        assert len(fired(replay(engine, [gp, registration, booking]), RULE)) == 1

@@ -92,3 +92,29 @@ class TestRepeatedTest:
             feed.order("RX2", "2026-03-29 13:30", code="2345-7"),
         ]
         assert fired(replay(engine, events), RULE) == []
+
+
+class TestRepeatedTestByEventTime:
+    def test_result_reported_after_the_order_does_not_count_though_it_arrived_first(
+        self, engine: Engine
+    ) -> None:
+        """A result whose message is stamped after the order is not before it, even when it
+        arrived first and its OBR-7 lies in the window."""
+        feed = Feed()
+        result = feed.result("RX1", "2026-02-10 09:00", observed="2026-02-08 09:00")
+        order = feed.order("RX2", "2026-02-09 09:00")
+        assert fired(replay(engine, [result, order]), RULE) == []
+        assert fired(replay(engine, [order, result]), RULE) == []
+
+    def test_a_later_result_arriving_first_does_not_hide_an_earlier_one(
+        self, engine: Engine
+    ) -> None:
+        """A provider's result in the window still counts when a later-stamped result of the
+        same provider and code arrived before the order."""
+        feed = Feed()
+        earlier = feed.result("RX1", "2026-01-20 09:00")
+        later = feed.result("RX1", "2026-02-20 09:00")
+        order = feed.order("RX2", "2026-02-09 09:00")
+        alerts = fired(replay(engine, [earlier, later, order]), RULE)
+        assert [a.evidence for a in alerts] == [("MSG0003", "MSG0001")]
+        assert alerts == fired(replay(engine, [earlier, order, later]), RULE)
