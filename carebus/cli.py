@@ -64,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"'{args.command}' is not available in this build")
     try:
         settings = load_settings(os.environ, args.config)
+        configure_logging(settings.log)
     except ConfigError as exc:
         print(f"carebus: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log)
     try:
         return int(module.run(args, settings))
     except ConfigError as exc:

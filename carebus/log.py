@@ -115,7 +115,6 @@ CLEAR_FIELDS = frozenset(
         "exit_codes",
         "failing",
         "fenced",
-        "file",
         "host",
         "hot_path",
         "kafka_version",
@@ -169,7 +168,17 @@ CLEAR_FIELDS = frozenset(
 #: Fields that identify a patient, a record of one or an alert about one: logged
 #: only as a keyed digest.
 DIGEST_FIELDS = frozenset(
-    {"dedup_key", "patient_key", "local_id", "local_identifier", "key", "record_key"}
+    {
+        "dedup_key",
+        "patient_key",
+        "local_id",
+        "local_identifier",
+        "key",
+        "record_key",
+        # A drop file's name: senders often name files by MRN or patient name. The
+        # file's report next to it in done/ or failed/ has the name.
+        "file",
+    }
 )
 
 #: Keys of an event that are structure, not content.
@@ -184,8 +193,25 @@ class _DigestKey:
 
 
 def use_digest_key(path: Path | None) -> None:
-    """Digest with the key in ``path`` (shared by a deployment's processes), or a random one."""
-    _DigestKey.value = path.read_bytes().strip() if path is not None else secrets.token_bytes(32)
+    """Digest with the key in ``path`` (shared by a deployment's processes), or a random one.
+
+    Raises :class:`~carebus.errors.ConfigError` when the file cannot be read or holds
+    fewer than 16 bytes: a short key would make the digests guessable.
+    """
+    from carebus.errors import ConfigError
+
+    if path is None:
+        _DigestKey.value = secrets.token_bytes(32)
+        return
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"log.digest_key_file {path}: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    if len(key) < 16:
+        raise ConfigError(f"log.digest_key_file {path}: the key must be at least 16 bytes")
+    _DigestKey.value = key
 
 
 def digest(value: object) -> str:

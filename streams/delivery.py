@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import re
 import time
 from collections.abc import Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import schemas.codec
 from carebus.errors import CarebusError, ConfigError, KafkaUnavailable
 from carebus.kafka import aiokafka_config
-from carebus.log import get_logger
+from carebus.log import digest, get_logger
 from carebus.settings import Settings
 from carebus.topics import TopicNames, provider_alert_topic
 from schemas.errors import DecodeError, UnknownSchema
@@ -518,12 +518,17 @@ class AlertDelivery:
                 await producer.stop()
 
 
+#: An organisation code as ODS issues them (3 to 8 upper-case letters and digits).
+_ODS_LIKE = re.compile(r"[A-Z0-9]{3,8}")
+
+
 def _loggable_code(code: str) -> str:
-    """``code`` when it looks like a provider code, else a digest of it (it came from a
-    message and may hold anything)."""
-    if 0 < len(code) <= 16 and all(c.isascii() and (c.isalnum() or c in "._-") for c in code):
+    """``code`` when it is shaped like an ODS organisation code, else its keyed log
+    digest (:func:`carebus.log.digest`): it came from a message and may hold anything,
+    a local patient identifier included."""
+    if _ODS_LIKE.fullmatch(code):
         return code
-    return "sha256:" + hashlib.sha256(code.encode("utf-8", "replace")).hexdigest()[:16]
+    return digest(code)
 
 
 def _is_kafka_error(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 
-from carebus.errors import KafkaUnavailable
+from carebus.errors import ConfigError, KafkaUnavailable
 from carebus.log import (
     CLEAR_FIELDS,
     DIGEST_FIELDS,
@@ -161,15 +161,35 @@ class TestFieldsAllowedByName:
     def test_a_digest_is_keyed(self, tmp_path: Path) -> None:
         """Digests depend on the deployment's key, so one cannot be reversed by trying values."""
         key_file = tmp_path / "digest.key"
-        key_file.write_bytes(b"one secret\n")
+        key_file.write_bytes(b"one secret of the region\n")
         use_digest_key(key_file)
         first = digest(NHS_NUMBER)
-        key_file.write_bytes(b"another secret\n")
+        key_file.write_bytes(b"another secret of the region\n")
         use_digest_key(key_file)
         second = digest(NHS_NUMBER)
         use_digest_key(None)
         assert first != second
         assert first != "#" + hashlib.sha256(NHS_NUMBER.encode()).hexdigest()[:16]
+
+    @pytest.mark.parametrize("content", [None, b"short\n"])
+    def test_an_unusable_key_file_is_a_one_line_error(
+        self, tmp_path: Path, content: bytes | None
+    ) -> None:
+        """A missing key file, or one with a guessable key, stops the start with a ConfigError."""
+        key_file = tmp_path / "digest.key"
+        if content is not None:
+            key_file.write_bytes(content)
+        with pytest.raises(ConfigError, match=r"log\.digest_key_file"):
+            use_digest_key(key_file)
+        use_digest_key(None)
+
+    def test_a_drop_file_name_is_digested(self) -> None:
+        """Drop files are often named after the patient: their names appear only as digests."""
+        stream = io.StringIO()
+        configure_logging(LogSettings(format="json"), stream=stream)
+        get_logger("tests.log").info("file refused", file="SMITH_JOHN_9434765919.hl7")
+        (record,) = json_lines(stream)
+        assert record["file"] == digest("SMITH_JOHN_9434765919.hl7")
 
     def test_every_field_carebus_logs_is_declared(self) -> None:
         """A log call in carebus with a field neither clear nor digested fails here."""

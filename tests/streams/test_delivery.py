@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import schemas.codec
+from carebus.log import digest
 from carebus.settings import Settings, TopicSettings
 from streams.alert import Alert
 from streams.control import partition_for
@@ -207,9 +208,21 @@ class TestPublishing:
             delivery.submit(0, [alert(1, recipients=("Smith^John 9434765919",))])
             await settle(delivery)
         [note] = [e for e in logs if "not a provider of the region" in e["event"]]
-        assert note["recipient"].startswith("sha256:")
+        assert note["recipient"] == digest("Smith^John 9434765919")
         assert "Smith" not in repr(note) and "9434765919" not in repr(note)
         assert kafka.dedup_keys("t.alerts") == [alert(1).dedup_key]
+
+    @pytest.mark.parametrize("code", ["RXA7731X9", "rx1", "M1", "RX1 2"])
+    async def test_what_is_not_shaped_like_an_ods_code_is_digested(
+        self, kafka: FakeKafka, delivery: AlertDelivery, code: str
+    ) -> None:
+        """A local identifier in a recipient field (too long, lower case, ...) is not logged."""
+        delivery.assign([0])
+        with capture_logs() as logs:
+            delivery.submit(0, [alert(1, recipients=(code,))])
+            await settle(delivery)
+        [note] = [e for e in logs if "not a provider of the region" in e["event"]]
+        assert note["recipient"] == digest(code)
 
 
 class TestAssignment:
