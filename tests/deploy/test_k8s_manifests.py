@@ -255,6 +255,13 @@ class TestMllpExposure:
         assert all(r.is_private and r.prefixlen >= 8 for r in ranges)
         assert svc["spec"]["externalTrafficPolicy"] == "Local"
 
+    def test_a_sender_stays_on_one_listener(self) -> None:
+        """Each sender's address sticks to one listener pod, whose duplicate window saw its
+        earlier messages (each pod keeps its own)."""
+        spec = _by_kind_name("Service", "carebus-mllp")["spec"]
+        assert spec["sessionAffinity"] == "ClientIP"
+        assert spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"] >= 3600
+
     def test_network_policy_admits_mllp_from_the_same_ranges(self) -> None:
         """The listener's NetworkPolicy lets in on the MLLP port exactly the LB's ranges."""
         svc = _by_kind_name("Service", "carebus-mllp")
