@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from typing import IO
 
 import pytest
 
@@ -39,13 +41,20 @@ def _env(settings: Settings, mllp_port: int, processes: int) -> dict[str, str]:
     }
 
 
+#: Each listener's output, in a file rather than a pipe (a pipe nobody reads while
+#: the test runs would block a chatty listener once it is full).
+_OUTPUT: dict[int, IO[bytes]] = {}
+
+
 def _start(settings: Settings, mllp_port: int, processes: int = 1) -> subprocess.Popen[bytes]:
+    output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _output)
     proc = subprocess.Popen(
         [sys.executable, "-m", "carebus", "listen"],
         env=_env(settings, mllp_port, processes),
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
     )
+    _OUTPUT[proc.pid] = output
     try:
         _wait_for_port(mllp_port, proc, timeout_s=90)
     except BaseException:
@@ -54,11 +63,21 @@ def _start(settings: Settings, mllp_port: int, processes: int = 1) -> subprocess
     return proc
 
 
+def _output(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> bytes:
+    """What ``proc`` wrote, once it has exited (empty when it was read already)."""
+    proc.wait(timeout_s)
+    output = _OUTPUT.pop(proc.pid, None)
+    if output is None:
+        return b""
+    with output:
+        output.seek(0)
+        return output.read()
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> bytes:
     if proc.poll() is None:
         proc.kill()
-    output, _ = proc.communicate(timeout=30)
-    return output
+    return _output(proc)
 
 
 def _restamped(raw: bytes) -> bytes:
@@ -90,11 +109,12 @@ class TestResendAcrossSigkill:
             assert b"MSA|AA|SK1" in _send_from("127.0.0.1", port, _restamped(raw))
             assert b"MSA|AA|SK1" in _send_from("127.0.0.1", port, _restamped(raw))
             second.send_signal(signal.SIGTERM)
-            output, _ = second.communicate(timeout=30)
+            output = _output(second, 30)
         finally:
             _kill(second)
         assert b"duplicate window rebuilt" in output
-        assert b"PATIENT" not in output
+        for identifier in (b"PATIENT", b"9434765919", b"M123", b"19700101"):
+            assert identifier not in output
         reader = TopicReader(kafka_isolated)
         try:
             [stored] = reader.read(topics.raw)
@@ -128,7 +148,7 @@ class TestResendAcrossSigkill:
         finally:
             kids = _descendants(second.pid)
             second.send_signal(signal.SIGTERM)
-            second.communicate(timeout=60)
+            _output(second, 60)
             _wait_gone(kids, 30)
         reader = TopicReader(kafka_isolated)
         try:
@@ -151,11 +171,12 @@ class TestControlIdConflict:
             for raw in (pas, lims, _restamped(pas), _restamped(lims)):
                 assert b"MSA|AA|CC1" in _send_from("127.0.0.1", port, raw)
             proc.send_signal(signal.SIGTERM)
-            output, _ = proc.communicate(timeout=30)
+            output = _output(proc, 30)
         finally:
             _kill(proc)
         assert b"control id reused with different content" in output
-        assert b"PATIENT" not in output
+        for identifier in (b"PATIENT", b"9434765919", b"M123", b"19700101"):
+            assert identifier not in output
         reader = TopicReader(kafka_isolated)
         try:
             first, second = reader.read(topics.raw)
