@@ -13,6 +13,7 @@ worker owns partition ``p`` of each):
 ``{prefix}.alerts.status`` raised alerts and status changes        input (and output)
 ``{prefix}.alerts``        alerts, partition = events partition    output (delivery)
 ``{prefix}.alerts.provider.<P>`` one recipient's copy              output (delivery)
+``{prefix}.ops``           ops notes: a feed holding the clock back output (JSON)
 ``patients`` table         :class:`streams.coordinator.Entry`       store: ``worker.store``
 ``alert-status`` table     :mod:`streams.status` values             store: ``worker.store``
 ========================== ======================================= =================
@@ -45,6 +46,7 @@ which would serve every patient's state by key, ``/router``, ``/graph``, statist
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import weakref
@@ -187,7 +189,12 @@ def build_worker(
         settings, app_id=w.app_id, providers=region.providers, sensors=sensors
     )
     coordinator = Coordinator(
-        Engine(region), delivery, partitions=settings.topics.partitions, sensors=sensors
+        Engine(region),
+        delivery,
+        partitions=settings.topics.partitions,
+        sensors=sensors,
+        feed_idle_s=region.feed_idle_minutes * 60,
+        clock_behind_alert_s=w.clock_behind_alert_s,
     )
     _add_agents(app, topology, coordinator)
     _add_clock(app, topology, w.tick_interval_s, sensors)
@@ -212,6 +219,7 @@ class _Topology:
     status: Any
     patients: Any
     statuses: Any
+    ops: Any
     #: events partition -> Kafka timestamp (epoch s) of the last event processed there
     last_event_ts: dict[int, float] = field(default_factory=dict)
 
@@ -230,6 +238,7 @@ def _declare(app: faust.App, settings: Settings) -> _Topology:
         status=app.topic(names.alert_status, key_serializer="raw", value_serializer="raw"),
         patients=app.Table("patients", partitions=partitions, schema=_raw_values()),
         statuses=app.Table("alert-status", partitions=partitions, schema=_json_values()),
+        ops=app.topic(names.ops, key_serializer="raw", value_serializer="raw"),
     )
 
 
@@ -246,6 +255,7 @@ def _raw_values() -> Any:
 def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -> None:
     events_topic = topology.names.events
     patients, statuses, control = topology.patients, topology.statuses, topology.control
+    ops = topology.ops
 
     @app.agent(topology.source, name="coordinate", concurrency=1)
     async def coordinate(stream: Any) -> None:
@@ -288,6 +298,11 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
                     value=encode_control(item.message),
                     partition=item.partition,
                 )
+            for note in coordinator.take_ops():
+                ops.send_soon(
+                    key=str(note["provider"]).encode("utf-8"),
+                    value=json.dumps(note, sort_keys=True).encode("utf-8"),
+                )
             # ...which must reach the Kafka client before the offsets are acknowledged.
             await handed_over(app.producer.buffer)
 
@@ -324,6 +339,9 @@ async def handed_over(buffer: Any, poll_s: float = HANDOVER_POLL_S) -> None:
 def _add_clock(
     app: faust.App, topology: _Topology, interval_s: float, sensors: WorkerSensors
 ) -> None:
+    """The wall-clock timer: a :class:`Tick` with the wall clock to each partition the
+    worker is caught up with. The coordinator turns it into the partition's live clock
+    (the feeds' watermarks, never past the wall clock: ``Coordinator.on_tick``)."""
     events_topic, control = topology.names.events, topology.control
     tolerance_s = max(CAUGHT_UP_S, 2 * interval_s)
 
