@@ -24,6 +24,7 @@ folded to a bounded set and no patient data can reach a label::
     metrics.alert_raised("death-notified")          # rule id
     metrics.set_deadlines_pending(12)
     metrics.set_consumer_lag("carebus.events", 3, 42)
+    metrics.set_clock_behind({"RX1": 5400.0})       # who holds the live clock back (s)
 
     # feed watch
     metrics.set_feed_silent("RX1", True)
@@ -48,7 +49,7 @@ becomes ``other``. ``docs/operations.md`` lists every metric.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -170,7 +171,13 @@ GUARD_REASONS: tuple[str, ...] = (
 )
 
 #: Kinds of operational alert published on the ops topic.
-OPS_ALERT_KINDS: tuple[str, ...] = ("feed-silent", "feed-resumed", "engine-error")
+OPS_ALERT_KINDS: tuple[str, ...] = (
+    "feed-silent",
+    "feed-resumed",
+    "engine-error",
+    "clock-held-back",
+    "clock-caught-up",
+)
 
 #: What the worker was doing when the rule engine raised (``streams.engine_errors``).
 ENGINE_STAGES: tuple[str, ...] = ("event", "deadline")
@@ -385,6 +392,21 @@ METRICS: tuple[MetricSpec, ...] = (
         "Records between the worker's position and the end of each assigned partition.",
         _WORKER,
     ),
+    MetricSpec(
+        "carebus_worker_clock_behind_seconds",
+        "gauge",
+        ("provider",),
+        "How far a provider holds the worker's live clock behind the wall clock "
+        "(its watermark's age, while it is sending); 0 when it holds nothing back.",
+        _WORKER,
+    ),
+    MetricSpec(
+        "carebus_worker_clock_held_by",
+        "gauge",
+        ("provider",),
+        "1 for the provider holding the worker's live clock furthest back, else 0.",
+        _WORKER,
+    ),
     # feed watch
     MetricSpec(
         "carebus_feed_silent",
@@ -517,6 +539,8 @@ class Metrics:
         #: (metric, sender's provider, sender's message type) -> the child: the label
         #: folding too, once per pair (bounded: senders choose these strings).
         self._by_sender: dict[tuple[str, str | None, str | None], Any] = {}
+        #: provider labels the clock gauges were ever set for (kept at 0 once caught up)
+        self._clock_labels: set[str] = set()
         for spec in METRICS:
             own = role is None or role in spec.roles
             self._m[spec.name] = _build(spec, self.registry) if own else _UNEXPOSED
@@ -704,6 +728,20 @@ class Metrics:
         self._m["carebus_worker_consumer_lag"].labels(
             self.topic_label(topic), str(int(partition))
         ).set(max(lag, 0))
+
+    def set_clock_behind(self, behind: Mapping[str, float]) -> None:
+        """Providers holding the live clock back (seconds); the others are set to 0."""
+        folded: dict[str, float] = {}
+        for provider, seconds in behind.items():
+            label = self.provider_label(provider)
+            folded[label] = max(seconds, folded.get(label, 0.0))
+        held_by = max(folded, key=lambda p: folded[p]) if folded else None
+        behind_m = self._m["carebus_worker_clock_behind_seconds"]
+        held_m = self._m["carebus_worker_clock_held_by"]
+        for label in sorted(self.providers | set(folded) | self._clock_labels):
+            behind_m.labels(label).set(max(folded.get(label, 0.0), 0.0))
+            held_m.labels(label).set(1 if label == held_by else 0)
+        self._clock_labels |= set(folded)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the lag series of a partition no longer assigned to this worker."""

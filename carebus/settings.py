@@ -213,6 +213,9 @@ class WorkerSettings:
     allow_insecure: bool = False
     region_config: Path = Path("deploy/region.yaml")
     tick_interval_s: float = 5.0
+    #: An ops alert (ops topic) when a provider holds the worker's live clock further
+    #: than this behind the wall clock (its feed is late: its deadlines wait).
+    clock_behind_alert_s: float = 3600.0
     #: Kafka waits this long for a silent worker (a SIGKILLed one) before rebalancing.
     session_timeout_s: float = 15.0
     #: The worker's event loop: ``auto`` (uvloop when installed, else asyncio),

@@ -1,4 +1,4 @@
-"""Stream health at a glance: offsets, lag, dead letters, feeds and alerts.
+"""Stream health at a glance: offsets, lag, dead letters, feeds, the live clock and alerts.
 
 :class:`Tally` is the pure part: fed the records of the raw, dead-letter and alert
 topics one at a time (headers and timestamps; alert values are decoded only for
@@ -8,6 +8,11 @@ those topics plus end offsets and committed consumer-group offsets with
 kafka-python, and returns a :class:`StatusReport` that ``carebus status`` prints
 as a table (:func:`format_table`) or as JSON (:meth:`StatusReport.to_json`). The
 dashboard keeps a :class:`Tally` up to date by tailing the same topics.
+
+The live clock (:class:`ClockHold`): the ``carebus.events.FeedWatermark`` records
+of the events topic's last ``feed_idle_minutes`` (region config, default 5) tell,
+as the workers read them, how far each provider still sending has been stored;
+the one furthest behind the wall clock holds the workers' clock back.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ NO_REASON = "unspecified"
 UNDECODABLE = "undecodable"
 #: Sender shown for raw/dead-letter records without a ``carebus-sender`` header.
 NO_SENDER = "unknown"
+#: The header naming a record's schema, and the one of the feed watermarks.
+SCHEMA_HEADER = "carebus-schema"
+WATERMARK_SCHEMA = "carebus.events.FeedWatermark"
+#: A provider that sent nothing for this long no longer holds the live clock back.
+DEFAULT_FEED_IDLE = timedelta(minutes=5)
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -61,6 +71,25 @@ class FeedStatus:
         }
 
 
+@dataclass(frozen=True)
+class ClockHold:
+    """A provider still sending whose watermark is behind the wall clock."""
+
+    provider: str
+    watermark: datetime
+    behind: timedelta
+    #: True for the provider furthest behind: the one the live clock waits for
+    holds_clock: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "watermark": self.watermark.isoformat(),
+            "behind_s": self.behind.total_seconds(),
+            "holds_clock": self.holds_clock,
+        }
+
+
 @dataclass
 class Tally:
     """Running counts over carebus's topics (pure; the caller supplies ``now``).
@@ -74,6 +103,8 @@ class Tally:
     deadletters: Counter[str] = field(default_factory=Counter)
     deadletters_by_provider: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
+    #: provider -> [latest watermark, latest last_received] over the sources read
+    watermarks: dict[str, list[datetime]] = field(default_factory=dict)
     _recent: dict[str, deque[datetime]] = field(default_factory=dict)
 
     def add_raw(self, headers: Headers | None, timestamp_ms: int) -> None:
@@ -104,6 +135,41 @@ class Tally:
         except Exception:  # any undecodable record is counted, never fatal
             rule = UNDECODABLE
         self.alerts[rule] += 1
+
+    def add_watermark(self, headers: Headers | None, value: bytes | None) -> None:
+        """Take in one events-topic record if it is a feed watermark (others are skipped
+        by their ``carebus-schema`` header, never decoded)."""
+        if header(headers, SCHEMA_HEADER) != WATERMARK_SCHEMA:
+            return
+        from schemas.codec import decode
+
+        try:
+            schema, record = decode(value or b"")
+            if schema != WATERMARK_SCHEMA:
+                return
+            provider = str(record["provider"])
+            event_time, received = record["event_time"], record["last_received"]
+        except Exception:  # a bad record is not the status command's problem
+            return
+        held = self.watermarks.get(provider)
+        if held is None:
+            self.watermarks[provider] = [event_time, received]
+        else:
+            held[0], held[1] = max(held[0], event_time), max(held[1], received)
+
+    def clock(self, now: datetime, idle: timedelta = DEFAULT_FEED_IDLE) -> list[ClockHold]:
+        """Providers still sending (heard within ``idle``) whose watermark is behind
+        ``now``, furthest behind first; the first holds the live clock."""
+        behind = sorted(
+            (now - wm, provider, wm)
+            for provider, (wm, received) in self.watermarks.items()
+            if now - received < idle and wm < now
+        )
+        behind.reverse()
+        return [
+            ClockHold(provider, wm, lag, holds_clock=i == 0)
+            for i, (lag, provider, wm) in enumerate(behind)
+        ]
 
     def feeds(
         self,
@@ -197,6 +263,8 @@ class StatusReport:
     feeds: Sequence[FeedStatus]
     deadletters: Mapping[str, int]
     alerts: Mapping[str, int]
+    #: providers holding the live clock back (empty: it is the wall clock)
+    clock: Sequence[ClockHold] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -205,6 +273,7 @@ class StatusReport:
             "topics": [t.to_json() for t in self.topics],
             "lag": [g.to_json() for g in self.lag],
             "feeds": [f.to_json() for f in self.feeds],
+            "clock": [c.to_json() for c in self.clock],
             "deadletters": {
                 "total": sum(self.deadletters.values()),
                 "reasons": [{"reason": r, "count": c} for r, c in _top(self.deadletters)],
@@ -229,6 +298,7 @@ def report_from_tally(
     topics: Sequence[TopicStatus] = (),
     lag: Sequence[GroupLag] = (),
     expectations: Mapping[str, timedelta | None] | None = None,
+    feed_idle: timedelta = DEFAULT_FEED_IDLE,
 ) -> StatusReport:
     """Assemble a :class:`StatusReport` from a tally and Kafka offsets."""
     return StatusReport(
@@ -239,6 +309,7 @@ def report_from_tally(
         feeds=tally.feeds(now, expectations, since=since),
         deadletters=dict(tally.deadletters),
         alerts=dict(tally.alerts),
+        clock=tally.clock(now, feed_idle),
     )
 
 
@@ -294,20 +365,31 @@ def read_window(
     since: datetime,
     *,
     timeout_s: float = 60.0,
+    clock_since: datetime | None = None,
 ) -> None:
-    """Feed ``tally`` every raw, dead-letter and alert record from ``since`` to the end."""
+    """Feed ``tally`` every raw, dead-letter and alert record from ``since`` to the end,
+    and the events topic's feed watermarks from ``clock_since`` (None: not read)."""
     from kafka import TopicPartition
 
+    topics = [names.raw, names.deadletter, names.alerts]
+    if clock_since is not None:
+        topics.append(names.events)
     parts = [
-        TopicPartition(t, p)
-        for t in (names.raw, names.deadletter, names.alerts)
-        for p in sorted(consumer.partitions_for_topic(t) or ())
+        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
     ]
     if not parts:
         return
     consumer.assign(parts)
     ends = consumer.end_offsets(parts)
-    found = consumer.offsets_for_times(dict.fromkeys(parts, int(since.timestamp() * 1000)))
+    found = consumer.offsets_for_times(
+        {
+            tp: int(
+                (clock_since if tp.topic == names.events and clock_since else since).timestamp()
+                * 1000
+            )
+            for tp in parts
+        }
+    )
     pending = set()
     for tp in parts:
         hit = found.get(tp)
@@ -327,6 +409,8 @@ def read_window(
                     tally.add_raw(rec.headers, rec.timestamp)
                 elif tp.topic == names.deadletter:
                     tally.add_deadletter(rec.headers)
+                elif tp.topic == names.events:
+                    tally.add_watermark(rec.headers, rec.value)
                 else:
                     tally.add_alert(rec.value)
         for tp in list(pending):
@@ -341,8 +425,10 @@ def collect_status(
     since: datetime,
     expectations: Mapping[str, timedelta | None] | None = None,
     timeout_s: float = 60.0,
+    feed_idle: timedelta = DEFAULT_FEED_IDLE,
 ) -> StatusReport:
-    """Read offsets, lag and the ``since`` window of carebus's topics from Kafka."""
+    """Read offsets, lag and the ``since`` window of carebus's topics from Kafka (and the
+    last ``feed_idle`` of the events topic's feed watermarks)."""
     from kafka import KafkaAdminClient, KafkaConsumer
 
     from carebus.kafka import kafka_python_config
@@ -356,7 +442,7 @@ def collect_status(
         topics = end_offsets(consumer, carebus_topics(settings, admin))
         lag = group_lag(admin, topics)
         tally = Tally()
-        read_window(consumer, tally, names, since, timeout_s=timeout_s)
+        read_window(consumer, tally, names, since, timeout_s=timeout_s, clock_since=now - feed_idle)
     except _kafka_error() as exc:
         raise KafkaUnavailable(f"cannot read stream status: {type(exc).__name__}") from exc
     finally:
@@ -365,7 +451,13 @@ def collect_status(
         if admin is not None:
             admin.close()
     return report_from_tally(
-        tally, now=now, since=since, topics=topics, lag=lag, expectations=expectations
+        tally,
+        now=now,
+        since=since,
+        topics=topics,
+        lag=lag,
+        expectations=expectations,
+        feed_idle=feed_idle,
     )
 
 
@@ -404,6 +496,31 @@ def _table(headings: Sequence[str], rows: Sequence[Sequence[object]]) -> list[st
     return out
 
 
+def _span(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def clock_line(report: StatusReport) -> str:
+    """One line: who holds the workers' live clock back, and by how much."""
+    held = [c for c in report.clock if c.holds_clock]
+    if not held:
+        return "CLOCK: the wall clock (no provider still sending is behind it)"
+    c = held[0]
+    others = len(report.clock) - 1
+    more = f"; {others} more provider(s) behind" if others else ""
+    return (
+        f"CLOCK: held back {_span(c.behind)} by {c.provider} "
+        f"(its watermark {c.watermark.isoformat()}){more}"
+    )
+
+
 def format_table(report: StatusReport, *, top_reasons: int = 5) -> str:
     """The report as plain-text tables for a terminal."""
     now = report.generated_at
@@ -439,6 +556,7 @@ def format_table(report: StatusReport, *, top_reasons: int = 5) -> str:
             for f in report.feeds
         ],
     )
+    lines += ["", clock_line(report)]
     dl = _top(report.deadletters)
     lines += ["", f"DEAD LETTERS: {sum(report.deadletters.values())}"]
     lines += _table(["reason", "count"], [list(x) for x in dl[:top_reasons]])

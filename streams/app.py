@@ -14,7 +14,8 @@ worker owns partition ``p`` of each):
 ``{prefix}.alerts``        alerts, partition = events partition    output (delivery)
 ``{prefix}.alerts.provider.<P>`` one recipient's copy              output (delivery)
 ``{prefix}.engine-errors``  events the rule engine raised on        output
-``{prefix}.ops``            ``engine-error`` ops alerts (JSON)      output
+``{prefix}.ops``            ops alerts: ``engine-error``; a feed     output (JSON)
+                           holding the clock back
 ``patients`` table         :class:`streams.coordinator.Entry`       store: ``worker.store``
 ``alert-status`` table     :mod:`streams.status` values             store: ``worker.store``
 ========================== ======================================= =================
@@ -48,6 +49,7 @@ which would serve every patient's state by key, ``/router``, ``/graph``, statist
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import weakref
@@ -191,7 +193,12 @@ def build_worker(
         settings, app_id=w.app_id, providers=region.providers, sensors=sensors
     )
     coordinator = Coordinator(
-        Engine(region), delivery, partitions=settings.topics.partitions, sensors=sensors
+        Engine(region),
+        delivery,
+        partitions=settings.topics.partitions,
+        sensors=sensors,
+        feed_idle_s=region.feed_idle_minutes * 60,
+        clock_behind_alert_s=w.clock_behind_alert_s,
     )
     _add_agents(app, topology, coordinator)
     _add_clock(app, topology, w.tick_interval_s, sensors)
@@ -255,6 +262,7 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
     events_topic = topology.names.events
     reporter = EngineErrorReporter()
     patients, statuses, control = topology.patients, topology.statuses, topology.control
+    ops = topology.ops
 
     @app.agent(topology.source, name="coordinate", concurrency=1)
     async def coordinate(stream: Any) -> None:
@@ -301,6 +309,11 @@ def _add_agents(app: faust.App, topology: _Topology, coordinator: Coordinator) -
             failures = coordinator.take_failures()
             if failures:
                 send_failures(topology, reporter, failures)
+            for note in coordinator.take_ops():
+                ops.send_soon(
+                    key=str(note["provider"]).encode("utf-8"),
+                    value=json.dumps(note, sort_keys=True).encode("utf-8"),
+                )
             # ...which must reach the Kafka client before the offsets are acknowledged.
             await handed_over(app.producer.buffer)
 
@@ -362,6 +375,9 @@ async def handed_over(buffer: Any, poll_s: float = HANDOVER_POLL_S) -> None:
 def _add_clock(
     app: faust.App, topology: _Topology, interval_s: float, sensors: WorkerSensors
 ) -> None:
+    """The wall-clock timer: a :class:`Tick` with the wall clock to each partition the
+    worker is caught up with. The coordinator turns it into the partition's live clock
+    (the feeds' watermarks, never past the wall clock: ``Coordinator.on_tick``)."""
     events_topic, control = topology.names.events, topology.control
     tolerance_s = max(CAUGHT_UP_S, 2 * interval_s)
 

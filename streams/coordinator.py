@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+import schemas
 import schemas.codec
 from carebus.log import get_logger
 from schemas.errors import DecodeError, UnknownSchema
 from streams.alert import Alert
-from streams.clock import DeadlineIndex, PartitionClocks
+from streams.clock import ClockWatch, DeadlineIndex, FeedClock, PartitionClocks
 from streams.control import (
     BadControlMessage,
     ControlMessage,
@@ -61,6 +62,7 @@ from streams.control import (
     partition_for,
 )
 from streams.control import decode as decode_control
+from streams.deadlines import SECOND, from_micros, to_micros
 from streams.engine import Engine
 from streams.engine_errors import EngineFailure, Stage, describe, pairs, rule_of
 from streams.sensors import NullSensors, WorkerSensors
@@ -80,6 +82,14 @@ CACHE_SIZE = 20_000
 #: confirmations must not crowd out live events (the next event of a patient tidies
 #: its outbox anyway).
 TIDY_PER_TICK = 100
+#: The patient-table key of events partition ``p``'s :class:`~streams.clock.FeedClock`
+#: (``FEED_CLOCK_PREFIX + str(p)``). No patient key starts with ``:`` (a local key is
+#: ``AUTHORITY:ID`` with the sending facility for an empty authority, and MSH-4 is
+#: required; the others are NHS numbers or ``NHS:ID``), so none can collide with it.
+FEED_CLOCK_PREFIX = ":feed-clock:"
+#: The kinds of the ops notes the coordinator raises about the live clock.
+CLOCK_HELD_BACK = "clock-held-back"
+CLOCK_CAUGHT_UP = "clock-caught-up"
 
 
 class AlertSink(Protocol):
@@ -208,6 +218,8 @@ class Coordinator:
         *,
         partitions: int,
         sensors: WorkerSensors | None = None,
+        feed_idle_s: float = 300.0,
+        clock_behind_alert_s: float = 3600.0,
     ) -> None:
         self.engine = engine
         self.sink = sink
@@ -215,6 +227,17 @@ class Coordinator:
         self.sensors: WorkerSensors = sensors or NullSensors()
         self.index = DeadlineIndex()
         self.clocks = PartitionClocks()
+        #: events partition -> its live clock (the feeds' watermarks read there)
+        self.feeds: dict[int, FeedClock] = {}
+        self._feed_idle = int(feed_idle_s * SECOND)
+        #: partitions whose feed clock changed since the last :meth:`take_writes`
+        self._feeds_dirty: set[int] = set()
+        #: events partition -> provider -> how far (µs) it held that partition's clock
+        #: behind the wall clock at the last tick
+        self._behind: dict[int, dict[str, int]] = {}
+        self.watch = ClockWatch(int(clock_behind_alert_s * SECOND))
+        #: ops notes (JSON objects) raised and not yet taken by :meth:`take_ops`
+        self._ops: list[dict[str, Any]] = []
         self.active: frozenset[int] = frozenset()
         self._needs_scan = True
         self.skipped = 0
@@ -238,6 +261,9 @@ class Coordinator:
         self._tidy.clear()
         self.index.forget(self.index.partitions())
         self.clocks.forget(range(self.partitions))
+        self.feeds.clear()
+        self._feeds_dirty.clear()
+        self._behind.clear()
         self._needs_scan = True
 
     def scan_if_needed(self, table: PatientTable) -> None:
@@ -248,6 +274,9 @@ class Coordinator:
         patients = pending = 0
         for key, raw in table.items():
             if raw is None:
+                continue
+            if key.startswith(FEED_CLOCK_PREFIX):
+                self._restore_feed_clock(key, raw)
                 continue
             entry = Entry.decode(raw)
             if entry.partition not in self.active:
@@ -273,10 +302,15 @@ class Coordinator:
         The caller writes them to the table after each batch of records, before the
         batch's offsets may be committed (:meth:`flush` does it for a plain mapping).
         """
-        if not self._dirty:
+        if not self._dirty and not self._feeds_dirty:
             return {}
         dirty, self._dirty = self._dirty, {}
         out: dict[int, list[tuple[str, bytes]]] = {}
+        for partition in sorted(self._feeds_dirty):
+            raw = {"p": partition, **self.feeds[partition].to_dict()}
+            value = _JSON.encode(raw).encode("utf-8")
+            out.setdefault(partition, []).append((f"{FEED_CLOCK_PREFIX}{partition}", value))
+        self._feeds_dirty.clear()
         for key, (entry, state, partition) in dirty.items():
             if state is not None:
                 entry.state = state.to_dict()
@@ -312,12 +346,20 @@ class Coordinator:
         """Apply one record of the events topic; ``now`` is the wall clock (epoch µs).
 
         Deadlines of the partition due strictly before the event's time (capped at
-        ``now``) fire first. An ``ADT^A40`` merge whose retired key belongs to
-        another partition returns a :class:`MergeRequest` for it. ``headers`` (the
+        the partition's live clock) fire first. An ``ADT^A40`` merge whose retired
+        key belongs to another partition returns a :class:`MergeRequest` for it. A
+        feed watermark (:data:`schemas.FEED_SCHEMAS`) is no patient event: it moves
+        the partition's live clock (:meth:`on_watermark`). ``headers`` (the
         record's, as consumed: (name, value) pairs or a mapping) go with the record
         to the engine-errors topic if the engine raises on it (only then are they read).
         """
-        view = self._view(value, partition, offset)
+        decoded = self._decode(value, partition, offset)
+        if decoded is None:
+            return []
+        if decoded[0] in schemas.FEED_SCHEMAS:
+            self.on_watermark(table, partition, offset, decoded[1], now)
+            return []
+        view = self._view_of(decoded[0], decoded[1], partition, offset)
         if view is None:
             return []
         self._advance(table, partition, view.time, now)
@@ -372,7 +414,8 @@ class Coordinator:
         )
 
     def on_tick(self, table: PatientTable, partition: int, now: int) -> None:
-        """The wall clock reached ``now`` in ``partition``: fire what is due, tidy outboxes."""
+        """The wall clock reached ``now`` in ``partition``: fire what the live clock made
+        due, tidy outboxes, and report which providers hold the clock back."""
         published = self.sink.is_published
         tidy = self._tidy.setdefault(partition, set())
         tidy |= self.sink.take_confirmed(partition)
@@ -383,17 +426,117 @@ class Coordinator:
             if len(kept) != len(entry.outbox):
                 entry.outbox = kept
                 self._touch(key, entry, partition)
-        self._fire(table, partition, self.index.pop_due(partition, now), now)
+        feed = self.feeds.get(partition)
+        floor = None if feed is None else feed.floor
+        due = self._due_by(partition, now)
+        if feed is not None and feed.floor != floor:
+            self._feeds_dirty.add(partition)  # kept at most once a tick
+        self._fire(table, partition, self.index.pop_due(partition, due), due)
         self.sensors.set_deadlines_pending(len(self.index))
+        self._report_behind(partition, now)
+
+    def on_watermark(
+        self,
+        table: PatientTable,
+        partition: int,
+        offset: int,
+        record: Mapping[str, Any],
+        now: int,
+    ) -> None:
+        """Take in a ``FeedWatermark`` record read on ``partition`` (``now``: wall clock).
+
+        Every event it covers was read before it on this partition, so the live clock
+        may move up to it at once (while some provider is not idle: otherwise only a
+        tick, sent while the worker is caught up, moves the clock to the wall clock).
+        """
+        try:
+            provider, source = str(record["provider"]), str(record["source"])
+            event_time = to_micros(record["event_time"])
+            received = to_micros(record["last_received"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._skip("malformed-watermark", partition, offset, exc)
+            return
+        feed = self.feeds.get(partition)
+        if feed is None:
+            feed = self.feeds[partition] = FeedClock(self._feed_idle)
+        if feed.observe(provider, source, event_time, received):
+            self._feeds_dirty.add(partition)
+        if feed.watermarks(now):
+            due = self._due_by(partition, now)
+            self._fire(table, partition, self.index.pop_due(partition, due), due)
+
+    def take_ops(self) -> list[dict[str, Any]]:
+        """The ops notes raised since the last call (JSON objects, for the ops topic)."""
+        ops, self._ops = self._ops, []
+        return ops
+
+    def live_clock(self, partition: int, now: int) -> int:
+        """The live clock of ``partition`` at wall time ``now`` (``now`` without watermarks)."""
+        feed = self.feeds.get(partition)
+        return now if feed is None else feed.live(now)
+
+    def _due_by(self, partition: int, now: int) -> int:
+        """The latest deadline the live clock lets fire: every one at or before the wall
+        clock, but only those strictly before a watermark holding the clock back (a
+        message of that provider stamped at the watermark may still come)."""
+        live = self.live_clock(partition, now)
+        return now if live >= now else live - 1
+
+    def _report_behind(self, partition: int, now: int) -> None:
+        feed = self.feeds.get(partition)
+        self._behind[partition] = feed.holding(now) if feed is not None else {}
+        behind: dict[str, int] = {}
+        for p, held in self._behind.items():
+            if p not in self.active:
+                continue
+            for provider, micros in held.items():
+                behind[provider] = max(micros, behind.get(provider, 0))
+        self.sensors.set_clock_behind({p: m / SECOND for p, m in behind.items()})
+        raised, cleared = self.watch.check(behind)
+        threshold_s = self.watch.threshold_micros / SECOND
+        for provider in raised:
+            seconds = behind[provider] / SECOND
+            log.warning(
+                "a provider holds the live clock back",
+                provider=provider,
+                seconds=round(seconds),
+                limit_s=threshold_s,
+            )
+            self._ops.append(_ops_note(CLOCK_HELD_BACK, provider, now, seconds, threshold_s))
+        for provider in cleared:
+            log.info("the live clock is no longer held back", provider=provider)
+            seconds = behind.get(provider, 0) / SECOND
+            self._ops.append(_ops_note(CLOCK_CAUGHT_UP, provider, now, seconds, threshold_s))
+
+    def _restore_feed_clock(self, key: str, raw: Any) -> None:
+        try:
+            parsed = json.loads(raw) if not isinstance(raw, dict) else raw
+            partition = int(parsed["p"])
+            feed = FeedClock.from_dict(parsed, self._feed_idle)
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("feed clock unreadable; starting afresh", error=type(exc).__name__)
+            return
+        if partition in self.active:
+            self.feeds[partition] = feed
 
     # -- internals -----------------------------------------------------------------
 
     def _view(self, value: bytes, partition: int, offset: int) -> EventView | None:
+        decoded = self._decode(value, partition, offset)
+        return None if decoded is None else self._view_of(*decoded, partition, offset)
+
+    def _decode(
+        self, value: bytes, partition: int, offset: int
+    ) -> tuple[str, dict[str, Any]] | None:
         try:
-            schema, record = schemas.codec.decode(value)
+            return schemas.codec.decode(value)
         except (DecodeError, UnknownSchema) as exc:
             self._skip("undecodable-event", partition, offset, exc)
             return None
+
+    def _view_of(
+        self, schema: str, record: dict[str, Any], partition: int, offset: int
+    ) -> EventView | None:
         view_schema = schema.rpartition(".")[2]
         if not schema.startswith("carebus.events.") or view_schema not in SCHEMAS:
             self._skip("not-an-event", partition, offset, None)
@@ -455,7 +598,8 @@ class Coordinator:
         return failures
 
     def _advance(self, table: PatientTable, partition: int, time: int, now: int) -> None:
-        moved = self.clocks.advance(partition, time, now)
+        cap = now if partition not in self.feeds else self.live_clock(partition, now)
+        moved = self.clocks.advance(partition, time, cap)
         if moved is not None:
             self._fire(table, partition, self.index.pop_due(partition, moved - 1), moved - 1)
 
@@ -666,6 +810,25 @@ class Coordinator:
         self._absorb(state, entry, message.retired, message.state)
         self._save(table, partition, message.survivor, entry, state=state, alerts=())
         return []
+
+
+def _ops_note(kind: str, provider: str, now: int, seconds: float, limit_s: float) -> dict[str, Any]:
+    """An ops note about the live clock (the ops topic's JSON, like the feed watch's)."""
+    if kind == CLOCK_HELD_BACK:
+        summary = (
+            f"{provider} holds the worker's clock {seconds / 60:.0f} min behind the wall clock "
+            f"(over {limit_s / 60:g} min): its deadlines wait for its messages"
+        )
+    else:
+        summary = f"{provider} no longer holds the worker's clock back over {limit_s / 60:g} min"
+    return {
+        "kind": kind,
+        "provider": provider,
+        "raised_at": from_micros(now).isoformat(),
+        "behind_s": round(seconds, 3),
+        "limit_s": limit_s,
+        "summary": summary,
+    }
 
 
 def _alerts(outbox: Iterable[dict[str, Any]]) -> list[Alert]:

@@ -26,6 +26,8 @@ DEFAULT_EOL_REGISTER_CODES: Final = ("1403151000000103",)
 DEFAULT_HOSPICE_DISCHARGE_DESTINATIONS: Final = ("88",)
 DEFAULT_EMERGENCY_ADMISSION_TYPES: Final = ("E",)
 DEFAULT_RETEST_INTERVALS_DAYS: Final = {"4548-4": 90}
+#: A provider that sent nothing for this long no longer holds the live clock back.
+DEFAULT_FEED_IDLE_MINUTES: Final = 5.0
 
 _TOP_KEYS: Final = frozenset(
     {
@@ -35,6 +37,7 @@ _TOP_KEYS: Final = frozenset(
         "hospice_discharge_destinations",
         "emergency_admission_types",
         "retest_intervals_days",
+        "feed_idle_minutes",
     }
 )
 _CANCER_KEYS: Final = frozenset({"priorities", "outcome_document_types"})
@@ -67,6 +70,9 @@ class Region:
     retest_intervals_days: Mapping[str, int] = field(
         default_factory=lambda: dict(DEFAULT_RETEST_INTERVALS_DAYS)
     )
+    #: The live clock: minutes of wall-clock silence after which a provider no longer
+    #: holds the clock back (rules spec, "Clock").
+    feed_idle_minutes: float = DEFAULT_FEED_IDLE_MINUTES
 
     def kind(self, code: str) -> str:
         """The kind of provider ``code``; ``unknown`` for providers not in the config."""
@@ -128,7 +134,16 @@ def parse_region(data: Any, *, source: str = "region config") -> Region:
             data, "emergency_admission_types", DEFAULT_EMERGENCY_ADMISSION_TYPES, source
         ),
         retest_intervals_days=_intervals(data.get("retest_intervals_days"), source),
+        feed_idle_minutes=_minutes(data.get("feed_idle_minutes"), source),
     )
+
+
+def _minutes(raw: Any, source: str) -> float:
+    if raw is None:
+        return DEFAULT_FEED_IDLE_MINUTES
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not raw > 0:
+        raise ConfigError(f"{source}: 'feed_idle_minutes' must be a positive number of minutes")
+    return float(raw)
 
 
 def _code(value: Any) -> str | None:

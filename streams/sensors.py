@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 
@@ -30,6 +31,10 @@ class WorkerSensors(Protocol):
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         """Records between the worker's position and the end of a partition."""
 
+    def set_clock_behind(self, behind: Mapping[str, float]) -> None:
+        """The providers holding the worker's live clock behind the wall clock now, and
+        how far (seconds): every provider not in ``behind`` holds nothing back."""
+
 
 class NullSensors:
     """Reports nothing."""
@@ -50,4 +55,7 @@ class NullSensors:
         """Ignore."""
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Ignore."""
+
+    def set_clock_behind(self, behind: Mapping[str, float]) -> None:
         """Ignore."""

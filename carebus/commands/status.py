@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from carebus.settings import Settings
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from carebus.errors import ConfigError
     from carebus.feedwatch import load_feed_expectations, parse_interval
-    from carebus.status import collect_status, format_table
+    from carebus.status import DEFAULT_FEED_IDLE, collect_status, format_table
 
     try:
         window = parse_interval(args.since)
@@ -41,6 +41,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--since: {exc}") from exc
     region = args.region or settings.worker.region_config
     expectations = load_feed_expectations(region) if region.exists() or args.region else {}
+    feed_idle = DEFAULT_FEED_IDLE
+    if region.exists():
+        from streams.region import load_region
+
+        feed_idle = timedelta(minutes=load_region(region).feed_idle_minutes)
     now = datetime.fromtimestamp(time.time(), UTC)
     report = collect_status(
         settings,
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         since=now - window,
         expectations=expectations,
         timeout_s=args.timeout,
+        feed_idle=feed_idle,
     )
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)

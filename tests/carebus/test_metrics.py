@@ -228,6 +228,22 @@ class TestFolding:
 
 
 class TestRecording:
+    def test_clock_behind_names_each_provider_and_the_one_holding_the_clock(self) -> None:
+        """Providers behind get their seconds, the furthest is held_by 1; caught up goes to 0."""
+        m = Metrics(providers=PROVIDERS)
+        get = m.registry.get_sample_value
+        m.set_clock_behind({"RX1": 120.0, "G0001": 5400.0, "ZZ-not-in-region": 30.0})
+        assert get("carebus_worker_clock_behind_seconds", {"provider": "G0001"}) == 5400
+        assert get("carebus_worker_clock_behind_seconds", {"provider": "RX1"}) == 120
+        assert get("carebus_worker_clock_behind_seconds", {"provider": "other"}) == 30
+        assert get("carebus_worker_clock_held_by", {"provider": "G0001"}) == 1
+        assert get("carebus_worker_clock_held_by", {"provider": "RX1"}) == 0
+        m.set_clock_behind({"RX1": 60.0})
+        assert get("carebus_worker_clock_behind_seconds", {"provider": "G0001"}) == 0
+        assert get("carebus_worker_clock_behind_seconds", {"provider": "other"}) == 0
+        assert get("carebus_worker_clock_held_by", {"provider": "RX1"}) == 1
+        assert get("carebus_worker_clock_held_by", {"provider": "G0001"}) == 0
+
     def test_counters_and_gauges_move(self) -> None:
         """Each call changes exactly the series it names."""
         m = Metrics(providers=PROVIDERS)

@@ -23,12 +23,14 @@ from carebus.status import (
     StatusReport,
     Tally,
     TopicStatus,
+    clock_line,
     format_table,
     report_from_tally,
 )
 from schemas.codec import encode
 from tests.carebus.kafka_records import (
     create_carebus_topics,
+    create_topics,
     deadletter_headers,
     produce,
     raw_headers,
@@ -125,6 +127,55 @@ class TestTally:
         assert feed.rate_per_minute == pytest.approx(6 / 5)
         (later,) = t.feeds(T0 + 60 * MIN)
         assert later.rate_per_minute == 0
+
+
+WATERMARK = [("carebus-schema", b"carebus.events.FeedWatermark")]
+
+
+def watermark(provider: str, at: datetime, received: datetime, source: str = "h:1") -> bytes:
+    return encode(
+        "carebus.events.FeedWatermark",
+        {
+            "provider": provider,
+            "source": source,
+            "event_time": at,
+            "last_received": received,
+            "emitted_at": received,
+        },
+    )
+
+
+class TestClock:
+    def test_the_provider_furthest_behind_holds_the_clock(self) -> None:
+        """Of the providers still sending, the one furthest behind the wall clock holds it."""
+        t = Tally()
+        now = T0 + 60 * MIN
+        t.add_watermark(WATERMARK, watermark("RX1", now - 2 * MIN, now))
+        t.add_watermark(WATERMARK, watermark("HSP01", T0 - 60 * MIN, now - MIN))
+        t.add_watermark(WATERMARK, watermark("HSP01", T0, now - 3 * MIN, source="h:2"))
+        t.add_watermark(WATERMARK, watermark("G0001", T0 - 900 * MIN, now - 5 * MIN))
+        t.add_watermark(WATERMARK, watermark("C1", now + 60 * MIN, now))
+        holds = t.clock(now)
+        assert [(c.provider, c.behind, c.holds_clock) for c in holds] == [
+            ("HSP01", 60 * MIN, True),
+            ("RX1", 2 * MIN, False),
+        ]
+        line = clock_line(report_from_tally(t, now=now, since=T0))
+        assert line == (
+            "CLOCK: held back 60m by HSP01 (its watermark 2026-03-02T09:00:00+00:00); "
+            "1 more provider(s) behind"
+        )
+
+    def test_records_that_are_not_watermarks_are_skipped_undecoded(self) -> None:
+        """An event (or junk) on the events topic changes nothing."""
+        t = Tally()
+        t.add_watermark([("carebus-schema", b"carebus.events.Encounter")], b"junk")
+        t.add_watermark(None, watermark("RX1", T0, T0))
+        t.add_watermark(WATERMARK, b"junk")
+        assert t.watermarks == {}
+        assert clock_line(report_from_tally(t, now=T0, since=T0)).startswith(
+            "CLOCK: the wall clock"
+        )
 
 
 class TestReport:
@@ -307,3 +358,43 @@ class TestStatusCommand:
         assert "FEEDS" in out
         assert any(line.startswith("RX1 ") for line in out.splitlines())
         assert names.raw in out
+
+
+class TestStatusClock:
+    def test_status_names_the_provider_holding_the_clock_back(
+        self,
+        kafka_isolated: Settings,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """carebus status reads the events topic's recent watermarks: who holds the clock."""
+        names = create_carebus_topics(kafka_isolated)
+        create_topics(kafka_isolated, [names.events])
+        now = datetime.now(UTC)
+        produce(
+            kafka_isolated,
+            [
+                (names.events, b"HSP01", watermark("HSP01", now - 90 * MIN, now), WATERMARK),
+                (names.events, b"RX1", watermark("RX1", now - MIN, now), WATERMARK),
+                (
+                    names.events,
+                    b"G1",
+                    watermark("G0001", now - 900 * MIN, now - 60 * MIN),
+                    WATERMARK,
+                ),
+                (names.events, NHS.encode(), alert("death-notified"), []),
+            ],
+        )
+        monkeypatch.setenv("CAREBUS_KAFKA_BOOTSTRAP_SERVERS", kafka_isolated.bootstrap_servers)
+        monkeypatch.setenv("CAREBUS_TOPICS_PREFIX", names.prefix)
+        assert main(["status", "--json", "--region", "/nonexistent/region.yaml"]) == 2
+        capsys.readouterr()
+        assert main(["status", "--json"]) == 0
+        body = json.loads(capsys.readouterr().out)
+        assert [(c["provider"], c["holds_clock"]) for c in body["clock"]] == [
+            ("HSP01", True),
+            ("RX1", False),
+        ]
+        assert body["clock"][0]["behind_s"] == pytest.approx(90 * 60, abs=120)
+        assert main(["status"]) == 0
+        assert "CLOCK: held back 90m by HSP01" in capsys.readouterr().out

@@ -1,8 +1,16 @@
-"""Tests for streams/clock.py: the deadline index and the partition clocks."""
+"""Tests for streams/clock.py: the deadline index, the partition clocks, the live clock."""
 
 from __future__ import annotations
 
-from streams.clock import DeadlineIndex, PartitionClocks
+import json
+
+from streams.clock import ClockWatch, DeadlineIndex, FeedClock, PartitionClocks
+from streams.deadlines import HOUR, SECOND
+
+#: feed_idle_minutes = 5
+IDLE = 300 * SECOND
+#: A wall clock (epoch µs) for these tests.
+WALL = 1_780_000_000 * SECOND
 
 
 class TestDeadlineIndex:
@@ -74,3 +82,115 @@ class TestPartitionClocks:
         clocks = PartitionClocks()
         assert clocks.advance(0, 5000, now=1000) == 1000
         assert clocks.advance(0, 6000, now=1000) is None
+
+
+class TestFeedClock:
+    def test_without_watermarks_the_clock_is_the_wall_clock(self) -> None:
+        """No provider known: the live clock is the wall clock."""
+        assert FeedClock(IDLE).live(WALL) == WALL
+
+    def test_the_clock_is_the_lowest_watermark_among_sending_providers(self) -> None:
+        """Two providers sending: the clock is the watermark of the one further behind."""
+        clock = FeedClock(IDLE)
+        clock.observe("RX1", "host:1", WALL - 1 * HOUR, WALL)
+        clock.observe("G0001", "host:1", WALL - 6 * HOUR, WALL)
+        assert clock.live(WALL) == WALL - 6 * HOUR
+        assert clock.holding(WALL) == {"RX1": 1 * HOUR, "G0001": 6 * HOUR}
+
+    def test_a_providers_watermark_is_the_latest_over_its_sources(self) -> None:
+        """Two ingest processes store one provider's messages: the later one counts."""
+        clock = FeedClock(IDLE)
+        clock.observe("RX1", "host:1", WALL - 3 * HOUR, WALL)
+        clock.observe("RX1", "host:2", WALL - 1 * HOUR, WALL - 60 * SECOND)
+        assert clock.live(WALL) == WALL - 1 * HOUR
+
+    def test_a_watermark_never_moves_back_for_a_source(self) -> None:
+        """An older record of the same source (a resend) changes nothing."""
+        clock = FeedClock(IDLE)
+        assert clock.observe("RX1", "host:1", WALL - 1 * HOUR, WALL)
+        assert not clock.observe("RX1", "host:1", WALL - 2 * HOUR, WALL - SECOND)
+        assert clock.live(WALL) == WALL - 1 * HOUR
+
+    def test_a_provider_quiet_for_feed_idle_minutes_stops_holding_the_clock(self) -> None:
+        """Once its last message is feed_idle_minutes old, a provider no longer counts."""
+        clock = FeedClock(IDLE)
+        clock.observe("RX1", "host:1", WALL - 6 * HOUR, WALL)
+        clock.observe("G0001", "host:1", WALL - 1 * HOUR, WALL + 200 * SECOND)
+        assert clock.live(WALL + IDLE - 1) == WALL - 6 * HOUR
+        assert clock.live(WALL + IDLE) == WALL - 1 * HOUR
+        assert clock.holding(WALL + IDLE) == {"G0001": 1 * HOUR + IDLE}
+
+    def test_when_every_provider_is_idle_the_clock_is_the_wall_clock(self) -> None:
+        """No provider still sending: the live clock is the wall clock."""
+        clock = FeedClock(IDLE)
+        clock.observe("RX1", "host:1", WALL - 6 * HOUR, WALL)
+        assert clock.live(WALL + 10 * IDLE) == WALL + 10 * IDLE
+        assert clock.holding(WALL + 10 * IDLE) == {}
+
+    def test_a_future_stamped_watermark_never_takes_the_clock_past_the_wall_clock(
+        self,
+    ) -> None:
+        """A provider whose messages are stamped tomorrow leaves the clock at the wall clock."""
+        clock = FeedClock(IDLE)
+        clock.observe("RX1", "host:1", WALL + 24 * HOUR, WALL)
+        assert clock.live(WALL) == WALL
+        assert clock.holding(WALL) == {}
+
+    def test_the_clock_never_moves_backwards(self) -> None:
+        """A provider starting to send old event times does not take the clock back."""
+        clock = FeedClock(IDLE)
+        assert clock.live(WALL) == WALL
+        clock.observe("RX1", "host:1", WALL - 6 * HOUR, WALL + SECOND)
+        assert clock.live(WALL + SECOND) == WALL
+        clock.observe("RX1", "host:1", WALL + 2 * SECOND, WALL + 2 * SECOND)
+        assert clock.live(WALL + 3 * SECOND) == WALL + 2 * SECOND
+
+    def test_a_provider_that_never_catches_up_holds_the_clock_back(self) -> None:
+        """A provider that keeps sending old event times keeps the clock behind it."""
+        clock = FeedClock(IDLE)
+        for minute in range(0, 120, 1):
+            now = WALL + minute * 60 * SECOND
+            clock.observe("RX1", "host:1", now - 6 * HOUR, now)
+            assert clock.live(now) == now - 6 * HOUR
+
+    def test_restored_state_gives_the_same_clock(self) -> None:
+        """to_dict, through JSON, then from_dict: the same clock at the same wall time."""
+        clock = FeedClock(IDLE)
+        clock.observe("RX1", "host:1", WALL - 6 * HOUR, WALL)
+        clock.observe("RX1", "host:2", WALL - 5 * HOUR, WALL - 400 * SECOND)
+        clock.observe("G0001", "host:1", WALL - 1 * HOUR, WALL - 10 * SECOND)
+        before = clock.live(WALL)
+        restored = FeedClock.from_dict(json.loads(json.dumps(clock.to_dict())), IDLE)
+        assert restored.live(WALL) == before
+        assert restored.floor == clock.floor
+        assert restored.holding(WALL + IDLE - 10 * SECOND) == clock.holding(
+            WALL + IDLE - 10 * SECOND
+        )
+        assert restored.to_dict() == clock.to_dict()
+
+    def test_restored_floor_keeps_the_clock_from_moving_back(self) -> None:
+        """The floor is state too: a restart does not take the clock back."""
+        clock = FeedClock(IDLE)
+        clock.live(WALL)
+        restored = FeedClock.from_dict(clock.to_dict(), IDLE)
+        restored.observe("RX1", "host:1", WALL - 6 * HOUR, WALL)
+        assert restored.live(WALL) == WALL
+
+
+class TestClockWatch:
+    def test_an_episode_past_the_threshold_is_reported_once(self) -> None:
+        """A provider held back past the threshold is raised once, however many ticks."""
+        watch = ClockWatch(1 * HOUR)
+        assert watch.check({"RX1": 30 * 60 * SECOND}) == ([], [])
+        assert watch.check({"RX1": 1 * HOUR + 1}) == (["RX1"], [])
+        for extra in range(1, 50):
+            assert watch.check({"RX1": 1 * HOUR + extra * SECOND}) == ([], [])
+        assert watch.flagged == {"RX1"}
+
+    def test_coming_back_under_the_threshold_ends_the_episode(self) -> None:
+        """Back under the threshold (or idle): reported once; a new episode is raised again."""
+        watch = ClockWatch(1 * HOUR)
+        watch.check({"RX1": 2 * HOUR})
+        assert watch.check({}) == ([], ["RX1"])
+        assert watch.check({}) == ([], [])
+        assert watch.check({"RX1": 2 * HOUR}) == (["RX1"], [])

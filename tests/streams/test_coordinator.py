@@ -12,7 +12,7 @@ import schemas.codec
 from streams.alert import Alert
 from streams.control import Forwarded, MergeRequest, StateMove, Tick, encode, partition_for
 from streams.coordinator import Coordinator, Entry, Outgoing
-from streams.deadlines import to_micros
+from streams.deadlines import SECOND, from_micros, to_micros
 from streams.engine import Engine
 from streams.view import StreamEvent
 from tests.streams.events import Feed, london
@@ -487,3 +487,185 @@ class TestLookBackInTheWorker:
         state = Entry.decode(table[feed.key]).state
         assert state is not None and state["v"] == 2
         assert sorted(state["seen"]) == ["CM01", "G0001"]
+
+
+def watermark(
+    coordinator: Coordinator,
+    table: dict[str, Any],
+    partition: int,
+    offset: int,
+    *,
+    provider: str,
+    at: str,
+    received: int = NOW,
+    now: int = NOW,
+    source: str = "listener-host:4242",
+) -> list[Outgoing]:
+    """A FeedWatermark record read on ``partition`` of the events topic, then the flush."""
+    received_at = from_micros(received)
+    value = schemas.codec.encode(
+        "carebus.events.FeedWatermark",
+        {
+            "provider": provider,
+            "source": source,
+            "event_time": london(at),
+            "last_received": received_at,
+            "emitted_at": received_at,
+        },
+    )
+    out = coordinator.on_event(table, partition, offset, key=provider, value=value, now=now)
+    coordinator.flush(table)
+    return out
+
+
+class Behind:
+    """Records what the coordinator reports about providers holding the clock back."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, float]] = []
+
+    def set_clock_behind(self, behind: Any) -> None:
+        self.reports.append(dict(behind))
+
+    def set_deadlines_pending(self, count: int) -> None:
+        pass
+
+    def event_processed(self, event_type: str) -> None:
+        pass
+
+
+class TestLiveClock:
+    """The live clock: the feeds' watermarks hold deadlines back, never the wall clock alone."""
+
+    def backlog(self, coordinator: Coordinator, table: dict[str, Any]) -> tuple[Feed, int]:
+        """A hospice discharge (deadline 2026-02-13 11:00) read; the hospice's feed is
+        behind the deadline though the wall clock is months past it."""
+        feed = Feed("9434797373")
+        partition = partition_for(feed.key, PARTITIONS)
+        for offset, event in enumerate(hospice_discharge(feed)):
+            feed_event(coordinator, table, event, offset)
+        watermark(coordinator, table, partition, 10, provider="HSP01", at="2026-02-13 08:00")
+        watermark(coordinator, table, partition, 11, provider="RX1", at="2026-02-20 09:00")
+        return feed, partition
+
+    def test_a_watermark_record_is_not_a_patient_event(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """A FeedWatermark is neither applied to a patient nor skipped as bad input."""
+        table: dict[str, Any] = {}
+        watermark(coordinator, table, 0, 0, provider="RX1", at="2026-02-13 08:00")
+        assert list(table) == [":feed-clock:0"]
+        assert coordinator.skipped == 0
+        assert sink.submitted == []
+
+    def test_a_backlogged_hospice_admission_still_meets_its_deadline(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """Wall clock past the deadline, hospice watermark behind it: no handoff-missed,
+        and the admission that arrives later (event time before the deadline) meets it."""
+        table: dict[str, Any] = {}
+        feed, partition = self.backlog(coordinator, table)
+        for _ in range(3):
+            tick(coordinator, table, partition, NOW)
+        assert sink.rules() == []
+        feed_event(coordinator, table, feed.adt("A01", "HSP01", "2026-02-13 10:00"), 3)
+        watermark(coordinator, table, partition, 12, provider="HSP01", at="2026-02-13 10:00")
+        tick(coordinator, table, partition, NOW)
+        watermark(coordinator, table, partition, 13, provider="HSP01", at="2026-02-14 10:00")
+        tick(coordinator, table, partition, NOW)
+        assert "hospice-handoff-missed" not in sink.rules()
+
+    def test_the_deadline_fires_once_the_watermark_passes_it(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """No admission came: the handoff is missed when the hospice's watermark passes
+        the deadline, raised at the deadline."""
+        table: dict[str, Any] = {}
+        _, partition = self.backlog(coordinator, table)
+        tick(coordinator, table, partition, NOW)
+        assert sink.rules() == []
+        watermark(coordinator, table, partition, 12, provider="HSP01", at="2026-02-13 11:00")
+        tick(coordinator, table, partition, NOW)
+        assert sink.rules() == []  # a message stamped at the deadline may still come
+        watermark(coordinator, table, partition, 13, provider="HSP01", at="2026-02-13 11:01")
+        tick(coordinator, table, partition, NOW)
+        assert sink.rules() == ["hospice-handoff-missed"]
+        assert sink.submitted[0][1].raised_at == london("2026-02-13 11:00")
+
+    def test_an_idle_provider_stops_holding_the_deadline(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """The hospice sends nothing for feed_idle_minutes: the wall clock fires the deadline."""
+        table: dict[str, Any] = {}
+        _, partition = self.backlog(coordinator, table)
+        tick(coordinator, table, partition, NOW + 299 * SECOND)
+        assert sink.rules() == []
+        tick(coordinator, table, partition, NOW + 300 * SECOND)
+        assert sink.rules() == ["hospice-handoff-missed"]
+
+    def test_another_providers_later_event_does_not_run_past_the_watermark(
+        self, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """An event of a provider ahead of the others cannot fire the deadline by its time."""
+        table: dict[str, Any] = {}
+        _, partition = self.backlog(coordinator, table)
+        other = Feed(keys_in(partition, 1, prefix="RX1:OTHER")[0])
+        feed_event(coordinator, table, other.adt("A01", "RX1", "2026-02-19 09:00"), 4)
+        assert "hospice-handoff-missed" not in sink.rules()
+        assert coordinator.clocks.get(partition) == to_micros(london("2026-02-13 08:00"))
+
+    def test_the_feed_clock_survives_a_restart(
+        self, engine: Engine, coordinator: Coordinator, sink: Sink
+    ) -> None:
+        """A fresh coordinator over the table holds the deadline back as the old one did."""
+        table: dict[str, Any] = {}
+        _, partition = self.backlog(coordinator, table)
+        tick(coordinator, table, partition, NOW)
+        fresh_sink = Sink()
+        fresh = Coordinator(engine, fresh_sink, partitions=PARTITIONS)
+        fresh.assign(range(PARTITIONS))
+        fresh.scan_if_needed(table)
+        assert fresh.live_clock(partition, NOW) == coordinator.live_clock(partition, NOW)
+        tick(fresh, table, partition, NOW)
+        assert fresh_sink.rules() == []
+        watermark(fresh, table, partition, 12, provider="HSP01", at="2026-02-14 08:00")
+        tick(fresh, table, partition, NOW)
+        assert fresh_sink.rules() == ["hospice-handoff-missed"]
+
+    def test_a_malformed_watermark_is_skipped(self, coordinator: Coordinator) -> None:
+        """A watermark record that cannot be read counts as skipped; nothing else changes."""
+        table: dict[str, Any] = {}
+        coordinator.on_watermark(table, 0, 7, {"provider": "RX1"}, NOW)
+        assert coordinator.skipped == 1
+        assert coordinator.feeds == {}
+
+    def test_a_provider_holding_the_clock_back_raises_one_ops_note(
+        self, engine: Engine, sink: Sink
+    ) -> None:
+        """Held back past clock_behind_alert_s: one ops note and the metric, never an alert."""
+        sensors = Behind()
+        c = Coordinator(
+            engine, sink, partitions=PARTITIONS, sensors=sensors, clock_behind_alert_s=3600
+        )
+        c.assign(range(PARTITIONS))
+        table: dict[str, Any] = {}
+        watermark(c, table, 0, 0, provider="HSP01", at="2026-05-31 23:30")
+        tick(c, table, 0, NOW)
+        assert c.take_ops() == []
+        assert sensors.reports[-1] == {"HSP01": 1800.0}
+        watermark(c, table, 0, 1, provider="HSP01", at="2026-05-31 22:00")
+        watermark(c, table, 0, 2, provider="RX1", at="2026-05-31 23:59")
+        tick(c, table, 0, NOW)  # (the older watermark changes nothing: 23:30 stands)
+        assert c.take_ops() == []
+        later = NOW + 3600 * SECOND
+        watermark(c, table, 0, 3, provider="HSP01", at="2026-05-31 23:31", received=later)
+        for _ in range(3):
+            tick(c, table, 0, later)
+        ops = c.take_ops()
+        assert [(o["kind"], o["provider"]) for o in ops] == [("clock-held-back", "HSP01")]
+        assert ops[0]["behind_s"] == 3600 + 29 * 60
+        assert sensors.reports[-1] == {"HSP01": 3600 + 29 * 60}
+        assert sink.submitted == []
+        watermark(c, table, 0, 4, provider="HSP01", at="2026-06-01 00:59", received=later)
+        tick(c, table, 0, later)
+        assert [o["kind"] for o in c.take_ops()] == ["clock-caught-up"]

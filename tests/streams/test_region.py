@@ -93,6 +93,8 @@ class TestValidation:
                 _with(retest_intervals_days={"X": True}),
                 "retest_intervals_days.X must be a positive",
             ),
+            (_with(feed_idle_minutes=0), "'feed_idle_minutes' must be a positive"),
+            (_with(feed_idle_minutes="5m"), "'feed_idle_minutes' must be a positive"),
         ],
     )
     def test_bad_config_names_the_key(self, data: Any, message: str) -> None:
@@ -116,3 +118,14 @@ class TestValidation:
             {"providers": {"RX1": {"name": "H", "kind": "hospital", "expected_interval": "15m"}}}
         )
         assert region.kind("RX1") == "hospital"
+
+
+class TestFeedIdleMinutes:
+    def test_defaults_to_five_minutes(self) -> None:
+        """Without feed_idle_minutes a provider stops holding the clock after 5 minutes."""
+        assert parse_region(_with()).feed_idle_minutes == 5.0
+
+    def test_can_be_set(self) -> None:
+        """feed_idle_minutes is read from the region config, whole or fractional."""
+        assert parse_region(_with(feed_idle_minutes=30)).feed_idle_minutes == 30.0
+        assert parse_region(_with(feed_idle_minutes=0.5)).feed_idle_minutes == 0.5
