@@ -213,8 +213,8 @@ class TestWorkerWeb:
         workers.start()
         workers.start(second)
         produce(s, example_events(*FEEDS))
-        alerts = wait_for(s, names.alerts, lambda rs: len(rs) >= 3, timeout_s=60)
-        deadline = time.monotonic() + 60
+        alerts = wait_for(s, names.alerts, lambda rs: len(rs) >= 3, timeout_s=180)
+        deadline = time.monotonic() + 240
         for metrics_port in (s.metrics.worker_port, second.metrics.worker_port):
             # ready = partitions assigned: with two partitions, each worker owns one, so
             # one of the two answers every lookup by asking the other.
