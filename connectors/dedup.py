@@ -10,7 +10,8 @@ gets AA again but is not published twice. A *duplicate* is a message with
 
   - MSH-7 (date/time of message): engines restamp it when they resend;
   - the framing: MLLP start and end blocks, a leading byte-order mark or
-    whitespace, and trailing segment terminators;
+    whitespace, and trailing segment terminators (CR, LF; trailing spaces, tabs
+    or other bytes are content);
   - line endings: CR, LF and CRLF between segments are the same.
 
   Nothing else is ignored: a changed field anywhere else (EVN-2, a result value,
@@ -61,8 +62,11 @@ CONFLICT = "conflict"
 
 _CR = b"\r"
 _TERMINATORS = b"\r\n"
+#: Stripped from the start only: a byte-order mark, MLLP blocks, whitespace.
 _LEADING = b"\xef\xbb\xbf\x0b\x1c \t\r\n"
-_TRAILING = b"\x1c\x0b \t\r\n"
+#: Stripped from the end only: MLLP blocks and segment terminators (a trailing space,
+#: tab or 0xEF/0xBB/0xBF there is the last field's content).
+_TRAILING = b"\x1c\x0b\r\n"
 #: Copied for each digest: cheaper than building the hash with its parameters each time.
 _SEED = hashlib.blake2b(digest_size=16)
 
@@ -71,7 +75,10 @@ def content_digest(raw: bytes) -> str:
     """The hex digest (BLAKE2b, 128 bits) of ``raw`` without MSH-7, framing and line endings."""
     start, end = msh7_span(raw)
     data = raw[:start] + raw[end:] if end > start else raw
-    data = data.strip(_LEADING) if data[:1] in _LEADING or data[-1:] in _TRAILING else data
+    if data[:1] in _LEADING:
+        data = data.lstrip(_LEADING)
+    if data[-1:] in _TRAILING:
+        data = data.rstrip(_TRAILING)
     if b"\n" in data:
         data = data.replace(b"\r\n", _CR).replace(b"\n", _CR)
     h = _SEED.copy()

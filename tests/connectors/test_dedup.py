@@ -62,6 +62,15 @@ class TestContentDigest:
         assert len(digests) == len(others)
         assert content_digest(raw) not in digests
 
+    def test_trailing_content_bytes_are_not_stripped_as_framing(self) -> None:
+        """Only framing and terminators go from the end: a last field ending in spaces, a
+        tab or a latin-1 byte that is also a BOM byte (0xEF, 0xBB, 0xBF) is other content."""
+        raw = adt("C5").rstrip(b"\r")
+        others = [raw + b"  ", raw + b"\t", raw + b"\xbb", raw + b"\xbf", raw + b"\xef"]
+        others += [o + b"\r" for o in others] + [b"\x0b" + o + b"\x1c\r" for o in others]
+        assert content_digest(raw) not in {content_digest(o) for o in others}
+        assert len({content_digest(o) for o in others}) == 5  # framing still ignored
+
     def test_msh7_is_found_and_replaced(self) -> None:
         """msh7_span finds MSH-7's value; with_msh7 puts another in its place."""
         raw = adt("C4")
