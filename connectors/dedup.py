@@ -28,7 +28,10 @@ Two more cases matter:
 * a copy still *in doubt* -- its publish timed out (the sender got AE) but the
   producer may still deliver it once Kafka is back. A resend of the same content
   must not publish a second copy while the first may still land: the caller waits
-  for the first attempt, and answers AE again if it is still undecided.
+  for the first attempt, and answers AE again if it is still undecided. The
+  pipeline tracks a message (:meth:`Deduplicator.track`) as soon as it has been
+  checked, before anything awaits, so this holds from the check on: while the
+  first copy is still being enqueued too.
 * memory is bounded: at most ``max_entries`` keys are remembered; beyond that the
   oldest are forgotten before the window ends.
 

@@ -12,7 +12,10 @@ For each message, :meth:`Pipeline.submit`:
    publishing it again (:mod:`connectors.dedup`; a resend of a message restored
    from the raw topic at start first has its events published again). The same
    ids with other content is a new message, marked with
-   :data:`CONFLICT_HEADER` on its raw record and events;
+   :data:`CONFLICT_HEADER` on its raw record and events. From this check on, before
+   anything awaits, the message is in the window as in flight, so a resend (or
+   another message of the same ids) checked while it is still being enqueued sees
+   it;
 4. translates it to events;
 5. enqueues, in this order, the raw bytes (with sender, peer, received time,
    content digest, ... as headers) for the raw archive topic and the events for
@@ -375,17 +378,8 @@ class Pipeline:
             headers = (*headers, (CONFLICT_HEADER, conflict.encode()))
         raw_record = Record(self._topics.raw, _key(facility, control_id, origin), raw, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
-        attempt: asyncio.Future[None]
         try:
-            if len(raw) > BATCH_BYTES:
-                # Large: the raw record alone first, so a refused one leaves no events.
-                attempt = asyncio.ensure_future(self._raw_then_events(raw_record, records))
-                attempt.add_done_callback(mark_seen)
-            else:
-                # The raw record first, then the events, in one go: one wait for both.
-                attempt = await self._enqueue([raw_record, *records])
-            if key is not None and self._dedup is not None:
-                self._dedup.track(key, digest, attempt)
+            attempt = await self._start(raw_record, records, key, digest)
             await self._wait(attempt, deadline)
         except RecordTooLarge as exc:
             log.warning(
@@ -515,22 +509,29 @@ class Pipeline:
 
     async def _check_window(self, key: tuple[str, str], digest: str) -> tuple[str, Seen | None]:
         assert self._dedup is not None
-        status, seen = self._dedup.check(key, digest)
-        if status in (DUPLICATE, UNCONFIRMED):
-            return status, seen
-        earlier = self._dedup.in_doubt(key, digest)
-        if earlier is None:
-            return status, seen
-        # An earlier copy may still land: never publish a second one meanwhile.
-        try:
-            await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
-        except (PublishFailed, RecordTooLarge):
+        failed: asyncio.Future[None] | None = None
+        while True:
+            status, seen = self._dedup.check(key, digest)
+            if status in (DUPLICATE, UNCONFIRMED):
+                return status, seen
+            earlier = self._dedup.in_doubt(key, digest)
+            if earlier is None or earlier is failed:
+                return status, seen
             if not earlier.done():
-                raise PublishFailed(
-                    f"an earlier copy of {key[1]} is still being published"
-                ) from None
-            return status, seen
-        return DUPLICATE, None
+                # An earlier copy may still land: never publish a second one meanwhile.
+                try:
+                    await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
+                except (PublishFailed, RecordTooLarge):
+                    if not earlier.done():
+                        raise PublishFailed(
+                            f"an earlier copy of {key[1]} is still being published"
+                        ) from None
+            if earlier.cancelled() or earlier.exception() is not None:
+                # It failed: look again, as another resend waiting for it may have
+                # started its own copy by now (this one then waits for that).
+                failed = earlier
+                continue
+            return DUPLICATE, None
 
     async def _republish_events(
         self, raw: bytes, msh7: bytes, received: str, control_id: str
@@ -560,6 +561,37 @@ class Pipeline:
             deadline = asyncio.get_running_loop().time() + self._timeout
             await self._wait(await self._enqueue(records), deadline)
         return len(records)
+
+    async def _start(
+        self, raw_record: Record, records: list[Record], key: tuple[str, str] | None, digest: str
+    ) -> asyncio.Future[None]:
+        """Enqueue a message's raw record and events; the attempt that ends once Kafka has all.
+
+        With a window, the message is put in it as in flight before the first await
+        (``send`` may pause: a full buffer, a topic to learn), so that a resend, or
+        another message of the same ids, checked meanwhile sees it; that placeholder
+        then ends as the attempt does (or fails when enqueueing raised).
+        """
+        placeholder: asyncio.Future[None] | None = None
+        if key is not None and self._dedup is not None:
+            placeholder = asyncio.get_running_loop().create_future()
+            self._dedup.track(key, digest, placeholder)
+        attempt: asyncio.Future[None]
+        try:
+            if len(raw_record.value) > BATCH_BYTES:
+                # Large: the raw record alone first, so a refused one leaves no events.
+                attempt = asyncio.ensure_future(self._raw_then_events(raw_record, records))
+                attempt.add_done_callback(mark_seen)
+            else:
+                # The raw record first, then the events, in one go: one wait for both.
+                attempt = await self._enqueue([raw_record, *records])
+        except BaseException as exc:
+            if placeholder is not None:
+                _settle(placeholder, exc)
+            raise
+        if placeholder is not None:
+            _follow(placeholder, attempt)
+        return attempt
 
     async def _raw_then_events(self, raw_record: Record, events: list[Record]) -> None:
         """Publish ``raw_record``, and only once Kafka has it, ``events`` (large messages)."""
@@ -653,6 +685,31 @@ class Pipeline:
             source=peer.source,
         )
         return Outcome("rejected", facility, control_id, message_type, error=exc)
+
+
+def _settle(placeholder: asyncio.Future[None], exc: BaseException | None) -> None:
+    """End ``placeholder`` as a publish that succeeded (``exc`` None) or failed: with
+    ``exc`` when a resend waiting for it knows that failure, else with PublishFailed."""
+    if placeholder.done():
+        return
+    if exc is None:
+        placeholder.set_result(None)
+    elif isinstance(exc, (PublishFailed, RecordTooLarge)):
+        placeholder.set_exception(exc)
+    else:
+        placeholder.set_exception(PublishFailed(f"the message was not sent ({type(exc).__name__})"))
+
+
+def _follow(placeholder: asyncio.Future[None], attempt: asyncio.Future[None]) -> None:
+    """End ``placeholder`` as ``attempt`` ends."""
+
+    def done(fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            _settle(placeholder, asyncio.CancelledError())
+        else:
+            _settle(placeholder, fut.exception())
+
+    attempt.add_done_callback(done)
 
 
 def _header_ids(header: MshHeader | None) -> tuple[str, str, str]:

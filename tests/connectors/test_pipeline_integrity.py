@@ -4,13 +4,15 @@ before parsing, and bounded dead letters from unknown peers."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from carebus.errors import PublishFailed
 from carebus.settings import MllpSettings, Settings
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator, content_digest
@@ -42,6 +44,10 @@ class Recorder:
         self.dropped: list[str | None] = []
         self.dead_letters = 0
         self.rejected = 0
+        self.received = 0
+        #: Set when the message_received calls reach ``received_target``.
+        self.received_enough = asyncio.Event()
+        self.received_target = 0
 
     def control_id_conflict(self, provider: str | None, message_type: str | None) -> None:
         self.conflicts.append((provider, message_type))
@@ -59,7 +65,9 @@ class Recorder:
         self.rejected += 1
 
     def message_received(self, provider: str | None, message_type: str | None) -> None:
-        pass
+        self.received += 1
+        if self.received == self.received_target:
+            self.received_enough.set()
 
     def message_accepted(self, provider: str | None, message_type: str | None) -> None:
         pass
@@ -83,6 +91,39 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class HoldFirstSend(Publisher):
+    """A real publisher whose first ``send`` pauses until released, as a full buffer or a
+    topic it must learn makes it pause; then it goes on, or fails when told to."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.calls = 0
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def send(
+        self, records: Sequence[Record], *, timeout_s: float | None = None
+    ) -> asyncio.Future[None]:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            await self.release.wait()
+            if self.fail:
+                raise PublishFailed("held send failed")
+        return await super().send(records, timeout_s=timeout_s)
+
+
+@pytest.fixture
+async def holding(ingest_settings: Settings, topics: TopicNames) -> AsyncIterator[HoldFirstSend]:
+    pub = HoldFirstSend(ingest_settings)
+    await pub.start([topics.raw, topics.events, topics.deadletter])
+    try:
+        yield pub
+    finally:
+        await pub.stop()
 
 
 @pytest.fixture
@@ -149,6 +190,82 @@ class TestControlIdConflict:
         assert [CONFLICT_HEADER in e.headers for e in events] == [False, True]
         assert observer.conflicts == [("RXA01", "ADT")]
         assert observer.duplicates == 2
+
+
+OTHER_PEER = Peer("mllp", "127.0.0.1", 40001)
+
+
+class TestInFlight:
+    async def test_a_resend_while_the_first_copy_is_being_enqueued_is_a_duplicate(
+        self, holding: HoldFirstSend, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A resend on another connection, checked while the first copy is still paused in
+        the publisher's send, waits for it and is answered duplicate: one copy is stored."""
+        observer = Recorder()
+        observer.received_target = 2
+        pipeline = Pipeline(
+            holding, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), observer=observer
+        )
+        raw = adt("IF1")
+        resent = raw.replace(b"|20260301093000||", b"|20260301094500||", 1)
+        first = asyncio.create_task(pipeline.submit(raw, PEER, NOW))
+        await holding.entered.wait()
+        second = asyncio.create_task(pipeline.submit(resent, OTHER_PEER, NOW))
+        await observer.received_enough.wait()  # the resend has been checked and is waiting
+        holding.release.set()
+        outcomes = await asyncio.gather(first, second)
+        assert [o.status for o in outcomes] == ["accepted", "duplicate"]
+        assert reader.end_offsets(topics.raw) == 1
+        assert reader.end_offsets(topics.events) == 1
+
+    async def test_other_content_with_the_same_ids_in_flight_is_marked_as_a_conflict(
+        self, holding: HoldFirstSend, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A message with the first one's ids but other content, checked while the first is
+        still paused in send, is stored with the conflict header naming the first's digest."""
+        observer = Recorder()
+        observer.received_target = 2
+        pipeline = Pipeline(
+            holding, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), observer=observer
+        )
+        pas, lims = adt("IF2"), _lims("IF2")
+        first = asyncio.create_task(pipeline.submit(pas, PEER, NOW))
+        await holding.entered.wait()
+        second = asyncio.create_task(pipeline.submit(lims, OTHER_PEER, NOW))
+        await observer.received_enough.wait()
+        holding.release.set()
+        outcomes = await asyncio.gather(first, second)
+        assert [o.status for o in outcomes] == ["accepted", "accepted"]
+        stored = {rec.value: rec for rec in reader.read(topics.raw)}
+        assert CONFLICT_HEADER not in stored[pas].headers
+        assert stored[lims].headers[CONFLICT_HEADER] == content_digest(pas).encode()
+        assert observer.conflicts == [("RXA01", "ADT")]
+
+    async def test_resends_waiting_for_a_copy_that_failed_store_it_once(
+        self, holding: HoldFirstSend, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """When the copy two resends wait for fails to be enqueued, its sender gets the
+        failure, one resend stores the message and the other is then its duplicate."""
+        observer = Recorder()
+        observer.received_target = 3
+        pipeline = Pipeline(
+            holding, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), observer=observer
+        )
+        raw = adt("IF3")
+        first = asyncio.create_task(pipeline.submit(raw, PEER, NOW))
+        await holding.entered.wait()
+        resends = [
+            asyncio.create_task(pipeline.submit(raw, peer, NOW)) for peer in (OTHER_PEER, PEER)
+        ]
+        await observer.received_enough.wait()
+        holding.fail = True
+        holding.release.set()
+        with pytest.raises(PublishFailed):
+            await first
+        outcomes = await asyncio.gather(*resends)
+        assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
+        assert reader.end_offsets(topics.raw) == 1
+        assert reader.end_offsets(topics.events) == 1
 
 
 class TestWindowRebuilt:
