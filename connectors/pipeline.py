@@ -10,7 +10,9 @@ For each message, :meth:`Pipeline.submit`:
 3. answers a resend of an already published message -- the same (sending
    facility, MSH-10) and the same content digest -- as a duplicate, without
    publishing it again (:mod:`connectors.dedup`; a resend of a message restored
-   from the raw topic at start first has its events published again). The same
+   from the raw topic at start first has its events published again; when they
+   cannot be made again, or Kafka refuses one as too large, it is still answered
+   duplicate and dead-lettered with the reason and :data:`RAW_STORED_HEADER`). The same
    ids with other content is a new message, marked with
    :data:`CONFLICT_HEADER` on its raw record and events. From this check on, before
    anything awaits, the message is in the window as in flight, so a resend (or
@@ -127,6 +129,10 @@ DIGEST_HEADER = "carebus-content-digest"
 #: Header on the raw record and events of a message whose (MSH-4.1, MSH-10) was already
 #: used by a message of different content within the window: that message's digest.
 CONFLICT_HEADER = "carebus-control-id-conflict"
+#: Header on the dead letter of a resend whose stored copy (restored from the raw topic)
+#: could not have its events made or published again: the raw topic's name, where the
+#: message's raw record is.
+RAW_STORED_HEADER = "carebus-raw-stored"
 
 
 class IngestObserver(Protocol):
@@ -364,7 +370,9 @@ class Pipeline:
         digest = content_digest(raw)
         conflict = ""
         if key is not None and self._dedup is not None:
-            seen, conflict = await self._in_window(raw, key, digest, message_type)
+            seen, conflict = await self._in_window(
+                raw, key, digest, message_type, peer=peer, received=received_time, origin=origin
+            )
             if seen is not None:
                 return seen
         records = self._translated(message, raw, received_time, conflict)
@@ -469,7 +477,15 @@ class Pipeline:
         )
 
     async def _in_window(
-        self, raw: bytes, key: tuple[str, str], digest: str, message_type: str
+        self,
+        raw: bytes,
+        key: tuple[str, str],
+        digest: str,
+        message_type: str,
+        *,
+        peer: Peer,
+        received: datetime,
+        origin: str,
     ) -> tuple[Outcome | None, str]:
         """A duplicate's outcome, or None and the digest this message conflicts with ("")."""
         assert self._dedup is not None
@@ -481,6 +497,19 @@ class Pipeline:
             return Outcome("duplicate", facility, control_id, message_type), ""
         if status == UNCONFIRMED and other is not None:
             events = await self._republish_events(raw, other.msh7, other.received, control_id)
+            if isinstance(events, MessageRejected):
+                # Never failed for ever (its raw record is stored), but never silent either.
+                log.warning(
+                    "events of a restored message not published again; dead-lettered",
+                    control_id=control_id,
+                    sending_facility=facility,
+                    reason=events.reason,
+                )
+                ids = (facility, control_id, message_type)
+                await self._dead_letter(
+                    raw, peer, received, events, ids=ids, origin=origin, raw_stored=True
+                )
+                events = 0
             self._dedup.confirm(key, digest)
             self._observer.message_duplicated(facility, message_type)
             log.info(
@@ -535,8 +564,9 @@ class Pipeline:
 
     async def _republish_events(
         self, raw: bytes, msh7: bytes, received: str, control_id: str
-    ) -> int:
-        """Publish again the events of a stored message ``raw`` is a resend of.
+    ) -> int | MessageRejected:
+        """Publish again the events of a stored message ``raw`` is a resend of; how many,
+        or why they cannot be (they cannot be made, or Kafka refuses one as too large).
 
         The stored copy was restored from the raw topic, which does not prove its
         events were stored. The resend differs from it at most in MSH-7, framing and
@@ -556,10 +586,28 @@ class Pipeline:
                 control_id=control_id,
                 error=type(exc).__name__,
             )
-            return 0
+            if isinstance(exc, MessageRejected):
+                return exc
+            return TranslationFailed(
+                f"events of a stored message could not be made again ({type(exc).__name__})",
+                control_id=control_id,
+            )
         if records:
             deadline = asyncio.get_running_loop().time() + self._timeout
-            await self._wait(await self._enqueue(records), deadline)
+            try:
+                await self._wait(await self._enqueue(records), deadline)
+            except RecordTooLarge as exc:
+                log.warning(
+                    "events of a restored message too large for kafka",
+                    control_id=control_id,
+                    topic=exc.topic,
+                    size=exc.size,
+                )
+                return MessageTooLarge(
+                    f"{exc.size}-byte event of a stored message refused by Kafka as too large "
+                    f"for {exc.topic}",
+                    control_id=control_id,
+                )
         return len(records)
 
     async def _start(
@@ -643,13 +691,42 @@ class Pipeline:
         bytes. Over the peer's dead-letter rate limit, nothing is written.
         """
         facility, control_id, message_type = ids
+        written = await self._dead_letter(
+            raw, peer, received_time, exc, ids=ids, origin=origin, keep_body=keep_body
+        )
+        self._observer.message_rejected(facility, message_type)
+        if written:
+            log.info(
+                "message rejected",
+                control_id=control_id,
+                sending_facility=facility,
+                reason=exc.reason,
+                source=peer.source,
+            )
+        return Outcome("rejected", facility, control_id, message_type, error=exc)
+
+    async def _dead_letter(
+        self,
+        raw: bytes,
+        peer: Peer,
+        received_time: datetime,
+        exc: MessageRejected,
+        *,
+        ids: tuple[str, str, str],
+        origin: str,
+        keep_body: bool = True,
+        raw_stored: bool = False,
+    ) -> bool:
+        """Write ``raw``'s dead letter with ``exc``'s reason; False when the peer's
+        dead-letter budget is spent (nothing written). ``raw_stored``: the message's raw
+        record is on the raw topic (:data:`RAW_STORED_HEADER`)."""
+        facility, control_id, _ = ids
         if exc.control_id is None and control_id:
             exc.control_id = control_id
         limit = None if peer.source in UNCHECKED_SOURCES else self._limit
         if limit is not None and not limit.allow(peer.address, exc.reason):
             self._observer.deadletter_dropped(exc.reason)
-            self._observer.message_rejected(facility, message_type)
-            return Outcome("rejected", facility, control_id, message_type, error=exc)
+            return False
         headers = (
             *_raw_headers(raw, peer, received_time, facility, control_id),
             ("carebus-reason", exc.reason.encode("ascii", "replace")),
@@ -663,6 +740,8 @@ class Pipeline:
                 ("carebus-raw-size", str(len(raw)).encode()),
                 ("carebus-body-dropped", exc.reason.encode("ascii", "replace")),
             )
+        if raw_stored:
+            headers = (*headers, (RAW_STORED_HEADER, self._topics.raw.encode()))
         record = Record(self._topics.deadletter, _key(facility, control_id, origin), value, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
@@ -676,15 +755,7 @@ class Pipeline:
             )
             await self._wait(await self._enqueue([_truncated(record, refused)]), deadline)
         self._observer.dead_lettered(facility, exc.reason)
-        self._observer.message_rejected(facility, message_type)
-        log.info(
-            "message rejected",
-            control_id=control_id,
-            sending_facility=facility,
-            reason=exc.reason,
-            source=peer.source,
-        )
-        return Outcome("rejected", facility, control_id, message_type, error=exc)
+        return True
 
 
 def _settle(placeholder: asyncio.Future[None], exc: BaseException | None) -> None:

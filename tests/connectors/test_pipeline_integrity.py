@@ -21,10 +21,11 @@ from connectors.mllp.allowlist import Allowlist, Peer
 from connectors.pipeline import (
     CONFLICT_HEADER,
     DIGEST_HEADER,
+    RAW_STORED_HEADER,
     DeadLetterLimit,
     Pipeline,
 )
-from connectors.publish import Publisher, Record
+from connectors.publish import Publisher, Record, request_limit_bytes
 from connectors.window import rebuild_window
 from tests.connectors.ingest_helpers import TopicReader, adt
 
@@ -326,11 +327,16 @@ class TestWindowRebuilt:
         [(_, event)] = reader.events(topics.events)
         assert event["header"]["control_id"] == "RB2"  # type: ignore[index]
 
-    async def test_a_restored_message_whose_events_cannot_be_made_is_still_a_duplicate(
-        self, ingest_settings: Settings, publisher: Publisher, topics: TopicNames
+    async def test_a_restored_message_whose_events_cannot_be_made_is_dead_lettered(
+        self,
+        ingest_settings: Settings,
+        publisher: Publisher,
+        topics: TopicNames,
+        reader: TopicReader,
     ) -> None:
-        """A resend is never failed for ever: if the restored message no longer
-        translates, it is answered duplicate (its raw record is stored) with no events."""
+        """A resend is never failed for ever: if the restored message no longer translates,
+        it is answered duplicate (its raw record is stored) with no events, and the gap is
+        on the dead-letter topic (translation-failed, saying the raw record is stored)."""
         raw = adt("RB5")
         headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"RB5"))
         await publisher.publish([Record(topics.raw, b"RXA01|RB5", raw, headers)])
@@ -340,11 +346,53 @@ class TestWindowRebuilt:
         def broken(message: Message, raw: bytes, received_time: datetime) -> list[Any]:
             raise RuntimeError("translator defect")
 
+        observer = Recorder()
         pipeline = Pipeline(
-            publisher, topics, publish_timeout_s=10.0, dedup=dedup, translate=broken
+            publisher,
+            topics,
+            publish_timeout_s=10.0,
+            dedup=dedup,
+            translate=broken,
+            observer=observer,
         )
         outcome = await pipeline.submit(raw, PEER, NOW)
         assert (outcome.status, outcome.events) == ("duplicate", 0)
+        [letter] = reader.read(topics.deadletter)
+        assert letter.value == raw
+        assert letter.headers["carebus-reason"] == b"translation-failed"
+        assert letter.headers[RAW_STORED_HEADER] == topics.raw.encode()
+        assert letter.headers["carebus-control-id"] == b"RB5"
+        assert (observer.dead_letters, observer.rejected, observer.duplicates) == (1, 0, 1)
+        again = await pipeline.submit(raw, PEER, NOW)  # confirmed: no second dead letter
+        assert again.status == "duplicate"
+        assert reader.end_offsets(topics.deadletter) == 1
+
+    async def test_restored_events_too_large_for_kafka_are_dead_lettered_not_raised(
+        self,
+        ingest_settings: Settings,
+        publisher: Publisher,
+        topics: TopicNames,
+        reader: TopicReader,
+    ) -> None:
+        """When Kafka refuses a restored message's re-made events as too large, the resend
+        is answered duplicate (never an error the sender would resend for ever) and the
+        message is dead-lettered as message-too-large, saying its raw record is stored."""
+        raw = adt("RB6")
+        headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"RB6"))
+        await publisher.publish([Record(topics.raw, b"RXA01|RB6", raw, headers)])
+        dedup = Deduplicator(3600)
+        await rebuild_window(ingest_settings, topics.raw, dedup)
+        huge = b"x" * (request_limit_bytes(ingest_settings) + 1)
+        pipeline = Pipeline(
+            publisher, topics, publish_timeout_s=10.0, dedup=dedup, encode=lambda s, r: huge
+        )
+        outcome = await pipeline.submit(raw, PEER, NOW)
+        assert (outcome.status, outcome.events) == ("duplicate", 0)
+        [letter] = reader.read(topics.deadletter)
+        assert letter.headers["carebus-reason"] == b"message-too-large"
+        assert letter.headers[RAW_STORED_HEADER] == topics.raw.encode()
+        assert reader.end_offsets(topics.events) == 0
+        assert reader.end_offsets(topics.raw) == 1
 
     async def test_records_without_the_digest_header_are_digested_from_their_value(
         self, ingest_settings: Settings, publisher: Publisher, topics: TopicNames
