@@ -29,9 +29,10 @@ Two more cases matter:
   producer may still deliver it once Kafka is back. A resend of the same content
   must not publish a second copy while the first may still land: the caller waits
   for the first attempt, and answers AE again if it is still undecided. The
-  pipeline tracks a message (:meth:`Deduplicator.track`) as soon as it has been
-  checked, before anything awaits, so this holds from the check on: while the
-  first copy is still being enqueued too.
+  pipeline holds a message's place (:meth:`Deduplicator.hold`) as soon as it has
+  been checked, before anything awaits, so this holds from the check on: while the
+  first copy is still being enqueued too (then :meth:`Deduplicator.track` follows
+  the real attempt).
 * memory is bounded: at most ``max_entries`` keys are remembered; beyond that the
   oldest are forgotten before the window ends.
 
@@ -226,6 +227,22 @@ class Deduplicator:
                 if other != digest:
                     return other
         return None
+
+    def hold(self, key: Key, digest: str, placeholder: asyncio.Future[None]) -> None:
+        """Mark ``key`` with ``digest`` in flight before its publish has started, so that a
+        resend checked meanwhile waits for ``placeholder`` (and another digest of the key
+        is a conflict). Replace it with :meth:`track` or drop it with :meth:`release`,
+        then complete ``placeholder``: its waiters check again. Never remembered itself.
+        """
+        self._pending.setdefault(key, {})[digest] = placeholder
+
+    def release(self, key: Key, digest: str, placeholder: asyncio.Future[None]) -> None:
+        """Drop ``placeholder`` (:meth:`hold`) when no publish follows it."""
+        pending = self._pending.get(key)
+        if pending is not None and pending.get(digest) is placeholder:
+            del pending[digest]
+            if not pending:
+                del self._pending[key]
 
     def track(self, key: Key, digest: str, attempt: asyncio.Future[None]) -> None:
         """Follow a publish: remembered when it succeeds, dropped when it fails."""

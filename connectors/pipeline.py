@@ -538,29 +538,30 @@ class Pipeline:
 
     async def _check_window(self, key: tuple[str, str], digest: str) -> tuple[str, Seen | None]:
         assert self._dedup is not None
-        failed: asyncio.Future[None] | None = None
+        deadline = 0.0
         while True:
             status, seen = self._dedup.check(key, digest)
             if status in (DUPLICATE, UNCONFIRMED):
                 return status, seen
             earlier = self._dedup.in_doubt(key, digest)
-            if earlier is None or earlier is failed:
+            if earlier is None:
                 return status, seen
-            if not earlier.done():
-                # An earlier copy may still land: never publish a second one meanwhile.
-                try:
-                    await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
-                except (PublishFailed, RecordTooLarge):
-                    if not earlier.done():
-                        raise PublishFailed(
-                            f"an earlier copy of {key[1]} is still being published"
-                        ) from None
-            if earlier.cancelled() or earlier.exception() is not None:
-                # It failed: look again, as another resend waiting for it may have
-                # started its own copy by now (this one then waits for that).
-                failed = earlier
-                continue
-            return DUPLICATE, None
+            if earlier.done():
+                if earlier.cancelled() or earlier.exception() is not None:
+                    return status, seen  # it failed: this copy is stored instead
+                return DUPLICATE, None  # on Kafka (and remembered in a moment)
+            # An earlier copy may still land: never publish a second one meanwhile.
+            if not deadline:
+                deadline = asyncio.get_running_loop().time() + self._timeout
+            try:
+                await self._wait(earlier, deadline)
+            except Exception:
+                if not earlier.done():
+                    raise PublishFailed(
+                        f"an earlier copy of {key[1]} is still being published"
+                    ) from None
+            # Look again: a placeholder ended (its attempt is in the window now), or
+            # the copy failed and another resend waiting for it may have started its own.
 
     async def _republish_events(
         self, raw: bytes, msh7: bytes, received: str, control_id: str
@@ -615,15 +616,17 @@ class Pipeline:
     ) -> asyncio.Future[None]:
         """Enqueue a message's raw record and events; the attempt that ends once Kafka has all.
 
-        With a window, the message is put in it as in flight before the first await
+        With a window, the message is held in it as in flight before the first await
         (``send`` may pause: a full buffer, a topic to learn), so that a resend, or
-        another message of the same ids, checked meanwhile sees it; that placeholder
-        then ends as the attempt does (or fails when enqueueing raised).
+        another message of the same ids, checked meanwhile sees it; then the attempt
+        takes the placeholder's place (or it is released when enqueueing raised) and
+        the placeholder ends, so that its waiters check again.
         """
+        dedup = self._dedup if key is not None else None
         placeholder: asyncio.Future[None] | None = None
-        if key is not None and self._dedup is not None:
+        if dedup is not None and key is not None:
             placeholder = asyncio.get_running_loop().create_future()
-            self._dedup.track(key, digest, placeholder)
+            dedup.hold(key, digest, placeholder)
         attempt: asyncio.Future[None]
         try:
             if len(raw_record.value) > BATCH_BYTES:
@@ -633,12 +636,14 @@ class Pipeline:
             else:
                 # The raw record first, then the events, in one go: one wait for both.
                 attempt = await self._enqueue([raw_record, *records])
-        except BaseException as exc:
-            if placeholder is not None:
-                _settle(placeholder, exc)
+        except BaseException:
+            if dedup is not None and key is not None and placeholder is not None:
+                dedup.release(key, digest, placeholder)
+                placeholder.set_result(None)  # whoever waits for it checks again
             raise
-        if placeholder is not None:
-            _follow(placeholder, attempt)
+        if dedup is not None and key is not None and placeholder is not None:
+            dedup.track(key, digest, attempt)
+            placeholder.set_result(None)  # whoever waits for it now waits for the attempt
         return attempt
 
     async def _raw_then_events(self, raw_record: Record, events: list[Record]) -> None:
@@ -756,31 +761,6 @@ class Pipeline:
             await self._wait(await self._enqueue([_truncated(record, refused)]), deadline)
         self._observer.dead_lettered(facility, exc.reason)
         return True
-
-
-def _settle(placeholder: asyncio.Future[None], exc: BaseException | None) -> None:
-    """End ``placeholder`` as a publish that succeeded (``exc`` None) or failed: with
-    ``exc`` when a resend waiting for it knows that failure, else with PublishFailed."""
-    if placeholder.done():
-        return
-    if exc is None:
-        placeholder.set_result(None)
-    elif isinstance(exc, (PublishFailed, RecordTooLarge)):
-        placeholder.set_exception(exc)
-    else:
-        placeholder.set_exception(PublishFailed(f"the message was not sent ({type(exc).__name__})"))
-
-
-def _follow(placeholder: asyncio.Future[None], attempt: asyncio.Future[None]) -> None:
-    """End ``placeholder`` as ``attempt`` ends."""
-
-    def done(fut: asyncio.Future[None]) -> None:
-        if fut.cancelled():
-            _settle(placeholder, asyncio.CancelledError())
-        else:
-            _settle(placeholder, fut.exception())
-
-    attempt.add_done_callback(done)
 
 
 def _header_ids(header: MshHeader | None) -> tuple[str, str, str]:

@@ -166,6 +166,29 @@ class TestDeduplicator:
         assert dedup.in_doubt(("RXA", "8"), D1) is None
         assert dedup.pending_other(("RXA", "8"), D2) is None
 
+    async def test_a_held_place_is_in_flight_until_tracked_or_released(self) -> None:
+        """A held placeholder is in doubt for its digest and a conflict for another, is
+        replaced by the tracked attempt, is dropped on release, and is never remembered."""
+        loop = asyncio.get_running_loop()
+        dedup = Deduplicator(60)
+        key = ("RXA", "9")
+        placeholder: asyncio.Future[None] = loop.create_future()
+        dedup.hold(key, D1, placeholder)
+        assert dedup.in_doubt(key, D1) is placeholder
+        assert dedup.pending_other(key, D2) == D1
+        attempt: asyncio.Future[None] = loop.create_future()
+        dedup.track(key, D1, attempt)
+        placeholder.set_result(None)
+        assert dedup.in_doubt(key, D1) is attempt
+        dedup.release(key, D1, placeholder)  # not its place any more: nothing changes
+        assert dedup.in_doubt(key, D1) is attempt
+        other: asyncio.Future[None] = loop.create_future()
+        dedup.hold(("RXA", "10"), D1, other)
+        dedup.release(("RXA", "10"), D1, other)
+        other.set_result(None)
+        assert dedup.in_doubt(("RXA", "10"), D1) is None
+        assert dedup.check(("RXA", "10"), D1)[0] == NEW
+
 
 class TestDeadLetterLimit:
     def test_drops_are_logged_once_per_interval_per_peer(self) -> None:
