@@ -496,21 +496,17 @@ class Pipeline:
             log.info("duplicate message", control_id=control_id, sending_facility=facility)
             return Outcome("duplicate", facility, control_id, message_type), ""
         if status == UNCONFIRMED and other is not None:
-            events = await self._republish_events(raw, other.msh7, other.received, control_id)
-            if isinstance(events, MessageRejected):
-                # Never failed for ever (its raw record is stored), but never silent either.
-                log.warning(
-                    "events of a restored message not published again; dead-lettered",
-                    control_id=control_id,
-                    sending_facility=facility,
-                    reason=events.reason,
+            # Held while its events are published again: a second resend waits for it.
+            placeholder: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._dedup.hold(key, digest, placeholder)
+            try:
+                events = await self._republish(
+                    raw, other, key, message_type, peer=peer, received=received, origin=origin
                 )
-                ids = (facility, control_id, message_type)
-                await self._dead_letter(
-                    raw, peer, received, events, ids=ids, origin=origin, raw_stored=True
-                )
-                events = 0
-            self._dedup.confirm(key, digest)
+                self._dedup.confirm(key, digest)
+            finally:
+                self._dedup.release(key, digest, placeholder)
+                placeholder.set_result(None)  # whoever waits for it checks again
             self._observer.message_duplicated(facility, message_type)
             log.info(
                 "duplicate of a message restored from the raw topic; events published again",
@@ -536,12 +532,42 @@ class Pipeline:
             )
         return None, conflict
 
+    async def _republish(
+        self,
+        raw: bytes,
+        stored: Seen,
+        key: tuple[str, str],
+        message_type: str,
+        *,
+        peer: Peer,
+        received: datetime,
+        origin: str,
+    ) -> int:
+        """Publish again the events of the restored message ``raw`` is a resend of; how
+        many. When they cannot be, the resend is dead-lettered (never an error)."""
+        facility, control_id = key
+        events = await self._republish_events(raw, stored.msh7, stored.received, control_id)
+        if isinstance(events, MessageRejected):
+            # Never failed for ever (its raw record is stored), but never silent either.
+            log.warning(
+                "events of a restored message not published again; dead-lettered",
+                control_id=control_id,
+                sending_facility=facility,
+                reason=events.reason,
+            )
+            ids = (facility, control_id, message_type)
+            await self._dead_letter(
+                raw, peer, received, events, ids=ids, origin=origin, raw_stored=True
+            )
+            return 0
+        return events
+
     async def _check_window(self, key: tuple[str, str], digest: str) -> tuple[str, Seen | None]:
         assert self._dedup is not None
         deadline = 0.0
         while True:
             status, seen = self._dedup.check(key, digest)
-            if status in (DUPLICATE, UNCONFIRMED):
+            if status == DUPLICATE:
                 return status, seen
             earlier = self._dedup.in_doubt(key, digest)
             if earlier is None:

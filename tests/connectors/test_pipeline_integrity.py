@@ -268,6 +268,34 @@ class TestInFlight:
         assert reader.end_offsets(topics.raw) == 1
         assert reader.end_offsets(topics.events) == 1
 
+    async def test_resends_of_a_restored_message_republish_its_events_once(
+        self,
+        ingest_settings: Settings,
+        publisher: Publisher,
+        holding: HoldFirstSend,
+        topics: TopicNames,
+        reader: TopicReader,
+    ) -> None:
+        """A second resend of a restored message, checked while the first is still
+        republishing its events, waits for it: both are duplicates, the events go once."""
+        raw = adt("IF4")
+        headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"IF4"))
+        await publisher.publish([Record(topics.raw, b"RXA01|IF4", raw, headers)])
+        dedup = Deduplicator(3600)
+        await rebuild_window(ingest_settings, topics.raw, dedup)
+        observer = Recorder()
+        observer.received_target = 2
+        pipeline = Pipeline(holding, topics, publish_timeout_s=10.0, dedup=dedup, observer=observer)
+        first = asyncio.create_task(pipeline.submit(raw, PEER, NOW))
+        await holding.entered.wait()
+        second = asyncio.create_task(pipeline.submit(raw, OTHER_PEER, NOW))
+        await observer.received_enough.wait()
+        holding.release.set()
+        outcomes = await asyncio.gather(first, second)
+        assert [(o.status, o.events) for o in outcomes] == [("duplicate", 1), ("duplicate", 0)]
+        assert reader.end_offsets(topics.events) == 1
+        assert reader.end_offsets(topics.raw) == 1
+
 
 class TestWindowRebuilt:
     async def test_a_resend_after_a_restart_is_a_duplicate_and_its_events_are_republished(
