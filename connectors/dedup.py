@@ -10,7 +10,8 @@ gets AA again but is not published twice. A *duplicate* is a message with
 
   - MSH-7 (date/time of message): engines restamp it when they resend;
   - the framing: MLLP start and end blocks, a leading byte-order mark or
-    whitespace, and trailing segment terminators;
+    whitespace, and trailing segment terminators (CR, LF; trailing spaces, tabs
+    or other bytes are content);
   - line endings: CR, LF and CRLF between segments are the same.
 
   Nothing else is ignored: a changed field anywhere else (EVN-2, a result value,
@@ -27,7 +28,11 @@ Two more cases matter:
 * a copy still *in doubt* -- its publish timed out (the sender got AE) but the
   producer may still deliver it once Kafka is back. A resend of the same content
   must not publish a second copy while the first may still land: the caller waits
-  for the first attempt, and answers AE again if it is still undecided.
+  for the first attempt, and answers AE again if it is still undecided. The
+  pipeline holds a message's place (:meth:`Deduplicator.hold`) as soon as it has
+  been checked, before anything awaits, so this holds from the check on: while the
+  first copy is still being enqueued too (then :meth:`Deduplicator.track` follows
+  the real attempt).
 * memory is bounded: at most ``max_entries`` keys are remembered; beyond that the
   oldest are forgotten before the window ends.
 
@@ -61,8 +66,11 @@ CONFLICT = "conflict"
 
 _CR = b"\r"
 _TERMINATORS = b"\r\n"
+#: Stripped from the start only: a byte-order mark, MLLP blocks, whitespace.
 _LEADING = b"\xef\xbb\xbf\x0b\x1c \t\r\n"
-_TRAILING = b"\x1c\x0b \t\r\n"
+#: Stripped from the end only: MLLP blocks and segment terminators (a trailing space,
+#: tab or 0xEF/0xBB/0xBF there is the last field's content).
+_TRAILING = b"\x1c\x0b\r\n"
 #: Copied for each digest: cheaper than building the hash with its parameters each time.
 _SEED = hashlib.blake2b(digest_size=16)
 
@@ -71,7 +79,10 @@ def content_digest(raw: bytes) -> str:
     """The hex digest (BLAKE2b, 128 bits) of ``raw`` without MSH-7, framing and line endings."""
     start, end = msh7_span(raw)
     data = raw[:start] + raw[end:] if end > start else raw
-    data = data.strip(_LEADING) if data[:1] in _LEADING or data[-1:] in _TRAILING else data
+    if data[:1] in _LEADING:
+        data = data.lstrip(_LEADING)
+    if data[-1:] in _TRAILING:
+        data = data.rstrip(_TRAILING)
     if b"\n" in data:
         data = data.replace(b"\r\n", _CR).replace(b"\n", _CR)
     h = _SEED.copy()
@@ -216,6 +227,22 @@ class Deduplicator:
                 if other != digest:
                     return other
         return None
+
+    def hold(self, key: Key, digest: str, placeholder: asyncio.Future[None]) -> None:
+        """Mark ``key`` with ``digest`` in flight before its publish has started, so that a
+        resend checked meanwhile waits for ``placeholder`` (and another digest of the key
+        is a conflict). Replace it with :meth:`track` or drop it with :meth:`release`,
+        then complete ``placeholder``: its waiters check again. Never remembered itself.
+        """
+        self._pending.setdefault(key, {})[digest] = placeholder
+
+    def release(self, key: Key, digest: str, placeholder: asyncio.Future[None]) -> None:
+        """Drop ``placeholder`` (:meth:`hold`) when no publish follows it."""
+        pending = self._pending.get(key)
+        if pending is not None and pending.get(digest) is placeholder:
+            del pending[digest]
+            if not pending:
+                del self._pending[key]
 
     def track(self, key: Key, digest: str, attempt: asyncio.Future[None]) -> None:
         """Follow a publish: remembered when it succeeds, dropped when it fails."""

@@ -10,9 +10,14 @@ For each message, :meth:`Pipeline.submit`:
 3. answers a resend of an already published message -- the same (sending
    facility, MSH-10) and the same content digest -- as a duplicate, without
    publishing it again (:mod:`connectors.dedup`; a resend of a message restored
-   from the raw topic at start first has its events published again). The same
+   from the raw topic at start first has its events published again; when they
+   cannot be made again, or Kafka refuses one as too large, it is still answered
+   duplicate and dead-lettered with the reason and :data:`RAW_STORED_HEADER`). The same
    ids with other content is a new message, marked with
-   :data:`CONFLICT_HEADER` on its raw record and events;
+   :data:`CONFLICT_HEADER` on its raw record and events. From this check on, before
+   anything awaits, the message is in the window as in flight, so a resend (or
+   another message of the same ids) checked while it is still being enqueued sees
+   it;
 4. translates it to events;
 5. enqueues, in this order, the raw bytes (with sender, peer, received time,
    content digest, ... as headers) for the raw archive topic and the events for
@@ -124,6 +129,10 @@ DIGEST_HEADER = "carebus-content-digest"
 #: Header on the raw record and events of a message whose (MSH-4.1, MSH-10) was already
 #: used by a message of different content within the window: that message's digest.
 CONFLICT_HEADER = "carebus-control-id-conflict"
+#: Header on the dead letter of a resend whose stored copy (restored from the raw topic)
+#: could not have its events made or published again: the raw topic's name, where the
+#: message's raw record is.
+RAW_STORED_HEADER = "carebus-raw-stored"
 
 
 class IngestObserver(Protocol):
@@ -361,7 +370,9 @@ class Pipeline:
         digest = content_digest(raw)
         conflict = ""
         if key is not None and self._dedup is not None:
-            seen, conflict = await self._in_window(raw, key, digest, message_type)
+            seen, conflict = await self._in_window(
+                raw, key, digest, message_type, peer=peer, received=received_time, origin=origin
+            )
             if seen is not None:
                 return seen
         records = self._translated(message, raw, received_time, conflict)
@@ -375,17 +386,8 @@ class Pipeline:
             headers = (*headers, (CONFLICT_HEADER, conflict.encode()))
         raw_record = Record(self._topics.raw, _key(facility, control_id, origin), raw, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
-        attempt: asyncio.Future[None]
         try:
-            if len(raw) > BATCH_BYTES:
-                # Large: the raw record alone first, so a refused one leaves no events.
-                attempt = asyncio.ensure_future(self._raw_then_events(raw_record, records))
-                attempt.add_done_callback(mark_seen)
-            else:
-                # The raw record first, then the events, in one go: one wait for both.
-                attempt = await self._enqueue([raw_record, *records])
-            if key is not None and self._dedup is not None:
-                self._dedup.track(key, digest, attempt)
+            attempt = await self._start(raw_record, records, key, digest)
             await self._wait(attempt, deadline)
         except RecordTooLarge as exc:
             log.warning(
@@ -475,7 +477,15 @@ class Pipeline:
         )
 
     async def _in_window(
-        self, raw: bytes, key: tuple[str, str], digest: str, message_type: str
+        self,
+        raw: bytes,
+        key: tuple[str, str],
+        digest: str,
+        message_type: str,
+        *,
+        peer: Peer,
+        received: datetime,
+        origin: str,
     ) -> tuple[Outcome | None, str]:
         """A duplicate's outcome, or None and the digest this message conflicts with ("")."""
         assert self._dedup is not None
@@ -486,8 +496,17 @@ class Pipeline:
             log.info("duplicate message", control_id=control_id, sending_facility=facility)
             return Outcome("duplicate", facility, control_id, message_type), ""
         if status == UNCONFIRMED and other is not None:
-            events = await self._republish_events(raw, other.msh7, other.received, control_id)
-            self._dedup.confirm(key, digest)
+            # Held while its events are published again: a second resend waits for it.
+            placeholder: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._dedup.hold(key, digest, placeholder)
+            try:
+                events = await self._republish(
+                    raw, other, key, message_type, peer=peer, received=received, origin=origin
+                )
+                self._dedup.confirm(key, digest)
+            finally:
+                self._dedup.release(key, digest, placeholder)
+                placeholder.set_result(None)  # whoever waits for it checks again
             self._observer.message_duplicated(facility, message_type)
             log.info(
                 "duplicate of a message restored from the raw topic; events published again",
@@ -513,29 +532,68 @@ class Pipeline:
             )
         return None, conflict
 
+    async def _republish(
+        self,
+        raw: bytes,
+        stored: Seen,
+        key: tuple[str, str],
+        message_type: str,
+        *,
+        peer: Peer,
+        received: datetime,
+        origin: str,
+    ) -> int:
+        """Publish again the events of the restored message ``raw`` is a resend of; how
+        many. When they cannot be, the resend is dead-lettered (never an error)."""
+        facility, control_id = key
+        events = await self._republish_events(raw, stored.msh7, stored.received, control_id)
+        if isinstance(events, MessageRejected):
+            # Never failed for ever (its raw record is stored), but never silent either.
+            log.warning(
+                "events of a restored message not published again; dead-lettered",
+                control_id=control_id,
+                sending_facility=facility,
+                reason=events.reason,
+            )
+            ids = (facility, control_id, message_type)
+            await self._dead_letter(
+                raw, peer, received, events, ids=ids, origin=origin, raw_stored=True
+            )
+            return 0
+        return events
+
     async def _check_window(self, key: tuple[str, str], digest: str) -> tuple[str, Seen | None]:
         assert self._dedup is not None
-        status, seen = self._dedup.check(key, digest)
-        if status in (DUPLICATE, UNCONFIRMED):
-            return status, seen
-        earlier = self._dedup.in_doubt(key, digest)
-        if earlier is None:
-            return status, seen
-        # An earlier copy may still land: never publish a second one meanwhile.
-        try:
-            await self._wait(earlier, asyncio.get_running_loop().time() + self._timeout)
-        except (PublishFailed, RecordTooLarge):
-            if not earlier.done():
-                raise PublishFailed(
-                    f"an earlier copy of {key[1]} is still being published"
-                ) from None
-            return status, seen
-        return DUPLICATE, None
+        deadline = 0.0
+        while True:
+            status, seen = self._dedup.check(key, digest)
+            if status == DUPLICATE:
+                return status, seen
+            earlier = self._dedup.in_doubt(key, digest)
+            if earlier is None:
+                return status, seen
+            if earlier.done():
+                if earlier.cancelled() or earlier.exception() is not None:
+                    return status, seen  # it failed: this copy is stored instead
+                return DUPLICATE, None  # on Kafka (and remembered in a moment)
+            # An earlier copy may still land: never publish a second one meanwhile.
+            if not deadline:
+                deadline = asyncio.get_running_loop().time() + self._timeout
+            try:
+                await self._wait(earlier, deadline)
+            except Exception:
+                if not earlier.done():
+                    raise PublishFailed(
+                        f"an earlier copy of {key[1]} is still being published"
+                    ) from None
+            # Look again: a placeholder ended (its attempt is in the window now), or
+            # the copy failed and another resend waiting for it may have started its own.
 
     async def _republish_events(
         self, raw: bytes, msh7: bytes, received: str, control_id: str
-    ) -> int:
-        """Publish again the events of a stored message ``raw`` is a resend of.
+    ) -> int | MessageRejected:
+        """Publish again the events of a stored message ``raw`` is a resend of; how many,
+        or why they cannot be (they cannot be made, or Kafka refuses one as too large).
 
         The stored copy was restored from the raw topic, which does not prove its
         events were stored. The resend differs from it at most in MSH-7, framing and
@@ -555,11 +613,64 @@ class Pipeline:
                 control_id=control_id,
                 error=type(exc).__name__,
             )
-            return 0
+            if isinstance(exc, MessageRejected):
+                return exc
+            return TranslationFailed(
+                f"events of a stored message could not be made again ({type(exc).__name__})",
+                control_id=control_id,
+            )
         if records:
             deadline = asyncio.get_running_loop().time() + self._timeout
-            await self._wait(await self._enqueue(records), deadline)
+            try:
+                await self._wait(await self._enqueue(records), deadline)
+            except RecordTooLarge as exc:
+                log.warning(
+                    "events of a restored message too large for kafka",
+                    control_id=control_id,
+                    topic=exc.topic,
+                    size=exc.size,
+                )
+                return MessageTooLarge(
+                    f"{exc.size}-byte event of a stored message refused by Kafka as too large "
+                    f"for {exc.topic}",
+                    control_id=control_id,
+                )
         return len(records)
+
+    async def _start(
+        self, raw_record: Record, records: list[Record], key: tuple[str, str] | None, digest: str
+    ) -> asyncio.Future[None]:
+        """Enqueue a message's raw record and events; the attempt that ends once Kafka has all.
+
+        With a window, the message is held in it as in flight before the first await
+        (``send`` may pause: a full buffer, a topic to learn), so that a resend, or
+        another message of the same ids, checked meanwhile sees it; then the attempt
+        takes the placeholder's place (or it is released when enqueueing raised) and
+        the placeholder ends, so that its waiters check again.
+        """
+        dedup = self._dedup if key is not None else None
+        placeholder: asyncio.Future[None] | None = None
+        if dedup is not None and key is not None:
+            placeholder = asyncio.get_running_loop().create_future()
+            dedup.hold(key, digest, placeholder)
+        attempt: asyncio.Future[None]
+        try:
+            if len(raw_record.value) > BATCH_BYTES:
+                # Large: the raw record alone first, so a refused one leaves no events.
+                attempt = asyncio.ensure_future(self._raw_then_events(raw_record, records))
+                attempt.add_done_callback(mark_seen)
+            else:
+                # The raw record first, then the events, in one go: one wait for both.
+                attempt = await self._enqueue([raw_record, *records])
+        except BaseException:
+            if dedup is not None and key is not None and placeholder is not None:
+                dedup.release(key, digest, placeholder)
+                placeholder.set_result(None)  # whoever waits for it checks again
+            raise
+        if dedup is not None and key is not None and placeholder is not None:
+            dedup.track(key, digest, attempt)
+            placeholder.set_result(None)  # whoever waits for it now waits for the attempt
+        return attempt
 
     async def _raw_then_events(self, raw_record: Record, events: list[Record]) -> None:
         """Publish ``raw_record``, and only once Kafka has it, ``events`` (large messages)."""
@@ -611,13 +722,42 @@ class Pipeline:
         bytes. Over the peer's dead-letter rate limit, nothing is written.
         """
         facility, control_id, message_type = ids
+        written = await self._dead_letter(
+            raw, peer, received_time, exc, ids=ids, origin=origin, keep_body=keep_body
+        )
+        self._observer.message_rejected(facility, message_type)
+        if written:
+            log.info(
+                "message rejected",
+                control_id=control_id,
+                sending_facility=facility,
+                reason=exc.reason,
+                source=peer.source,
+            )
+        return Outcome("rejected", facility, control_id, message_type, error=exc)
+
+    async def _dead_letter(
+        self,
+        raw: bytes,
+        peer: Peer,
+        received_time: datetime,
+        exc: MessageRejected,
+        *,
+        ids: tuple[str, str, str],
+        origin: str,
+        keep_body: bool = True,
+        raw_stored: bool = False,
+    ) -> bool:
+        """Write ``raw``'s dead letter with ``exc``'s reason; False when the peer's
+        dead-letter budget is spent (nothing written). ``raw_stored``: the message's raw
+        record is on the raw topic (:data:`RAW_STORED_HEADER`)."""
+        facility, control_id, _ = ids
         if exc.control_id is None and control_id:
             exc.control_id = control_id
         limit = None if peer.source in UNCHECKED_SOURCES else self._limit
         if limit is not None and not limit.allow(peer.address, exc.reason):
             self._observer.deadletter_dropped(exc.reason)
-            self._observer.message_rejected(facility, message_type)
-            return Outcome("rejected", facility, control_id, message_type, error=exc)
+            return False
         headers = (
             *_raw_headers(raw, peer, received_time, facility, control_id),
             ("carebus-reason", exc.reason.encode("ascii", "replace")),
@@ -631,6 +771,8 @@ class Pipeline:
                 ("carebus-raw-size", str(len(raw)).encode()),
                 ("carebus-body-dropped", exc.reason.encode("ascii", "replace")),
             )
+        if raw_stored:
+            headers = (*headers, (RAW_STORED_HEADER, self._topics.raw.encode()))
         record = Record(self._topics.deadletter, _key(facility, control_id, origin), value, headers)
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
@@ -644,15 +786,7 @@ class Pipeline:
             )
             await self._wait(await self._enqueue([_truncated(record, refused)]), deadline)
         self._observer.dead_lettered(facility, exc.reason)
-        self._observer.message_rejected(facility, message_type)
-        log.info(
-            "message rejected",
-            control_id=control_id,
-            sending_facility=facility,
-            reason=exc.reason,
-            source=peer.source,
-        )
-        return Outcome("rejected", facility, control_id, message_type, error=exc)
+        return True
 
 
 def _header_ids(header: MshHeader | None) -> tuple[str, str, str]:

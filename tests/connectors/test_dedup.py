@@ -62,6 +62,15 @@ class TestContentDigest:
         assert len(digests) == len(others)
         assert content_digest(raw) not in digests
 
+    def test_trailing_content_bytes_are_not_stripped_as_framing(self) -> None:
+        """Only framing and terminators go from the end: a last field ending in spaces, a
+        tab or a latin-1 byte that is also a BOM byte (0xEF, 0xBB, 0xBF) is other content."""
+        raw = adt("C5").rstrip(b"\r")
+        others = [raw + b"  ", raw + b"\t", raw + b"\xbb", raw + b"\xbf", raw + b"\xef"]
+        others += [o + b"\r" for o in others] + [b"\x0b" + o + b"\x1c\r" for o in others]
+        assert content_digest(raw) not in {content_digest(o) for o in others}
+        assert len({content_digest(o) for o in others}) == 5  # framing still ignored
+
     def test_msh7_is_found_and_replaced(self) -> None:
         """msh7_span finds MSH-7's value; with_msh7 puts another in its place."""
         raw = adt("C4")
@@ -156,6 +165,29 @@ class TestDeduplicator:
         assert not dedup.is_duplicate(("RXA", "8"), D1)
         assert dedup.in_doubt(("RXA", "8"), D1) is None
         assert dedup.pending_other(("RXA", "8"), D2) is None
+
+    async def test_a_held_place_is_in_flight_until_tracked_or_released(self) -> None:
+        """A held placeholder is in doubt for its digest and a conflict for another, is
+        replaced by the tracked attempt, is dropped on release, and is never remembered."""
+        loop = asyncio.get_running_loop()
+        dedup = Deduplicator(60)
+        key = ("RXA", "9")
+        placeholder: asyncio.Future[None] = loop.create_future()
+        dedup.hold(key, D1, placeholder)
+        assert dedup.in_doubt(key, D1) is placeholder
+        assert dedup.pending_other(key, D2) == D1
+        attempt: asyncio.Future[None] = loop.create_future()
+        dedup.track(key, D1, attempt)
+        placeholder.set_result(None)
+        assert dedup.in_doubt(key, D1) is attempt
+        dedup.release(key, D1, placeholder)  # not its place any more: nothing changes
+        assert dedup.in_doubt(key, D1) is attempt
+        other: asyncio.Future[None] = loop.create_future()
+        dedup.hold(("RXA", "10"), D1, other)
+        dedup.release(("RXA", "10"), D1, other)
+        other.set_result(None)
+        assert dedup.in_doubt(("RXA", "10"), D1) is None
+        assert dedup.check(("RXA", "10"), D1)[0] == NEW
 
 
 class TestDeadLetterLimit:

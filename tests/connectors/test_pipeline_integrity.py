@@ -4,13 +4,15 @@ before parsing, and bounded dead letters from unknown peers."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from carebus.errors import PublishFailed
 from carebus.settings import MllpSettings, Settings
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator, content_digest
@@ -19,10 +21,11 @@ from connectors.mllp.allowlist import Allowlist, Peer
 from connectors.pipeline import (
     CONFLICT_HEADER,
     DIGEST_HEADER,
+    RAW_STORED_HEADER,
     DeadLetterLimit,
     Pipeline,
 )
-from connectors.publish import Publisher, Record
+from connectors.publish import Publisher, Record, request_limit_bytes
 from connectors.window import rebuild_window
 from tests.connectors.ingest_helpers import TopicReader, adt
 
@@ -42,6 +45,10 @@ class Recorder:
         self.dropped: list[str | None] = []
         self.dead_letters = 0
         self.rejected = 0
+        self.received = 0
+        #: Set when the message_received calls reach ``received_target``.
+        self.received_enough = asyncio.Event()
+        self.received_target = 0
 
     def control_id_conflict(self, provider: str | None, message_type: str | None) -> None:
         self.conflicts.append((provider, message_type))
@@ -59,7 +66,9 @@ class Recorder:
         self.rejected += 1
 
     def message_received(self, provider: str | None, message_type: str | None) -> None:
-        pass
+        self.received += 1
+        if self.received == self.received_target:
+            self.received_enough.set()
 
     def message_accepted(self, provider: str | None, message_type: str | None) -> None:
         pass
@@ -83,6 +92,39 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class HoldFirstSend(Publisher):
+    """A real publisher whose first ``send`` pauses until released, as a full buffer or a
+    topic it must learn makes it pause; then it goes on, or fails when told to."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.calls = 0
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def send(
+        self, records: Sequence[Record], *, timeout_s: float | None = None
+    ) -> asyncio.Future[None]:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            await self.release.wait()
+            if self.fail:
+                raise PublishFailed("held send failed")
+        return await super().send(records, timeout_s=timeout_s)
+
+
+@pytest.fixture
+async def holding(ingest_settings: Settings, topics: TopicNames) -> AsyncIterator[HoldFirstSend]:
+    pub = HoldFirstSend(ingest_settings)
+    await pub.start([topics.raw, topics.events, topics.deadletter])
+    try:
+        yield pub
+    finally:
+        await pub.stop()
 
 
 @pytest.fixture
@@ -151,6 +193,110 @@ class TestControlIdConflict:
         assert observer.duplicates == 2
 
 
+OTHER_PEER = Peer("mllp", "127.0.0.1", 40001)
+
+
+class TestInFlight:
+    async def test_a_resend_while_the_first_copy_is_being_enqueued_is_a_duplicate(
+        self, holding: HoldFirstSend, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A resend on another connection, checked while the first copy is still paused in
+        the publisher's send, waits for it and is answered duplicate: one copy is stored."""
+        observer = Recorder()
+        observer.received_target = 2
+        pipeline = Pipeline(
+            holding, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), observer=observer
+        )
+        raw = adt("IF1")
+        resent = raw.replace(b"|20260301093000||", b"|20260301094500||", 1)
+        first = asyncio.create_task(pipeline.submit(raw, PEER, NOW))
+        await holding.entered.wait()
+        second = asyncio.create_task(pipeline.submit(resent, OTHER_PEER, NOW))
+        await observer.received_enough.wait()  # the resend has been checked and is waiting
+        holding.release.set()
+        outcomes = await asyncio.gather(first, second)
+        assert [o.status for o in outcomes] == ["accepted", "duplicate"]
+        assert reader.end_offsets(topics.raw) == 1
+        assert reader.end_offsets(topics.events) == 1
+
+    async def test_other_content_with_the_same_ids_in_flight_is_marked_as_a_conflict(
+        self, holding: HoldFirstSend, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A message with the first one's ids but other content, checked while the first is
+        still paused in send, is stored with the conflict header naming the first's digest."""
+        observer = Recorder()
+        observer.received_target = 2
+        pipeline = Pipeline(
+            holding, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), observer=observer
+        )
+        pas, lims = adt("IF2"), _lims("IF2")
+        first = asyncio.create_task(pipeline.submit(pas, PEER, NOW))
+        await holding.entered.wait()
+        second = asyncio.create_task(pipeline.submit(lims, OTHER_PEER, NOW))
+        await observer.received_enough.wait()
+        holding.release.set()
+        outcomes = await asyncio.gather(first, second)
+        assert [o.status for o in outcomes] == ["accepted", "accepted"]
+        stored = {rec.value: rec for rec in reader.read(topics.raw)}
+        assert CONFLICT_HEADER not in stored[pas].headers
+        assert stored[lims].headers[CONFLICT_HEADER] == content_digest(pas).encode()
+        assert observer.conflicts == [("RXA01", "ADT")]
+
+    async def test_resends_waiting_for_a_copy_that_failed_store_it_once(
+        self, holding: HoldFirstSend, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """When the copy two resends wait for fails to be enqueued, its sender gets the
+        failure, one resend stores the message and the other is then its duplicate."""
+        observer = Recorder()
+        observer.received_target = 3
+        pipeline = Pipeline(
+            holding, topics, publish_timeout_s=10.0, dedup=Deduplicator(3600), observer=observer
+        )
+        raw = adt("IF3")
+        first = asyncio.create_task(pipeline.submit(raw, PEER, NOW))
+        await holding.entered.wait()
+        resends = [
+            asyncio.create_task(pipeline.submit(raw, peer, NOW)) for peer in (OTHER_PEER, PEER)
+        ]
+        await observer.received_enough.wait()
+        holding.fail = True
+        holding.release.set()
+        with pytest.raises(PublishFailed):
+            await first
+        outcomes = await asyncio.gather(*resends)
+        assert sorted(o.status for o in outcomes) == ["accepted", "duplicate"]
+        assert reader.end_offsets(topics.raw) == 1
+        assert reader.end_offsets(topics.events) == 1
+
+    async def test_resends_of_a_restored_message_republish_its_events_once(
+        self,
+        ingest_settings: Settings,
+        publisher: Publisher,
+        holding: HoldFirstSend,
+        topics: TopicNames,
+        reader: TopicReader,
+    ) -> None:
+        """A second resend of a restored message, checked while the first is still
+        republishing its events, waits for it: both are duplicates, the events go once."""
+        raw = adt("IF4")
+        headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"IF4"))
+        await publisher.publish([Record(topics.raw, b"RXA01|IF4", raw, headers)])
+        dedup = Deduplicator(3600)
+        await rebuild_window(ingest_settings, topics.raw, dedup)
+        observer = Recorder()
+        observer.received_target = 2
+        pipeline = Pipeline(holding, topics, publish_timeout_s=10.0, dedup=dedup, observer=observer)
+        first = asyncio.create_task(pipeline.submit(raw, PEER, NOW))
+        await holding.entered.wait()
+        second = asyncio.create_task(pipeline.submit(raw, OTHER_PEER, NOW))
+        await observer.received_enough.wait()
+        holding.release.set()
+        outcomes = await asyncio.gather(first, second)
+        assert [(o.status, o.events) for o in outcomes] == [("duplicate", 1), ("duplicate", 0)]
+        assert reader.end_offsets(topics.events) == 1
+        assert reader.end_offsets(topics.raw) == 1
+
+
 class TestWindowRebuilt:
     async def test_a_resend_after_a_restart_is_a_duplicate_and_its_events_are_republished(
         self,
@@ -209,11 +355,16 @@ class TestWindowRebuilt:
         [(_, event)] = reader.events(topics.events)
         assert event["header"]["control_id"] == "RB2"  # type: ignore[index]
 
-    async def test_a_restored_message_whose_events_cannot_be_made_is_still_a_duplicate(
-        self, ingest_settings: Settings, publisher: Publisher, topics: TopicNames
+    async def test_a_restored_message_whose_events_cannot_be_made_is_dead_lettered(
+        self,
+        ingest_settings: Settings,
+        publisher: Publisher,
+        topics: TopicNames,
+        reader: TopicReader,
     ) -> None:
-        """A resend is never failed for ever: if the restored message no longer
-        translates, it is answered duplicate (its raw record is stored) with no events."""
+        """A resend is never failed for ever: if the restored message no longer translates,
+        it is answered duplicate (its raw record is stored) with no events, and the gap is
+        on the dead-letter topic (translation-failed, saying the raw record is stored)."""
         raw = adt("RB5")
         headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"RB5"))
         await publisher.publish([Record(topics.raw, b"RXA01|RB5", raw, headers)])
@@ -223,11 +374,53 @@ class TestWindowRebuilt:
         def broken(message: Message, raw: bytes, received_time: datetime) -> list[Any]:
             raise RuntimeError("translator defect")
 
+        observer = Recorder()
         pipeline = Pipeline(
-            publisher, topics, publish_timeout_s=10.0, dedup=dedup, translate=broken
+            publisher,
+            topics,
+            publish_timeout_s=10.0,
+            dedup=dedup,
+            translate=broken,
+            observer=observer,
         )
         outcome = await pipeline.submit(raw, PEER, NOW)
         assert (outcome.status, outcome.events) == ("duplicate", 0)
+        [letter] = reader.read(topics.deadletter)
+        assert letter.value == raw
+        assert letter.headers["carebus-reason"] == b"translation-failed"
+        assert letter.headers[RAW_STORED_HEADER] == topics.raw.encode()
+        assert letter.headers["carebus-control-id"] == b"RB5"
+        assert (observer.dead_letters, observer.rejected, observer.duplicates) == (1, 0, 1)
+        again = await pipeline.submit(raw, PEER, NOW)  # confirmed: no second dead letter
+        assert again.status == "duplicate"
+        assert reader.end_offsets(topics.deadletter) == 1
+
+    async def test_restored_events_too_large_for_kafka_are_dead_lettered_not_raised(
+        self,
+        ingest_settings: Settings,
+        publisher: Publisher,
+        topics: TopicNames,
+        reader: TopicReader,
+    ) -> None:
+        """When Kafka refuses a restored message's re-made events as too large, the resend
+        is answered duplicate (never an error the sender would resend for ever) and the
+        message is dead-lettered as message-too-large, saying its raw record is stored."""
+        raw = adt("RB6")
+        headers = (("carebus-sender", b"RXA01"), ("carebus-control-id", b"RB6"))
+        await publisher.publish([Record(topics.raw, b"RXA01|RB6", raw, headers)])
+        dedup = Deduplicator(3600)
+        await rebuild_window(ingest_settings, topics.raw, dedup)
+        huge = b"x" * (request_limit_bytes(ingest_settings) + 1)
+        pipeline = Pipeline(
+            publisher, topics, publish_timeout_s=10.0, dedup=dedup, encode=lambda s, r: huge
+        )
+        outcome = await pipeline.submit(raw, PEER, NOW)
+        assert (outcome.status, outcome.events) == ("duplicate", 0)
+        [letter] = reader.read(topics.deadletter)
+        assert letter.headers["carebus-reason"] == b"message-too-large"
+        assert letter.headers[RAW_STORED_HEADER] == topics.raw.encode()
+        assert reader.end_offsets(topics.events) == 0
+        assert reader.end_offsets(topics.raw) == 1
 
     async def test_records_without_the_digest_header_are_digested_from_their_value(
         self, ingest_settings: Settings, publisher: Publisher, topics: TopicNames
