@@ -83,7 +83,7 @@ class TestListenCommand:
         assert b"PATIENT" not in output  # no message content in the logs
         reader = TopicReader(kafka_isolated)
         try:
-            assert reader.end_offsets(topics.events) == 2
+            assert reader.event_count(topics.events) == 2
         finally:
             reader.close()
 
