@@ -325,7 +325,7 @@ METRICS: tuple[MetricSpec, ...] = (
         _LISTENER | _WORKER,
     ),
     MetricSpec(
-        "carebus_feed_watermark_failures_total",
+        "carebus_mllp_watermark_failures_total",
         "counter",
         (),
         "Times a listener process could not write its feed watermarks to the events topic"
@@ -660,7 +660,7 @@ class Metrics:
 
     def feed_watermark_failed(self) -> None:
         """Feed watermarks could not be written (they are written again next interval)."""
-        self._m["carebus_feed_watermark_failures_total"].inc()
+        self._m["carebus_mllp_watermark_failures_total"].inc()
 
     # -------------------------------------------------------------- file drop
 

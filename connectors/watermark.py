@@ -22,7 +22,7 @@ on the events topic itself, as a stream processor's sources emit watermarks:
   again, so that a worker that lost its state learns them without new messages.
 
 A failure to write watermarks (Kafka down or slow) never touches a message's
-acknowledgement: it is logged, counted (``carebus_feed_watermark_failures_total``)
+acknowledgement: it is logged, counted (``carebus_mllp_watermark_failures_total``)
 and the same watermarks (or newer ones) are written at the next interval. While
 one write is still unanswered, no other starts.
 """
