@@ -303,7 +303,7 @@ class TestFeedWatermarks:
             ("RYB02", at(8, 0), ON_PARTITION[1]),
             ("RYB02", at(8, 15), ON_PARTITION[0]),
         ]
-        before = time.time() * 1000
+        before = int(time.time() * 1000)  # whole ms, as last_received is
         for n, (facility, when, nhs) in enumerate(sent):
             raw = message(f"WM{n}", facility=facility, when=when, nhs=nhs)
             assert await asyncio.to_thread(send, port, raw) == "AA"
@@ -379,6 +379,25 @@ class TestFeedWatermarks:
         marks = watermarks(reader.read(topics.events))
         assert sorted(rec.partition for rec, _ in marks) == [0, 1]
         assert event_times([v for _, v in marks]) == [ms(at(9, 45))] * 2
+
+    async def test_the_running_emitter_writes_them_by_itself(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """Started with the listener, the emitter writes due watermarks on its own timer."""
+        running = Ingest(with_watermarks(ingest_settings, watermark_interval_s=0.05))
+        await running.start()
+        try:
+            raw = message("TIMER1", facility="RXA01", when=at(9, 50))
+            assert await asyncio.to_thread(send, running.mllp.port, raw) == "AA"
+            deadline = time.monotonic() + 60  # a generous bound: the loop ends on success
+            while len(watermarks(reader.read(topics.events))) < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            await running.stop()
+        marks = watermarks(reader.read(topics.events))  # more, if a heartbeat came
+        assert {rec.partition for rec, _ in marks} == {0, 1}
+        assert set(event_times([v for _, v in marks])) == {ms(at(9, 50))}
 
     async def test_the_heartbeat_writes_every_known_provider_again(
         self, ingest: Ingest, topics: TopicNames, reader: TopicReader
