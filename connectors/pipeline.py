@@ -411,11 +411,20 @@ class Pipeline:
                 control_id=control_id,
             )
             return await self._reject(raw, peer, received_time, refused_exc, ids=ids, origin=origin)
-        on_stored = self._on_stored
-        if on_stored is not None and event_time is not None:
-            on_stored(facility, _millis(event_time), _millis(received_time))
+        if event_time is not None:
+            self._stored(facility, event_time, received_time)
         self._observer.message_accepted(facility, message_type)
         return Outcome("accepted", facility, control_id, message_type, events=len(records))
+
+    def _stored(self, facility: str, event_time: datetime, received_time: datetime) -> None:
+        """Tell ``on_stored`` (if any) that a message of ``facility`` is stored."""
+        on_stored = self._on_stored
+        if on_stored is None:
+            return
+        try:
+            on_stored(facility, _millis(event_time), _millis(received_time))
+        except Exception as exc:  # it is stored: a watermark defect must not change the answer
+            log.error("feed watermark not updated", error=type(exc).__name__)
 
     def _translated(
         self, message: Message, raw: bytes, received_time: datetime, conflict: str

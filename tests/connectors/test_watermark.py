@@ -264,6 +264,24 @@ class TestPipelineHook:
             await pub.stop()
         assert told == [("RXA01", ms(at(9, 30)), ms(received), 1)]
 
+    async def test_a_failing_hook_does_not_change_the_answer(
+        self, ingest_settings: Settings, topics: TopicNames
+    ) -> None:
+        """A defect in the hook is logged; the stored message is still accepted."""
+
+        def on_stored(provider: str, event_ms: int, received_ms: int) -> None:
+            raise RuntimeError("defect")
+
+        pub = Publisher(ingest_settings)
+        await pub.start([topics.raw, topics.events, topics.deadletter])
+        try:
+            pipeline = Pipeline(pub, topics, publish_timeout_s=10.0, on_stored=on_stored)
+            raw = message("HOOK2", facility="RXA01", when=at(9, 30))
+            outcome = await pipeline.submit(raw, PEER, datetime.now(UTC))
+        finally:
+            await pub.stop()
+        assert (outcome.status, outcome.events) == ("accepted", 1)
+
 
 # -- the emitter through a real listener (real broker) -------------------------------
 
