@@ -257,7 +257,11 @@ def consumed(settings: Any, group: str, topic: str) -> bool:
 
 
 class Reader(threading.Thread):
-    """Reads a topic from its end (read_committed), noting when each record arrived."""
+    """Reads a topic from its end (read_committed), noting when each record arrived.
+
+    Feed records (a listener's watermarks on the events topic, ``schemas.FEED_SCHEMAS``)
+    are not events: they are skipped.
+    """
 
     def __init__(self, settings: Any, topic: str) -> None:
         super().__init__(daemon=True)
@@ -284,8 +288,18 @@ class Reader(threading.Thread):
         while not self.stopping.is_set():
             for records in self.consumer.poll(timeout_ms=100).values():
                 arrived = time.time()
-                self.records.extend((arrived, r) for r in records)
+                self.records.extend((arrived, r) for r in records if not is_feed_record(r))
         self.consumer.close()
+
+
+def is_feed_record(record: Any) -> bool:
+    """True for a feed record (its ``carebus-schema`` header in ``schemas.FEED_SCHEMAS``)."""
+    import schemas
+
+    for name, value in record.headers or ():
+        if name == "carebus-schema":
+            return bool(value) and value.decode("ascii", "replace") in schemas.FEED_SCHEMAS
+    return False
 
 
 def wait_ready(port: int, timeout_s: float) -> float:

@@ -13,6 +13,7 @@ folded to a bounded set and no patient data can reach a label::
     metrics.dead_lettered("RX1", "unparseable")     # reason = MessageRejected.reason
     metrics.ack_sent("AA", seconds=0.004)           # frame read -> ACK written
     metrics.produce_error("carebus.hl7.raw")
+    metrics.feed_watermark_failed()                 # feed watermarks not written this time
     metrics.connection_closed()
 
     # file-drop connector
@@ -332,6 +333,14 @@ METRICS: tuple[MetricSpec, ...] = (
         ("topic",),
         "Records Kafka did not durably accept, after the client's own retries.",
         _LISTENER | _WORKER,
+    ),
+    MetricSpec(
+        "carebus_mllp_watermark_failures_total",
+        "counter",
+        (),
+        "Times a listener process could not write its feed watermarks to the events topic"
+        " (written again at the next interval; messages are not affected).",
+        _LISTENER,
     ),
     # file-drop connector
     MetricSpec(
@@ -684,6 +693,10 @@ class Metrics:
     def produce_error(self, topic: str) -> None:
         """Kafka did not durably accept a record for ``topic``."""
         self._m["carebus_kafka_produce_errors_total"].labels(self.topic_label(topic)).inc()
+
+    def feed_watermark_failed(self) -> None:
+        """Feed watermarks could not be written (they are written again next interval)."""
+        self._m["carebus_mllp_watermark_failures_total"].inc()
 
     # -------------------------------------------------------------- file drop
 

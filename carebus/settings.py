@@ -139,12 +139,23 @@ class MllpSettings:
     #: Start on a non-loopback ``host`` without TLS and client certificates or an
     #: allow-list (warned at start, reported by ``/readyz``; carebus.exposure).
     allow_insecure: bool = False
+    #: Every this many seconds, each listener process writes the watermark of each
+    #: provider whose feed it stored more of since (how far that provider's event
+    #: times have been stored) to every partition of the events topic, and every 30
+    #: intervals all of them again; the worker's live clock follows them
+    #: (docs/architecture.md, "Feed watermarks"). 0: none are written.
+    watermark_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("frame_timeout_s", "idle_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"mllp.{name} must be positive, not {getattr(self, name)}")
-        for name in ("max_connections_per_ip", "rate_limit_per_s", "rate_limit_per_ip_per_s"):
+        for name in (
+            "max_connections_per_ip",
+            "rate_limit_per_s",
+            "rate_limit_per_ip_per_s",
+            "watermark_interval_s",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"mllp.{name} must be 0 (off) or more, not {getattr(self, name)}")
 

@@ -11,6 +11,13 @@
 
 ``observer`` (a :class:`carebus.metrics.Metrics` in ``carebus listen``) is told about
 every message, dead letter, produce error, ACK and connection of every connector.
+
+With ``mllp.watermark_interval_s`` above 0, the pipeline tells a
+:class:`~connectors.watermark.WatermarkTracker` about every message it stored, and
+a :class:`~connectors.watermark.WatermarkEmitter` (:attr:`Ingest.watermarks`),
+started after the listeners and stopped before the producer (writing what is still
+due), writes the feeds' watermarks to the events topic. ``child`` (the index of a
+child of ``mllp.processes``) goes into their ``source``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ from connectors.mllp.server import MllpServer
 from connectors.mllp.tls import server_ssl_context
 from connectors.pipeline import DeadLetterLimit, IngestObserver, NullObserver, Pipeline
 from connectors.publish import Publisher
+from connectors.watermark import (
+    WatermarkEmitter,
+    WatermarkObserver,
+    WatermarkTracker,
+    source_name,
+)
 from connectors.window import rebuild_window
 
 log = get_logger(__name__)
@@ -43,6 +56,7 @@ class Ingest:
         http: bool | None = None,
         filedrop: bool | None = None,
         observer: IngestObserver | None = None,
+        child: int | None = None,
     ) -> None:
         self.settings = settings
         observer = observer or NullObserver()
@@ -53,6 +67,21 @@ class Ingest:
             settings,
             on_error=observer.produce_error,
             max_request_bytes=max(2 * 1_048_576, mllp.max_frame_bytes + 262_144),
+        )
+        tracker = (
+            WatermarkTracker(mllp.watermark_interval_s) if mllp.watermark_interval_s > 0 else None
+        )
+        self.watermarks = (
+            WatermarkEmitter(
+                self.publisher,
+                topics.events,
+                tracker,
+                source=source_name(child),
+                timeout_s=mllp.publish_timeout_s,
+                observer=observer if isinstance(observer, WatermarkObserver) else None,
+            )
+            if tracker is not None
+            else None
         )
         self.pipeline = Pipeline(
             self.publisher,
@@ -67,6 +96,7 @@ class Ingest:
                 if mllp.deadletters_per_peer_per_min > 0
                 else None
             ),
+            on_stored=tracker.observe if tracker is not None else None,
         )
         self.mllp = MllpServer(mllp, self.pipeline, ssl_context=server_ssl_context(mllp))
         use_http = settings.http.enabled if http is None else http
@@ -106,6 +136,8 @@ class Ingest:
         except BaseException:
             await self.stop()
             raise
+        if self.watermarks is not None:
+            self.watermarks.start()
         if self.filedrop is not None:
             # Restarted after a crash, with a growing pause (FileDrop.supervise).
             self._drop_task = asyncio.create_task(self.filedrop.supervise(), name="filedrop")
@@ -125,5 +157,8 @@ class Ingest:
             except Exception as exc:
                 log.error("file drop failed", error=type(exc).__name__)
             self._drop_task = None
+        if self.watermarks is not None:
+            # After the last message stored, before the producer goes: the latest.
+            await self.watermarks.stop(grace_s)
         await self.publisher.stop(grace_s)
         log.info("ingest stopped")

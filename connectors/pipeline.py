@@ -23,7 +23,9 @@ For each message, :meth:`Pipeline.submit`:
    content digest, ... as headers) for the raw archive topic and the events for
    the events topic keyed by patient, on the idempotent acks=all producer, and
    waits until Kafka has acknowledged every one of them;
-6. only then returns ``accepted``.
+6. then tells ``on_stored`` (the feed watermarks, :mod:`connectors.watermark`) the
+   provider, the latest event time of the events and the received time, and only
+   then returns ``accepted``. A duplicate tells it nothing.
 
 A message that can never be accepted (unparseable, untranslatable, a facility the
 peer may not use) goes with its reason to the dead-letter topic, and only once that
@@ -62,7 +64,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from carebus.errors import (
@@ -123,6 +125,12 @@ class EventLike(Protocol):
 Translate = Callable[[Message, bytes, datetime], Sequence[EventLike]]
 Encode = Callable[[str, dict[str, Any]], bytes]
 Parse = Callable[[bytes, str], Message]
+#: Told once a message's records were acknowledged: (provider (MSH-4.1), the latest
+#: event time of its events, its received time), times in Unix milliseconds.
+Stored = Callable[[str, int, int], None]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 #: Header on a message's raw record: its content digest (:func:`connectors.dedup.content_digest`).
 DIGEST_HEADER = "carebus-content-digest"
@@ -305,6 +313,7 @@ class Pipeline:
         encode: Encode = _default_encode,
         parse: Parse = _default_parse,
         deadletter_limit: DeadLetterLimit | None = None,
+        on_stored: Stored | None = None,
     ) -> None:
         self._publisher = publisher
         self._topics = topics
@@ -317,6 +326,7 @@ class Pipeline:
         self._encode = encode
         self._parse = parse
         self._limit = deadletter_limit
+        self._on_stored = on_stored
 
     @property
     def observer(self) -> IngestObserver:
@@ -375,9 +385,10 @@ class Pipeline:
             )
             if seen is not None:
                 return seen
-        records = self._translated(message, raw, received_time, conflict)
-        if isinstance(records, MessageRejected):
-            return await self._reject(raw, peer, received_time, records, ids=ids, origin=origin)
+        translated = self._translated(message, raw, received_time, conflict)
+        if isinstance(translated, MessageRejected):
+            return await self._reject(raw, peer, received_time, translated, ids=ids, origin=origin)
+        records, event_time = translated
         headers = (
             *_raw_headers(raw, peer, received_time, facility, control_id),
             (DIGEST_HEADER, digest.encode()),
@@ -402,16 +413,31 @@ class Pipeline:
                 control_id=control_id,
             )
             return await self._reject(raw, peer, received_time, refused_exc, ids=ids, origin=origin)
+        if event_time is not None:
+            self._stored(facility, event_time, received_time)
         self._observer.message_accepted(facility, message_type)
         return Outcome("accepted", facility, control_id, message_type, events=len(records))
 
+    def _stored(self, facility: str, event_time: datetime, received_time: datetime) -> None:
+        """Tell ``on_stored`` (if any) that a message of ``facility`` is stored."""
+        on_stored = self._on_stored
+        if on_stored is None:
+            return
+        try:
+            on_stored(facility, _millis(event_time), _millis(received_time))
+        except Exception as exc:  # it is stored: a watermark defect must not change the answer
+            log.error("feed watermark not updated", error=type(exc).__name__)
+
     def _translated(
         self, message: Message, raw: bytes, received_time: datetime, conflict: str
-    ) -> list[Record] | MessageRejected:
-        """The event records of ``message``, or why it cannot be translated: a defect in
+    ) -> tuple[list[Record], datetime | None] | MessageRejected:
+        """The event records of ``message`` and their latest event time (None without
+        events or ``on_stored``), or why it cannot be translated: a defect in
         translation is a rejection too, so that it never stops the feed."""
         try:
-            return self._event_records(message, raw, received_time, conflict)
+            return self._event_records(
+                message, raw, received_time, conflict, latest=self._on_stored is not None
+            )
         except MessageRejected as exc:
             return exc
         except Exception as exc:
@@ -422,12 +448,24 @@ class Pipeline:
             )
 
     def _event_records(
-        self, message: Message, raw: bytes, received_time: datetime, conflict: str
-    ) -> list[Record]:
-        """The events of ``message`` as records (marked when its control id conflicts)."""
+        self,
+        message: Message,
+        raw: bytes,
+        received_time: datetime,
+        conflict: str,
+        *,
+        latest: bool = False,
+    ) -> tuple[list[Record], datetime | None]:
+        """The events of ``message`` as records (marked when its control id conflicts),
+        and with ``latest`` the latest ``header.event_time`` among them (else None)."""
         events = self._translate(message, raw, received_time)
         records = []
+        event_time: datetime | None = None
         for ev in events:
+            if latest:
+                when = ev.record["header"]["event_time"]
+                if event_time is None or when > event_time:
+                    event_time = when
             headers: Headers = (("carebus-schema", ev.schema.encode("ascii")),)
             if conflict:
                 headers = (*headers, (CONFLICT_HEADER, conflict.encode()))
@@ -439,7 +477,7 @@ class Pipeline:
                     headers,
                 )
             )
-        return records
+        return records, event_time
 
     async def _refuse_early(
         self,
@@ -606,7 +644,9 @@ class Pipeline:
         except ValueError:
             when = datetime.now(UTC)
         try:
-            records = self._event_records(self._parse(original, self._fallback), original, when, "")
+            records, _ = self._event_records(
+                self._parse(original, self._fallback), original, when, ""
+            )
         except Exception as exc:  # it was accepted once; never let its resend fail for ever
             log.error(
                 "events of a restored message could not be made again",
@@ -787,6 +827,13 @@ class Pipeline:
             await self._wait(await self._enqueue([_truncated(record, refused)]), deadline)
         self._observer.dead_lettered(facility, exc.reason)
         return True
+
+
+def _millis(moment: datetime) -> int:
+    """``moment`` as Unix milliseconds (naive means UTC), exactly (no float rounding)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MILLISECOND
 
 
 def _header_ids(header: MshHeader | None) -> tuple[str, str, str]:

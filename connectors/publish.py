@@ -77,12 +77,18 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 @dataclass(frozen=True)
 class Record:
-    """One Kafka record to publish."""
+    """One Kafka record to publish.
+
+    ``partition`` None (events, raw records, dead letters): the key's partition, as
+    Kafka's default partitioner chooses it. A number: that partition (records that
+    go to every partition of a topic, such as feed watermarks).
+    """
 
     topic: str
     key: bytes
     value: bytes
     headers: Headers = ()
+    partition: int | None = None
 
     @property
     def size(self) -> int:
@@ -279,18 +285,37 @@ class Publisher:
         counts = []
         for record in records:
             partitions = cluster.partitions_for_topic(record.topic)
-            counts.append(len(partitions) if partitions else await self._learn(record.topic))
+            count = len(partitions) if partitions else await self._learn(record.topic)
+            if record.partition is not None and not 0 <= record.partition < count:
+                raise PublishFailed(
+                    f"{record.topic} has no partition {record.partition} (it has {count})"
+                )
+            counts.append(count)
         loop = asyncio.get_running_loop()
         delivery = _Delivery(loop.create_future(), len(records))
         if not records:
             delivery.future.set_result(None)
             return delivery.future
         for record, count in zip(records, counts, strict=True):
-            self._append(producer, record, partition_for(record.key, count), delivery)
+            partition = record.partition
+            if partition is None:
+                partition = partition_for(record.key, count)
+            self._append(producer, record, partition, delivery)
         self._waiting_bytes += size
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return delivery.future
+
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (from the producer's metadata).
+
+        :class:`PublishFailed` when the publisher is not running or the topic is unknown.
+        """
+        producer = self._producer
+        if not self._running or producer is None:
+            raise PublishFailed("the producer is not running")
+        partitions = producer.client.cluster.partitions_for_topic(topic)
+        return len(partitions) if partitions else await self._learn(topic)
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Send ``records`` and wait until Kafka acknowledged each one (unbounded wait)."""

@@ -273,7 +273,13 @@ async def _serve_one(
     # "compiled" unless the package was built with CAREBUS_COMPILE=0 (carebus.compiled).
     get_logger(__name__).info("listener hot path", hot_path=hot_path())
     metrics = build_metrics(settings)
-    ingest = Ingest(settings, http=http, filedrop=filedrop, observer=metrics)
+    ingest = Ingest(
+        settings,
+        http=http,
+        filedrop=filedrop,
+        observer=metrics,
+        child=child[0] if child is not None else None,
+    )
     names = TopicNames.from_settings(settings.topics)
     kafka = kafka_check(settings, [names.raw, names.events, names.deadletter])
     port = settings.metrics.listener_port

@@ -10,6 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+import schemas
 from carebus import broker
 from carebus.kafka import kafka_python_config
 from carebus.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
@@ -67,6 +68,14 @@ class Rec:
     key: bytes
     value: bytes
     headers: dict[str, bytes]
+    partition: int = -1
+    offset: int = -1
+
+    @property
+    def is_feed(self) -> bool:
+        """A feed record (a watermark), not an event: its schema is in FEED_SCHEMAS."""
+        schema = self.headers.get("carebus-schema", b"").decode("ascii", "replace")
+        return schema in schemas.FEED_SCHEMAS
 
 
 class TopicReader:
@@ -98,12 +107,17 @@ class TopicReader:
             batch = self._consumer.poll(timeout_ms=500)
             for records in batch.values():
                 for r in records:
-                    out.append(Rec(r.topic, r.key, r.value, {k: v for k, v in (r.headers or [])}))
+                    headers = {k: v for k, v in (r.headers or [])}
+                    out.append(Rec(r.topic, r.key, r.value, headers, r.partition, r.offset))
         return out
 
     def events(self, topic: str) -> list[tuple[str, dict[str, object]]]:
-        """The decoded events on an events topic."""
-        return [decode(r.value) for r in self.read(topic)]
+        """The decoded events on an events topic (feed watermarks skipped)."""
+        return [decode(r.value) for r in self.read(topic) if not r.is_feed]
+
+    def event_count(self, topic: str) -> int:
+        """How many events the events topic holds now (feed watermarks not counted)."""
+        return sum(not r.is_feed for r in self.read(topic))
 
     def _partitions(self, topic: str) -> list[TopicPartition]:
         found = self._consumer.partitions_for_topic(topic)

@@ -77,6 +77,47 @@ class TestPublisher:
         assert records[0].headers == {"h": b"1"}
 
 
+@pytest.mark.integration
+class TestExplicitPartition:
+    async def test_a_record_with_a_partition_goes_there_whatever_its_key(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A record naming its partition lands on it; one naming none goes by its key."""
+        pub = Publisher(ingest_settings)
+        await pub.start([topics.events])
+        try:
+            assert await pub.partition_count(topics.events) == 2
+            key = b"same-key"
+            by_key = partition_for(key, 2)
+            other = 1 - by_key
+            await pub.publish(
+                [
+                    Record(topics.events, key, b"named", partition=other),
+                    Record(topics.events, key, b"keyed"),
+                ]
+            )
+        finally:
+            await pub.stop()
+        where = {r.value: r.partition for r in reader.read(topics.events)}
+        assert where == {b"named": other, b"keyed": by_key}
+
+    async def test_a_partition_the_topic_lacks_fails_with_nothing_sent(
+        self, ingest_settings: Settings, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A partition outside the topic is a PublishFailed; no record of the call is sent."""
+        pub = Publisher(ingest_settings)
+        await pub.start([topics.events])
+        try:
+            with pytest.raises(PublishFailed, match="no partition 2"):
+                await pub.send(
+                    [Record(topics.events, b"k", b"ok"), Record(topics.events, b"k", b"x", (), 2)]
+                )
+            await pub.publish([Record(topics.events, b"k", b"after")])
+        finally:
+            await pub.stop()
+        assert [r.value for r in reader.read(topics.events)] == [b"after"]
+
+
 class Recording(Publisher):
     """A publisher that keeps each producer it makes, to check they were closed."""
 

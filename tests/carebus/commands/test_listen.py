@@ -14,6 +14,7 @@ import hl7.client
 import pytest
 
 from carebus.settings import Settings
+from schemas.codec import decode
 from tests.connectors.ingest_helpers import TopicReader, adt, create_ingest_topics
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ class TestListenCommand:
         assert b"PATIENT" not in output  # no message content in the logs
         reader = TopicReader(kafka_isolated)
         try:
-            assert reader.end_offsets(topics.events) == 2
+            assert reader.event_count(topics.events) == 2
         finally:
             reader.close()
 
@@ -229,8 +230,14 @@ class TestSeveralProcesses:
         reader = TopicReader(kafka_isolated)
         try:
             assert reader.end_offsets(topics.raw) == 8  # the resend was not published again
+            feed = [decode(r.value)[1] for r in reader.read(topics.events) if r.is_feed]
         finally:
             reader.close()
+        # Each child wrote its own feed watermarks (at the latest when stopping), as
+        # host:pid:child.
+        sources = {str(value["source"]) for value in feed}
+        assert {source.rsplit(":", 1)[1] for source in sources} == {"0", "1"}
+        assert {int(source.split(":")[-2]) for source in sources} <= children
 
     def test_children_stop_when_the_parent_is_killed(self, kafka_isolated: Settings) -> None:
         """A parent killed outright leaves no orphans: its children notice and exit."""

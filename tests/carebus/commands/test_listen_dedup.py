@@ -183,6 +183,6 @@ class TestControlIdConflict:
             assert (first.value, second.value) == (pas, lims)
             assert CONFLICT_HEADER not in first.headers
             assert second.headers[CONFLICT_HEADER] == content_digest(pas).encode()
-            assert reader.end_offsets(topics.events) == 2
+            assert reader.event_count(topics.events) == 2
         finally:
             reader.close()

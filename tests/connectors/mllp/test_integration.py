@@ -56,7 +56,7 @@ class TestAcknowledgement:
                 assert msa(ack)[1:3] == ["AA", f"AA{n}"]
                 # Read right after the ACK: no waiting, no retry.
                 assert reader.end_offsets(topics.raw) == n
-                assert reader.end_offsets(topics.events) == n
+                assert reader.event_count(topics.events) == n
         controls = [rec["header"]["control_id"] for _, rec in reader.events(topics.events)]  # type: ignore[index]
         assert sorted(controls) == ["AA1", "AA2", "AA3"]
 
@@ -73,7 +73,7 @@ class TestAcknowledgement:
         [rec] = reader.read(topics.deadletter)
         assert rec.value == b"this is not HL7"
         assert rec.headers["carebus-reason"] == b"unparseable"
-        assert reader.end_offsets(topics.events) == 0
+        assert reader.event_count(topics.events) == 0
 
     async def test_untranslatable_message_gets_ar_naming_it(
         self, ingest: Ingest, topics: TopicNames, reader: TopicReader
@@ -96,7 +96,7 @@ class TestAcknowledgement:
             second = await asyncio.to_thread(client.send_message, adt("D1"))
         assert msa(first)[1:3] == msa(second)[1:3] == ["AA", "D1"]
         assert reader.end_offsets(topics.raw) == 1
-        assert reader.end_offsets(topics.events) == 1
+        assert reader.event_count(topics.events) == 1
 
 
 async def send_tls(port: int, ctx: ssl.SSLContext, payload: bytes) -> bytes:
@@ -124,7 +124,7 @@ class TestTls:
         finally:
             await ingest.stop()
         assert msa(ack)[1:3] == ["AA", "T1"]
-        assert reader.end_offsets(topics.events) == 1
+        assert reader.event_count(topics.events) == 1
 
     async def test_mutual_tls_refuses_client_without_certificate(
         self, ingest_settings: Settings, pki: Pki, topics: TopicNames, reader: TopicReader
@@ -176,4 +176,4 @@ class TestTls:
         [dead] = reader.read(topics.deadletter)
         assert dead.headers["carebus-reason"] == b"sender-not-allowed"
         assert b"cn=engine.trust-a.example" in dead.headers["carebus-peer"]
-        assert reader.end_offsets(topics.events) == 1
+        assert reader.event_count(topics.events) == 1
