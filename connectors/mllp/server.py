@@ -7,7 +7,8 @@ messages reach Kafka in the order it sent them. The ACK is written only after
 many connections publishing at once, sharing producer batches.
 
 Guards: a connection limit and a per-IP connection limit (connections over them
-are closed at once), a per-IP rate limit shared by that address's connections and
+are closed at once), a per-IP rate limit shared by that address's connections (and
+remembered after they close until it has refilled: reconnecting buys no fresh burst),
 an optional per-connection one (reading slows down; nothing is dropped), TCP
 keepalive, an idle timeout, a frame timeout (a frame must be complete within
 ``frame_timeout_s`` of its start byte: a peer trickling bytes cannot hold a
@@ -38,7 +39,7 @@ import itertools
 import socket
 import ssl
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -68,6 +69,10 @@ _START_BLOCK = b"\x0b"
 _KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
 _KAFKA_DOWN = AckError("kafka-unavailable", "message not stored; resend later", "207")
 _INTERNAL = AckError("internal-error", "message not processed; resend later", "207")
+
+#: Rate-limit buckets kept for addresses with no open connection, until each is full
+#: again (so a reconnect does not start a fresh burst); beyond it the oldest goes.
+MAX_RESTING_BUCKETS = 65_536
 
 
 class AckIds:
@@ -154,6 +159,13 @@ class TokenBucket:
         self._stamp = now
         return 0.0 if tokens >= 0 else -tokens / self._rate
 
+    def full(self) -> bool:
+        """True when the bucket has refilled to a whole burst (no debt, nothing taken)."""
+        if self._rate <= 0:
+            return True
+        refilled = self._tokens + (self._clock() - self._stamp) * self._rate
+        return refilled >= self._capacity
+
     async def take(self) -> None:
         """Wait until one message may go."""
         wait = self.reserve()
@@ -186,6 +198,9 @@ class MllpServer:
         #: Open connections, and the shared rate-limit bucket, per peer address.
         self._per_ip: dict[str, int] = {}
         self._ip_buckets: dict[str, TokenBucket] = {}
+        #: Buckets of addresses whose last connection closed, oldest first: kept until
+        #: full again, so that reconnecting does not forgive an address its debt.
+        self._resting: OrderedDict[str, TokenBucket] = OrderedDict()
         self._refusals_logged = LogThrottle(clock=clock)
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
@@ -328,7 +343,32 @@ class MllpServer:
             elif conn.last_active < idle_horizon:
                 conn.close_idle()
                 closed += 1
+        self._forget_full_buckets()
         return closed
+
+    def _rest_bucket(self, host: str) -> None:
+        """``host``'s last connection closed: keep its bucket (and any debt) for a while."""
+        bucket = self._ip_buckets.pop(host, None)
+        if bucket is None or bucket.full():
+            return
+        self._resting[host] = bucket
+        self._resting.move_to_end(host)
+        while len(self._resting) > MAX_RESTING_BUCKETS:
+            self._resting.popitem(last=False)
+        self._forget_full_buckets()
+
+    def _forget_full_buckets(self) -> None:
+        """Drop resting buckets that are full again, oldest first (stops at the first
+        that is not: the work per call stays small)."""
+        while self._resting:
+            host, bucket = next(iter(self._resting.items()))
+            if not bucket.full():
+                return
+            del self._resting[host]
+
+    def ip_bucket_kept(self, host: str) -> bool:
+        """True while ``host`` has a rate-limit bucket (open connections, or debt left)."""
+        return host in self._ip_buckets or host in self._resting
 
     def connections_from(self, host: str) -> int:
         """Connections open from peer address ``host``."""
@@ -392,7 +432,9 @@ class MllpServer:
         self._per_ip[host] = self._per_ip.get(host, 0) + 1
         bucket = self._ip_buckets.get(host)
         if bucket is None:
-            bucket = TokenBucket(self._settings.rate_limit_per_ip_per_s, self._clock)
+            bucket = self._resting.pop(host, None) or TokenBucket(
+                self._settings.rate_limit_per_ip_per_s, self._clock
+            )
             self._ip_buckets[host] = bucket
         conn = _Connection(self, reader, writer, peer, bucket)
         self._connections[task] = conn
@@ -409,7 +451,7 @@ class MllpServer:
                 self._per_ip[host] = left
             else:
                 del self._per_ip[host]
-                del self._ip_buckets[host]
+                self._rest_bucket(host)
             self._pipeline.observer.connection_closed()
             await _close(writer)
             log.info("mllp connection closed", peer=peer.describe(), messages=conn.messages)

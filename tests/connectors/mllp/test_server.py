@@ -17,6 +17,7 @@ import pytest
 
 from carebus.errors import KafkaUnavailable, MissingRequiredField
 from carebus.settings import MllpSettings
+from connectors.mllp import server as server_module
 from connectors.mllp.allowlist import Peer
 from connectors.mllp.server import LogThrottle, MllpServer, TokenBucket, _enable_keepalive
 from connectors.pipeline import NullObserver, Outcome
@@ -387,6 +388,28 @@ class TestTokenBucket:
         assert bucket.reserve() == 0.25
         now[0] = 10.0  # refilled, but never beyond one burst
         assert [bucket.reserve() for _ in range(5)] == [0.0] * 4 + [0.25]
+
+
+class TestRestingBuckets:
+    def test_resting_buckets_are_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """At most MAX_RESTING_BUCKETS unconnected addresses are remembered, the oldest
+        going first, and a bucket already full again is not kept at all."""
+        monkeypatch.setattr(server_module, "MAX_RESTING_BUCKETS", 2)
+        now = [0.0]
+        settings = MllpSettings(port=0, rate_limit_per_ip_per_s=1)
+        srv = MllpServer(settings, Sink(), clock=lambda: now[0])  # type: ignore[arg-type]
+        for n in range(4):
+            host = f"10.9.0.{n}"
+            srv._ip_buckets[host] = bucket = TokenBucket(1, clock=lambda: now[0])
+            bucket.reserve()  # one token short of full
+            srv._rest_bucket(host)
+        assert [srv.ip_bucket_kept(f"10.9.0.{n}") for n in range(4)] == [False, False, True, True]
+        srv._ip_buckets["10.9.0.9"] = TokenBucket(1, clock=lambda: now[0])  # unused: full
+        srv._rest_bucket("10.9.0.9")
+        assert not srv.ip_bucket_kept("10.9.0.9")
+        now[0] = 1.0  # both refilled
+        srv.sweep()
+        assert not srv.ip_bucket_kept("10.9.0.2") and not srv.ip_bucket_kept("10.9.0.3")
 
 
 class TestLogThrottle:
