@@ -209,6 +209,8 @@ class MllpServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._bind = True
         self._adopting: set[asyncio.Task[None]] = set()
+        #: Sweeps that raised (logged; the sweeper carries on).
+        self.sweep_failures = 0
 
     @property
     def port(self) -> int:
@@ -317,7 +319,16 @@ class MllpServer:
         interval = min(1.0, s.idle_timeout_s / 4, s.frame_timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
+            self._sweep_once()
+
+    def _sweep_once(self) -> None:
+        """One :meth:`sweep`; a failure is logged and counted, and the sweeper goes on
+        (else the idle and frame timeouts would silently stop for good)."""
+        try:
             self.sweep()
+        except Exception as exc:
+            self.sweep_failures += 1
+            log.error("mllp sweep failed", error=type(exc).__name__, failures=self.sweep_failures)
 
     def sweep(self, now: float | None = None) -> int:
         """Close the connections past a deadline; how many were closed.

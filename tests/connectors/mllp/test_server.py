@@ -366,6 +366,35 @@ class TestGuards:
             await srv.stop(grace_s=2.0)
         assert [msa(ack1[0])[1:3], msa(ack2[0])[1:3]] == [["AA", "B1"], ["AA", "B2"]]
 
+    async def test_a_failing_sweep_does_not_stop_the_sweeper(
+        self, sink: Sink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A sweep that raises is counted and the sweeper goes on sweeping (the timeouts
+        do not silently stop for the life of the process)."""
+        # Timeouts this short make the sweeper run about every millisecond.
+        settings = MllpSettings(port=0, frame_timeout_s=0.004, idle_timeout_s=0.004)
+        srv = MllpServer(settings, sink)  # type: ignore[arg-type]
+        calls = 0
+        swept_after_failure = asyncio.Event()
+
+        def sweep(now: float | None = None) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("boom")
+            swept_after_failure.set()
+            return 0
+
+        monkeypatch.setattr(srv, "sweep", sweep)
+        await srv.start()
+        try:
+            async with asyncio.timeout(30):
+                await swept_after_failure.wait()
+            assert srv.sweep_failures == 1
+            assert srv._sweeper is not None and not srv._sweeper.done()
+        finally:
+            await srv.stop(grace_s=2.0)
+
     def test_keepalive_enabled(self) -> None:
         """Accepted sockets get TCP keepalive."""
         with socket.socket() as sock:
