@@ -459,10 +459,10 @@ class MllpServer:
         """A connection counted by :meth:`_admit` is over."""
         self._admitted -= 1
         left = self._per_ip.get(host, 1) - 1
-        if left:
+        if left > 0:
             self._per_ip[host] = left
         else:
-            del self._per_ip[host]
+            self._per_ip.pop(host, None)
             self._rest_bucket(host)
 
     def refuse(self, host: str) -> bool:
