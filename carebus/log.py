@@ -114,6 +114,7 @@ CLEAR_FIELDS = frozenset(
         "events",
         "exit_codes",
         "failing",
+        "failures",
         "fenced",
         "host",
         "hot_path",

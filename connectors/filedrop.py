@@ -35,14 +35,26 @@ by the rename convention and ``settle_s`` only. Without ``/proc`` (not Linux) th
 check finds nothing.
 
 **What is refused.** A file that is not a regular file (a symlink, FIFO, device,
-socket; directories such as ``done/`` and ``failed/`` are left alone), is larger
-than ``max_file_bytes``, cannot be opened or read, or whose processing raised an
-unexpected error, is moved to ``failed/`` with ``<name>.reason.json`` next to it
-(file name, reason, detail, size, time: no message content). A symlink is moved
+socket; directories such as ``done/`` and ``failed/`` are left alone) or has more
+than one name (a hard link: a writer could otherwise have carebus publish a file it
+may only link to, not read), is larger than ``max_file_bytes``, cannot be opened
+or read, or whose processing raised an unexpected error, is moved to ``failed/``
+with ``<name>.reason.json`` next to it (file name, reason, detail, size, time: no
+message content). A symlink is moved
 itself, never followed: files are opened with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO
 does not block the open) and checked with ``fstat`` on the opened descriptor, so a
 file swapped for a symlink or FIFO after the listing is caught too. The scan then
 goes on with the next file.
+
+**Where files go.** ``done/`` and ``failed/`` must be real folders: when either is
+a symlink (or not a folder), no file is taken, the task stops and is restarted
+(below) and readiness says which folder is wrong. Moves and reports go through a
+descriptor of the folder opened with ``O_NOFOLLOW``, so a folder swapped for a link
+meanwhile is not followed either. A report is created new (``O_CREAT | O_EXCL |
+O_NOFOLLOW``): it is never written through a planted link nor over an existing
+file; when the name is taken, the file and its report get another (a timestamp,
+then a counter). A name is checked free just before the move, which replaces
+nothing but an entry planted in that instant by someone who may write in the folder.
 
 **What is done with a file.** A file may be plain HL7, MLLP-framed, or an FHS/BHS
 batch (:func:`connectors.hl7.iter_feed`). Its messages go through the
@@ -89,6 +101,9 @@ log = get_logger(__name__)
 _SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".report.json", ".reason.json")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _READ_CHUNK = 1 << 20
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_REPORT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_NAME_TRIES = 100
 
 #: Pauses between restarts of a crashed file-drop task, in seconds.
 RESTART_FIRST_S = 1.0
@@ -237,6 +252,7 @@ class FileDrop:
         """Poll the folder until :meth:`stop` is called (or the task is cancelled)."""
         for path in (self.directory, self.done, self.failed):
             path.mkdir(parents=True, exist_ok=True)
+        self._check_folders()
         log.info("file drop watching", directory=str(self.directory))
         self.running = True
         try:
@@ -250,6 +266,12 @@ class FileDrop:
         finally:
             self.running = False
 
+    def _check_folders(self) -> None:
+        """NotADirectoryError when ``done/`` or ``failed/`` exists but is not a real folder."""
+        for folder in (self.done, self.failed):
+            if not _real_folder(folder):
+                raise NotADirectoryError(errno.ENOTDIR, f"{folder.name}/ is not a real folder")
+
     def readiness(self) -> tuple[bool, str]:
         """(ready, detail): not ready while :meth:`run` is down or a folder is not writable."""
         if not self.running:
@@ -257,6 +279,9 @@ class FileDrop:
         for folder in (self.directory, self.done, self.failed):
             if not os.access(folder, os.W_OK | os.X_OK):
                 return False, f"folder not writable: {folder}"
+        for folder in (self.done, self.failed):
+            if not _real_folder(folder):
+                return False, f"not a real folder (a symlink?): {folder}"
         return True, f"watching {self.directory}"
 
     async def scan(self, *, settle: bool = True) -> list[FileReport]:
@@ -266,8 +291,10 @@ class FileDrop:
         is never taken. Files refused unread are moved to ``failed/`` and reported
         by their ``.reason.json``, not here. Raises :class:`KafkaUnavailable` when a
         file could not be finished (it stays in place), and ``OSError`` when the
-        folder cannot be listed.
+        folder cannot be listed, and NotADirectoryError (nothing taken) when ``done/``
+        or ``failed/`` is not a real folder (a symlink, say).
         """
+        await asyncio.to_thread(self._check_folders)
         candidates = await asyncio.to_thread(self._candidates, settle)
         if not candidates:
             return []
@@ -284,8 +311,8 @@ class FileDrop:
                     report = await self._process(path, loaded)
                     if report is not None:
                         reports.append(report)
-            except KafkaUnavailable:
-                raise
+            except (KafkaUnavailable, NotADirectoryError):
+                raise  # the broker, or done/ or failed/ not a real folder: not this file's fault
             except Exception as exc:  # one bad file never stops the others
                 log.error("file drop cannot process file", file=path.name, error=type(exc).__name__)
                 refusal = Refusal(path.name, INTERNAL_ERROR, type(exc).__name__)
@@ -344,6 +371,8 @@ class FileDrop:
                 return Refusal(path.name, NOT_REGULAR, _kind(st.st_mode))
             if _signature(st) != _signature(listed):
                 return None  # replaced or changed since the listing: look again next poll
+            if st.st_nlink != 1:
+                return Refusal(path.name, NOT_REGULAR, f"hard link ({st.st_nlink} names)")
             if (st.st_dev, st.st_ino) in writing:
                 log.debug("file drop waiting: file open for writing", file=path.name)
                 return None
@@ -380,8 +409,10 @@ class FileDrop:
         """Take one file now (no settle wait); None when not taken or stopped part-way.
 
         A file refused unread is moved to ``failed/`` with its reason; a file open
-        for writing, gone, or changed meanwhile is left where it is.
+        for writing, gone, or changed meanwhile is left where it is. Raises
+        NotADirectoryError when ``done/`` or ``failed/`` is not a real folder.
         """
+        await asyncio.to_thread(self._check_folders)
         listed = await asyncio.to_thread(os.lstat, path)
         writing = await asyncio.to_thread(open_for_writing, [listed])
         loaded = await asyncio.to_thread(self._load, path, listed, writing)
@@ -499,17 +530,80 @@ def _os_detail(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {name}" if name else type(exc).__name__
 
 
-def _move_with_report(path: Path, target: Path, report: FileReport | Refusal, suffix: str) -> None:
-    """Move ``path`` (a symlink itself, never its target) into ``target``, report beside it."""
-    target.mkdir(parents=True, exist_ok=True)
-    destination = target / path.name
-    if os.path.lexists(destination):
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        destination = target / f"{path.stem}.{stamp}{path.suffix}"
-    report_path = destination.with_name(destination.name + suffix)
-    report_path.write_text(report.to_json(), encoding="utf-8")
+def _real_folder(folder: Path) -> bool:
+    """False when ``folder`` is something other than a directory (a symlink to one,
+    say); a missing one is fine (it is made when first needed)."""
     try:
-        os.replace(path, destination)
+        return stat.S_ISDIR(os.lstat(folder).st_mode)
+    except FileNotFoundError:
+        return True
     except OSError:
-        report_path.unlink(missing_ok=True)
+        return False
+
+
+def _open_folder(folder: Path) -> int:
+    """A descriptor of ``folder``; NotADirectoryError when it is a symlink or no folder."""
+    try:
+        return os.open(folder, _FOLDER_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder.name}/ is not a real folder") from exc
         raise
+
+
+def _create_report(folder_fd: int, name: str, text: str) -> bool:
+    """Write a new file ``name`` in the folder; False when the name is taken (by
+    anything: a file, a link, even a dangling one: it is never followed)."""
+    try:
+        fd = os.open(name, _REPORT_FLAGS, 0o644, dir_fd=folder_fd)
+    except FileExistsError:
+        return False
+    try:
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data) :]
+    except BaseException:
+        os.close(fd)
+        os.unlink(name, dir_fd=folder_fd)
+        raise
+    os.close(fd)
+    return True
+
+
+def _names(path: Path) -> Iterable[str]:
+    """Names to try for ``path`` in its new folder: its own, then stamped ones."""
+    yield path.name
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    yield f"{path.stem}.{stamp}{path.suffix}"
+    for n in range(1, _MAX_NAME_TRIES):
+        yield f"{path.stem}.{stamp}-{n}{path.suffix}"
+
+
+def _move_with_report(path: Path, target: Path, report: FileReport | Refusal, suffix: str) -> None:
+    """Move ``path`` (a symlink itself, never its target) into ``target``, report beside it.
+
+    ``target`` must be a real folder (NotADirectoryError otherwise); the report is
+    created new, never through a link or over a file; a name taken (by the file or
+    its report) means the next of :func:`_names`.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    folder_fd = _open_folder(target)
+    try:
+        text = report.to_json()
+        for name in _names(path):
+            if not _create_report(folder_fd, name + suffix, text):
+                continue
+            try:
+                os.lstat(name, dir_fd=folder_fd)
+            except FileNotFoundError:
+                break  # both names are ours
+            os.unlink(name + suffix, dir_fd=folder_fd)
+        else:
+            raise FileExistsError(errno.EEXIST, f"no free name in {target.name}/")
+        try:
+            os.replace(path, name, dst_dir_fd=folder_fd)
+        except OSError:
+            os.unlink(name + suffix, dir_fd=folder_fd)
+            raise
+    finally:
+        os.close(folder_fd)

@@ -19,9 +19,11 @@ Per-IP connection cap (``mllp.max_connections_per_ip``): the parent counts each
 address's open connections across all children and closes a connection over the
 cap at once, before any hand-over. The hand-over message carries the peer address;
 the child sends it back (:data:`RELEASED`) when that connection is over, however it
-ended, and the parent's count goes down. (Each child also enforces the cap on what
-it serves, and an address always reaches the same child, so the per-IP rate limit
-of that child is the address's limit across the listener.)
+ended, and the parent's count goes down. A RELEASED message that finds the channel
+full waits, in order, and goes when the channel is writable again: never dropped.
+(Each child also enforces the cap on what it serves, and an address always
+reaches the same child, so the per-IP rate limit of that child is the address's
+limit across the listener.)
 
 Each child says :data:`READY` on its channel once its producer runs; the parent
 binds the port only when every child is ready. A child reads end-of-file on its
@@ -31,6 +33,7 @@ channel when the parent is gone (even killed), and then stops: no orphans.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import socket
@@ -256,6 +259,8 @@ class Receiver:
         self._adopt = adopt
         self._parent_gone = parent_gone
         self._watching = False
+        #: RELEASED messages the channel had no room for yet, sent when it is writable.
+        self._unsent: collections.deque[bytes] = collections.deque()
 
     def start(self) -> None:
         """Watch the channel (from now on, end-of-file calls ``parent_gone``)."""
@@ -272,6 +277,9 @@ class Receiver:
         if self._watching:
             asyncio.get_running_loop().remove_reader(self._channel.fileno())
             self._watching = False
+        if self._unsent:
+            asyncio.get_running_loop().remove_writer(self._channel.fileno())
+            self._unsent.clear()
         self._channel.close()
 
     def _readable(self) -> None:
@@ -294,10 +302,40 @@ class Receiver:
                 self._adopt(socket.socket(fileno=fd), functools.partial(self._release, host))
 
     def _release(self, host: bytes) -> None:
-        """Tell the parent a connection from ``host`` is over."""
+        """Tell the parent a connection from ``host`` is over.
+
+        When the channel has no room (the parent is not reading fast enough), the
+        message waits in order and goes as soon as the channel is writable: a lost
+        one would leave the parent counting a connection that is gone, and an honest
+        address could stay refused at its cap.
+        """
         if self._channel.fileno() < 0:
             return  # stopped: the parent is going too
-        try:
-            self._channel.send(RELEASED + host)
-        except OSError as exc:  # the parent is gone, or (never seen) not reading
-            log.info("mllp release not sent", error=type(exc).__name__)
+        self._unsent.append(RELEASED + host)
+        if len(self._unsent) == 1:
+            self._flush()
+
+    @property
+    def unsent(self) -> int:
+        """RELEASED messages waiting for room on the channel."""
+        return len(self._unsent)
+
+    def _flush(self) -> None:
+        """Send the waiting RELEASED messages, in order, until the channel is full."""
+        loop = asyncio.get_running_loop()
+        fd = self._channel.fileno()
+        if fd < 0:
+            self._unsent.clear()
+            return
+        while self._unsent:
+            try:
+                self._channel.send(self._unsent[0])
+            except (BlockingIOError, InterruptedError):
+                loop.add_writer(fd, self._flush)  # again once there is room
+                return
+            except OSError as exc:  # the parent is gone: nobody left to tell
+                log.info("mllp release not sent", error=type(exc).__name__, dropped=self.unsent)
+                self._unsent.clear()
+                break
+            self._unsent.popleft()
+        loop.remove_writer(fd)

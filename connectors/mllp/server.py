@@ -6,17 +6,20 @@ messages reach Kafka in the order it sent them. The ACK is written only after
 :meth:`Pipeline.submit` returned: AA means durably on Kafka. Concurrency comes from
 many connections publishing at once, sharing producer batches.
 
-Guards: a connection limit and a per-IP connection limit (connections over them
-are closed at once), a per-IP rate limit shared by that address's connections and
-an optional per-connection one (reading slows down; nothing is dropped), TCP
-keepalive, an idle timeout, a frame timeout (a frame must be complete within
-``frame_timeout_s`` of its start byte: a peer trickling bytes cannot hold a
-connection for ever), and a maximum frame size. An oversize frame, a frame over its
-time or broken framing gets a NAK (when a control id can be read) and the
-connection is closed. When Kafka is unavailable the sender gets AE, or no ACK and a
-closed connection (``on_kafka_failure``), so that it resends; a sender that asked
-for no ACK (MSH-15/MSH-16 ``NE``) also sees its connection closed then, never
-silence for a message that was not stored.
+Guards: a connection limit and a per-IP connection limit (connections over them are
+closed at once; with TLS a connection counts from accept, before its handshake: the
+TLS listener accepts by hand and starts TLS only on a connection the guards let in,
+so half-open handshakes hold places like any connection), a per-IP rate limit shared
+by that address's connections (and remembered after they close until it has
+refilled: reconnecting buys no fresh burst), an optional per-connection one (reading
+slows down; nothing is dropped), TCP keepalive, an idle timeout, a frame timeout (a
+frame must be complete within ``frame_timeout_s`` of its start byte: a peer
+trickling bytes cannot hold a connection for ever), and a maximum frame size. An
+oversize frame, a frame over its time or broken framing gets a NAK (when a control
+id can be read) and the connection is closed. When Kafka is unavailable the sender
+gets AE, or no ACK and a closed connection (``on_kafka_failure``), so that it
+resends; a sender that asked for no ACK (MSH-15/MSH-16 ``NE``) also sees its
+connection closed then, never silence for a message that was not stored.
 
 The idle and frame timeouts are one mechanism: each read stamps the connection
 with the clock it already reads, and one sweeper (:meth:`MllpServer.sweep`, every
@@ -38,7 +41,7 @@ import itertools
 import socket
 import ssl
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -68,6 +71,12 @@ _START_BLOCK = b"\x0b"
 _KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
 _KAFKA_DOWN = AckError("kafka-unavailable", "message not stored; resend later", "207")
 _INTERNAL = AckError("internal-error", "message not processed; resend later", "207")
+#: Seconds a TLS peer has to finish its handshake (it holds a counted place meanwhile).
+_HANDSHAKE_S = 10.0
+
+#: Rate-limit buckets kept for addresses with no open connection, until each is full
+#: again (so a reconnect does not start a fresh burst); beyond it the oldest goes.
+MAX_RESTING_BUCKETS = 65_536
 
 
 class AckIds:
@@ -154,6 +163,13 @@ class TokenBucket:
         self._stamp = now
         return 0.0 if tokens >= 0 else -tokens / self._rate
 
+    def full(self) -> bool:
+        """True when the bucket has refilled to a whole burst (no debt, nothing taken)."""
+        if self._rate <= 0:
+            return True
+        refilled = self._tokens + (self._clock() - self._stamp) * self._rate
+        return refilled >= self._capacity
+
     async def take(self) -> None:
         """Wait until one message may go."""
         wait = self.reserve()
@@ -183,21 +199,34 @@ class MllpServer:
         self._guards: GuardObserver = (
             observer if isinstance(observer, GuardObserver) else _NoGuardObserver()
         )
-        #: Open connections, and the shared rate-limit bucket, per peer address.
+        #: Open connections (served or still in their TLS handshake), and the shared
+        #: rate-limit bucket, per peer address; and all open connections.
         self._per_ip: dict[str, int] = {}
+        self._admitted = 0
         self._ip_buckets: dict[str, TokenBucket] = {}
+        #: Buckets of addresses whose last connection closed, oldest first: kept until
+        #: full again, so that reconnecting does not forgive an address its debt.
+        self._resting: OrderedDict[str, TokenBucket] = OrderedDict()
         self._refusals_logged = LogThrottle(clock=clock)
         self._server: asyncio.Server | None = None
+        #: With TLS: the listening socket and the task accepting on it.
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._ack_ids = AckIds()
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._bind = True
         self._adopting: set[asyncio.Task[None]] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()
+        #: Sweeps that raised (logged; the sweeper carries on).
+        self.sweep_failures = 0
 
     @property
     def port(self) -> int:
         """The port actually listened on (useful with port 0)."""
+        if self._listener is not None:
+            return int(self._listener.getsockname()[1])  # stop() sets it to None
         if self._server is None or not self._server.sockets:
             raise RuntimeError("the MLLP server is not started")
         return int(self._server.sockets[0].getsockname()[1])
@@ -226,10 +255,17 @@ class MllpServer:
         self._adopting.add(task)
         task.add_done_callback(self._adopting.discard)
 
-    async def _adopt(self, sock: socket.socket, released: Callable[[], None] | None) -> None:
+    async def _adopt(
+        self,
+        sock: socket.socket,
+        released: Callable[[], None] | None,
+        admitted: str | None = None,
+    ) -> None:
+        """Serve ``sock`` (its TLS handshake first, if any); ``admitted``: the peer
+        address already counted by :meth:`_admit` (given back here if this fails)."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(loop=loop)
-        accept = functools.partial(self._accept, released=released)
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        accept = functools.partial(self._accept, released=released, admitted=admitted)
         protocol = asyncio.StreamReaderProtocol(reader, accept, loop=loop)
         served = False
         try:
@@ -237,18 +273,42 @@ class MllpServer:
                 lambda: protocol,
                 sock,
                 ssl=self._ssl,
-                ssl_handshake_timeout=10.0 if self._ssl else None,
+                ssl_handshake_timeout=_HANDSHAKE_S if self._ssl else None,
             )
-            served = True  # from here on, _accept calls ``released``
+            served = True  # from here on, _accept calls ``released`` (and _leave)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            log.info("mllp handed-over connection failed", error=type(exc).__name__)
+            if admitted is None:
+                log.info("mllp handed-over connection failed", error=type(exc).__name__)
+            else:
+                log.info("mllp tls handshake failed", peer=admitted, error=type(exc).__name__)
             sock.close()
         except asyncio.CancelledError:
             sock.close()
             raise
         finally:
-            if not served and released is not None:
-                released()
+            if not served:
+                if admitted is not None:
+                    self._leave(admitted)
+                if released is not None:
+                    released()
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        """Accept TLS connections: count (or refuse) each at once, then its handshake."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of file descriptors: try again shortly
+                log.warning("mllp accept failed", error=type(exc).__name__)
+                await asyncio.sleep(0.1)
+                continue
+            host = str(address[0])
+            if not self._admit(host):
+                sock.close()
+                continue
+            task = loop.create_task(self._adopt(sock, None, admitted=host))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
 
     async def start(self) -> None:
         """Bind and start accepting connections (or, handed over, only get ready)."""
@@ -257,14 +317,21 @@ class MllpServer:
             log.info("mllp serving handed-over connections", tls=self._ssl is not None)
             return
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol,
-            self._settings.host,
-            self._settings.port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=10.0 if self._ssl else None,
-            backlog=max(128, self._settings.max_connections),
-        )
+        backlog = max(128, self._settings.max_connections)
+        if self._ssl is not None:
+            # Accept by hand and start TLS only once a connection has passed the
+            # guards: the limits count it from accept, not from a finished handshake.
+            host = self._settings.host
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._listener = socket.create_server(
+                (host, self._settings.port), family=family, backlog=backlog
+            )
+            self._listener.setblocking(False)
+            self._accepting = loop.create_task(self._accept_tls(self._listener))
+        else:
+            self._server = await loop.create_server(
+                self._protocol, self._settings.host, self._settings.port, backlog=backlog
+            )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="mllp-sweeper")
         log.info(
             "mllp listening",
@@ -281,7 +348,14 @@ class MllpServer:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
-        for adopting in list(self._adopting):
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for adopting in list(self._adopting) + list(self._handshakes):
             adopting.cancel()
         for task, conn in list(self._connections.items()):
             if not conn.busy:
@@ -302,7 +376,16 @@ class MllpServer:
         interval = min(1.0, s.idle_timeout_s / 4, s.frame_timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
+            self._sweep_once()
+
+    def _sweep_once(self) -> None:
+        """One :meth:`sweep`; a failure is logged and counted, and the sweeper goes on
+        (else the idle and frame timeouts would silently stop for good)."""
+        try:
             self.sweep()
+        except Exception as exc:
+            self.sweep_failures += 1
+            log.error("mllp sweep failed", error=type(exc).__name__, failures=self.sweep_failures)
 
     def sweep(self, now: float | None = None) -> int:
         """Close the connections past a deadline; how many were closed.
@@ -328,7 +411,32 @@ class MllpServer:
             elif conn.last_active < idle_horizon:
                 conn.close_idle()
                 closed += 1
+        self._forget_full_buckets()
         return closed
+
+    def _rest_bucket(self, host: str) -> None:
+        """``host``'s last connection closed: keep its bucket (and any debt) for a while."""
+        bucket = self._ip_buckets.pop(host, None)
+        if bucket is None or bucket.full():
+            return
+        self._resting[host] = bucket
+        self._resting.move_to_end(host)
+        while len(self._resting) > MAX_RESTING_BUCKETS:
+            self._resting.popitem(last=False)
+        self._forget_full_buckets()
+
+    def _forget_full_buckets(self) -> None:
+        """Drop resting buckets that are full again, oldest first (stops at the first
+        that is not: the work per call stays small)."""
+        while self._resting:
+            host, bucket = next(iter(self._resting.items()))
+            if not bucket.full():
+                return
+            del self._resting[host]
+
+    def ip_bucket_kept(self, host: str) -> bool:
+        """True while ``host`` has a rate-limit bucket (open connections, or debt left)."""
+        return host in self._ip_buckets or host in self._resting
 
     def connections_from(self, host: str) -> int:
         """Connections open from peer address ``host``."""
@@ -336,7 +444,26 @@ class MllpServer:
 
     def _protocol(self) -> asyncio.StreamReaderProtocol:
         loop = asyncio.get_running_loop()
-        return _GuardedProtocol(self, asyncio.StreamReader(limit=2**16, loop=loop), loop)
+        return _GuardedProtocol(self, _stream_reader(loop), loop)
+
+    def _admit(self, host: str) -> bool:
+        """Count a new connection from ``host``, unless it is over a limit (then False:
+        refused, logged and counted). Every True is matched by one :meth:`_leave`."""
+        if self.refuse(host):
+            return False
+        self._per_ip[host] = self._per_ip.get(host, 0) + 1
+        self._admitted += 1
+        return True
+
+    def _leave(self, host: str) -> None:
+        """A connection counted by :meth:`_admit` is over."""
+        self._admitted -= 1
+        left = self._per_ip.get(host, 1) - 1
+        if left > 0:
+            self._per_ip[host] = left
+        else:
+            self._per_ip.pop(host, None)
+            self._rest_bucket(host)
 
     def refuse(self, host: str) -> bool:
         """True (logged, counted) when a new connection from ``host`` is over a limit."""
@@ -355,7 +482,7 @@ class MllpServer:
         s = self._settings
         if self._closing:
             return "closing"
-        if len(self._connections) >= s.max_connections:
+        if self._admitted >= s.max_connections:
             return "connection-limit"
         if s.max_connections_per_ip and self._per_ip.get(host, 0) >= s.max_connections_per_ip:
             return "ip-connection-limit"
@@ -366,14 +493,20 @@ class MllpServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         released: Callable[[], None] | None = None,
+        *,
+        admitted: str | None = None,
     ) -> None:
+        """Serve a connection; ``admitted``: its peer address, already counted at accept."""
         try:
             address = writer.get_extra_info("peername") or ("?", None)
-            host = str(address[0])
-            if self.refuse(host):  # checked again here, where the count goes up
+            host = str(address[0]) if admitted is None else admitted
+            if admitted is None and not self._admit(host):
                 writer.close()
                 return
-            await self._serve(reader, writer, host, address[1])
+            try:
+                await self._serve(reader, writer, host, address[1])
+            finally:
+                self._leave(host)
         finally:
             if released is not None:
                 released()
@@ -389,10 +522,11 @@ class MllpServer:
         assert task is not None
         _enable_keepalive(writer.get_extra_info("socket"))
         peer = Peer.from_certificate("mllp", host, port, _peercert(writer))
-        self._per_ip[host] = self._per_ip.get(host, 0) + 1
         bucket = self._ip_buckets.get(host)
         if bucket is None:
-            bucket = TokenBucket(self._settings.rate_limit_per_ip_per_s, self._clock)
+            bucket = self._resting.pop(host, None) or TokenBucket(
+                self._settings.rate_limit_per_ip_per_s, self._clock
+            )
             self._ip_buckets[host] = bucket
         conn = _Connection(self, reader, writer, peer, bucket)
         self._connections[task] = conn
@@ -404,33 +538,32 @@ class MllpServer:
             log.info("mllp connection lost", peer=peer.describe(), error=type(exc).__name__)
         finally:
             del self._connections[task]
-            left = self._per_ip[host] - 1
-            if left:
-                self._per_ip[host] = left
-            else:
-                del self._per_ip[host]
-                del self._ip_buckets[host]
             self._pipeline.observer.connection_closed()
             await _close(writer)
             log.info("mllp connection closed", peer=peer.describe(), messages=conn.messages)
 
 
 class _GuardedProtocol(asyncio.StreamReaderProtocol):
-    """A connection over a limit is refused as soon as it is made (plain TCP: right after
-    accept), before a stream or a task exists for it: a flood costs little."""
+    """A plain TCP connection over a limit is refused as soon as it is accepted, before
+    a stream or a task exists for it: a flood costs little."""
 
     def __init__(
         self, server: MllpServer, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop
     ) -> None:
-        super().__init__(reader, server._accept, loop=loop)
+        super().__init__(reader, self._serve, loop=loop)
         self._guarded = server
+        self._host = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername") or ("?", None)
-        if self._guarded.refuse(str(peer[0])):
+        self._host = str(peer[0])
+        if not self._guarded._admit(self._host):
             transport.close()
             return
         super().connection_made(transport)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._guarded._accept(reader, writer, admitted=self._host)
 
 
 class _Connection:
@@ -673,6 +806,10 @@ class _Connection:
             )
             self._writer.write(frame(ack.replace(b"\x0b", b"").replace(b"\x1c", b"")))
         return codes
+
+
+def _stream_reader(loop: asyncio.AbstractEventLoop) -> asyncio.StreamReader:
+    return asyncio.StreamReader(limit=2**16, loop=loop)
 
 
 def _after_nth_end(data: bytes, n: int) -> bytes:

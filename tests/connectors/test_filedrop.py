@@ -28,7 +28,13 @@ from carebus.metrics import Metrics
 from carebus.settings import FileDropSettings, MllpSettings, Settings
 from carebus.topics import TopicNames
 from connectors.dedup import Deduplicator
-from connectors.filedrop import FileDrop, Refusal, open_for_writing
+from connectors.filedrop import (
+    FileDrop,
+    FileReport,
+    Refusal,
+    _move_with_report,
+    open_for_writing,
+)
 from connectors.mllp.allowlist import Peer
 from connectors.pipeline import IngestObserver, Outcome, Pipeline
 from connectors.publish import Publisher
@@ -293,6 +299,78 @@ class TestRefusedFiles:
         refusal = drop._load(path, listed, set())
         assert isinstance(refusal, Refusal)
         assert (refusal.reason, refusal.detail) == ("not-a-regular-file", "FIFO")
+
+    async def test_a_hard_link_is_refused_unread(
+        self, drop: FileDrop, tmp_path: Path, topics: TopicNames, reader: TopicReader
+    ) -> None:
+        """A file with a second name (a hard link) is moved to failed/ unread: a writer
+        cannot have carebus publish a file it could only link to."""
+        elsewhere = tmp_path / "not-the-writers.hl7"
+        elsewhere.write_bytes(adt("HL1"))
+        os.link(elsewhere, drop.directory / "linked.hl7")
+        assert await drop.scan(settle=False) == []
+        saved = reason_of(drop.failed, "linked.hl7")
+        assert (saved["reason"], saved["detail"]) == ("not-a-regular-file", "hard link (2 names)")
+        assert elsewhere.read_bytes() == adt("HL1")
+        assert reader.end_offsets(topics.raw) == 0
+
+    async def test_a_planted_report_link_is_never_written_through(
+        self, drop: FileDrop, tmp_path: Path
+    ) -> None:
+        """A symlink planted where a report would go is left alone (its target untouched);
+        the file and its report get another name, side by side."""
+        victim = tmp_path / "victim.txt"
+        victim.write_text("precious")
+        (drop.failed / "pipe.hl7.reason.json").symlink_to(victim)
+        (drop.done / "ok.hl7.report.json").symlink_to(victim)
+        os.mkfifo(drop.directory / "pipe.hl7")
+        (drop.directory / "ok.hl7").write_bytes(adt("PL1"))
+        await drop.scan(settle=False)
+        assert victim.read_text() == "precious"
+        for folder, name, suffix in (
+            (drop.failed, "pipe", ".reason.json"),
+            (drop.done, "ok", ".report.json"),
+        ):
+            [moved] = [p for p in folder.glob(f"{name}.2*") if p.suffix == ".hl7"]
+            assert not moved.is_symlink()
+            report = folder / (moved.name + suffix)
+            assert not report.is_symlink()
+            assert json.loads(report.read_text())["file"] == f"{name}.hl7"
+            assert (folder / f"{name}.hl7{suffix}").is_symlink()  # the plant, as it was
+
+    @pytest.mark.parametrize("folder", ["done", "failed"])
+    async def test_a_symlinked_done_or_failed_folder_takes_nothing(
+        self, drop: FileDrop, tmp_path: Path, topics: TopicNames, reader: TopicReader, folder: str
+    ) -> None:
+        """When done/ or failed/ is a symlink no file is taken or moved through it, the
+        task stops (to be restarted), and readiness names the folder."""
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (drop.directory / folder).rmdir()
+        (drop.directory / folder).symlink_to(elsewhere)
+        (drop.directory / "feed.hl7").write_bytes(adt("SL1"))
+        with pytest.raises(NotADirectoryError):
+            await drop.scan(settle=False)
+        with pytest.raises(NotADirectoryError):
+            await drop.run()
+        assert (drop.directory / "feed.hl7").exists()
+        assert list(elsewhere.iterdir()) == []
+        assert reader.end_offsets(topics.raw) == 0
+        drop.running = True  # as if run() were up: the folder alone makes it not ready
+        ok, detail = drop.readiness()
+        assert not ok and folder in detail
+
+    def test_a_folder_swapped_for_a_link_at_the_move_is_not_followed(self, tmp_path: Path) -> None:
+        """The move goes through a descriptor opened without following links: a target
+        folder that is a symlink by then is refused, and nothing lands behind it."""
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (tmp_path / "done").symlink_to(elsewhere)
+        path = tmp_path / "feed.hl7"
+        path.write_bytes(b"x")
+        with pytest.raises(NotADirectoryError):
+            _move_with_report(path, tmp_path / "done", FileReport(file="feed.hl7"), ".report.json")
+        assert path.exists() and list(elsewhere.iterdir()) == []
 
     async def test_a_file_over_the_size_limit_is_refused_and_the_next_is_taken(
         self, tmp_path: Path, pipeline: Pipeline, topics: TopicNames, reader: TopicReader

@@ -333,6 +333,39 @@ class TestRateLimitPerIp:
         assert listener.counter("carebus_mllp_rate_limited_total") == 4
         assert reader.end_offsets(topics.raw) == 8
 
+    @pytest.mark.parametrize("mllp_changes", [{"rate_limit_per_ip_per_s": 2}])
+    async def test_reconnecting_does_not_forgive_an_address_its_debt(
+        self, listener: Listener
+    ) -> None:
+        """An address that closes its connection in debt and reconnects waits where it left
+        off, not with a fresh burst; its bucket is forgotten only once full again."""
+        server = listener.server
+        first = connect(listener.port, "127.0.0.12")
+        try:
+            first.sendall(b"".join(SB + adt(f"RD{n}") + EB for n in range(4)))
+            acks = await asyncio.to_thread(read_frames, first, 4)
+        finally:
+            first.close()
+        await until(lambda: server.connections_from("127.0.0.12") == 0)
+        assert listener.sleep.waits == [0.5, 1.0]  # a burst of 2, then in debt
+        server.sweep()
+        assert server.ip_bucket_kept("127.0.0.12")  # in debt: kept though unconnected
+        again = connect(listener.port, "127.0.0.12")
+        try:
+            again.sendall(SB + adt("RD4") + EB)
+            acks += await asyncio.to_thread(read_frames, again, 1)
+        finally:
+            again.close()
+        await until(lambda: server.connections_from("127.0.0.12") == 0)
+        assert listener.sleep.waits == [0.5, 1.0, 1.5]  # behind the earlier debt
+        assert [msa(a)[1] for a in acks] == ["AA"] * 5
+        listener.clock.advance(2.0)  # the debt is paid, the burst not yet whole
+        server.sweep()
+        assert server.ip_bucket_kept("127.0.0.12")
+        listener.clock.advance(0.5)  # full again: nothing left to remember
+        server.sweep()
+        assert not server.ip_bucket_kept("127.0.0.12")
+
 
 class TestGuardSettings:
     def test_the_guards_are_on_by_default(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -12,6 +12,7 @@ from carebus.settings import MllpSettings
 from connectors.mllp import handoff as handoff_module
 from connectors.mllp.handoff import (
     READY,
+    RELEASED,
     ChildMap,
     Dispatcher,
     Receiver,
@@ -129,6 +130,45 @@ class TestReceiver:
         parent_end.close()
         await asyncio.wait_for(gone.wait(), 5)
         receiver.stop()
+
+    async def test_a_release_waits_for_room_on_a_full_channel(self) -> None:
+        """A RELEASED message that finds the channel full is sent, in order, once the
+        parent reads again: never dropped (the parent's per-address count would leak)."""
+        parent_end, child_end = channel_pair()
+        released: list[Callable[[], None]] = []
+        receiver = Receiver(child_end, lambda s, r: (s.close(), released.append(r)), lambda: None)
+        receiver.start()
+        passed, kept = socket.socketpair()
+        try:
+            socket.send_fds(parent_end, [b"C10.0.0.5"], [passed.fileno()])
+            async with asyncio.timeout(20):
+                while not released:
+                    await asyncio.sleep(0.005)
+            filler = 0
+            while True:  # fill the channel: the parent is not reading
+                try:
+                    child_end.send(b"F" * 64)
+                except BlockingIOError:
+                    break
+                filler += 1
+            released[0]()
+            assert receiver.unsent == 1  # waiting for room, not dropped
+            parent_end.setblocking(False)
+            got: list[bytes] = []
+            async with asyncio.timeout(20):
+                while RELEASED + b"10.0.0.5" not in got:
+                    try:
+                        got.append(parent_end.recv(512))
+                    except BlockingIOError:
+                        await asyncio.sleep(0.005)
+            assert got[:filler] == [b"F" * 64] * filler
+            assert got[filler:] == [RELEASED + b"10.0.0.5"]
+            assert receiver.unsent == 0
+        finally:
+            receiver.stop()
+            parent_end.close()
+            passed.close()
+            kept.close()
 
 
 class TestAdoptedConnections:

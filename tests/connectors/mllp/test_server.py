@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import hl7.client
 import pytest
+import uvloop
 
 from carebus.errors import KafkaUnavailable, MissingRequiredField
 from carebus.settings import MllpSettings
+from connectors.mllp import server as server_module
 from connectors.mllp.allowlist import Peer
 from connectors.mllp.server import LogThrottle, MllpServer, TokenBucket, _enable_keepalive
+from connectors.mllp.tls import server_ssl_context
 from connectors.pipeline import NullObserver, Outcome
+from tests.connectors.tls_helpers import Pki, client_context
 
 SB, EB = b"\x0b", b"\x1c\r"
 
@@ -365,11 +370,136 @@ class TestGuards:
             await srv.stop(grace_s=2.0)
         assert [msa(ack1[0])[1:3], msa(ack2[0])[1:3]] == [["AA", "B1"], ["AA", "B2"]]
 
+    async def test_a_failing_sweep_does_not_stop_the_sweeper(
+        self, sink: Sink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A sweep that raises is counted and the sweeper goes on sweeping (the timeouts
+        do not silently stop for the life of the process)."""
+        # Timeouts this short make the sweeper run about every millisecond.
+        settings = MllpSettings(port=0, frame_timeout_s=0.004, idle_timeout_s=0.004)
+        srv = MllpServer(settings, sink)  # type: ignore[arg-type]
+        calls = 0
+        swept_after_failure = asyncio.Event()
+
+        def sweep(now: float | None = None) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("boom")
+            swept_after_failure.set()
+            return 0
+
+        monkeypatch.setattr(srv, "sweep", sweep)
+        await srv.start()
+        try:
+            async with asyncio.timeout(30):
+                await swept_after_failure.wait()
+            assert srv.sweep_failures == 1
+            assert srv._sweeper is not None and not srv._sweeper.done()
+        finally:
+            await srv.stop(grace_s=2.0)
+
     def test_keepalive_enabled(self) -> None:
         """Accepted sockets get TCP keepalive."""
         with socket.socket() as sock:
             _enable_keepalive(sock)
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Wait until ``condition()`` holds (a state the server reaches, not a time)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def _raw_from(host: str, port: int) -> socket.socket:
+    """A plain TCP connection from ``host`` that never starts a TLS handshake."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(host, 0))
+    sock.settimeout(20)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def _tls_message(port: int, ctx: ssl.SSLContext, host: str, control_id: str) -> bytes:
+    """Send one message over TLS from ``host``; its ACK."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1", local_addr=(host, 0)
+    )
+    try:
+        writer.write(SB + message(control_id) + EB)
+        return (await asyncio.wait_for(reader.readuntil(EB), 30)).lstrip(SB)
+    finally:
+        writer.close()
+
+
+async def _per_ip_cap_with_tls(sink: Sink, pki: Pki) -> None:
+    """Half-open TLS connections over the per-IP cap are closed at once; a failed
+    handshake gives its place back; TLS messages still get through."""
+    settings = MllpSettings(port=0, max_connections_per_ip=2, tls_certfile=pki.server_cert)
+    srv = MllpServer(settings, sink, ssl_context=server_ssl_context(settings))  # type: ignore[arg-type]
+    await srv.start()
+    ctx = client_context(pki, with_cert=False)
+    raw: list[socket.socket] = []
+    try:
+        raw = [_raw_from("127.0.0.13", srv.port) for _ in range(2)]
+        await _until(lambda: srv.connections_from("127.0.0.13") == 2)
+        over = _raw_from("127.0.0.13", srv.port)
+        raw.append(over)
+        assert await asyncio.to_thread(_closed, over)  # refused before any handshake
+        other = await _tls_message(srv.port, ctx, "127.0.0.14", "TG1")
+        for sock in raw:
+            sock.close()
+        await _until(lambda: srv.connections_from("127.0.0.13") == 0)
+        again = await _tls_message(srv.port, ctx, "127.0.0.13", "TG2")
+        await _until(lambda: srv.connections_from("127.0.0.13") == 0)
+    finally:
+        for sock in raw:
+            sock.close()
+        await srv.stop(grace_s=2.0)
+    assert [msa(other)[1:3], msa(again)[1:3]] == [["AA", "TG1"], ["AA", "TG2"]]
+    assert sink.seen == ["TG1", "TG2"]
+    with pytest.raises(RuntimeError):
+        _ = srv.port  # stopped: no longer listening
+
+
+class TestTlsGuards:
+    async def test_half_open_handshakes_count_against_the_per_ip_cap(
+        self, sink: Sink, pki: Pki
+    ) -> None:
+        """With TLS an address's connections count from accept, not from a finished
+        handshake: over max_connections_per_ip, one that never starts its handshake is
+        closed at once; a handshake that fails gives its place back."""
+        await _per_ip_cap_with_tls(sink, pki)
+
+    def test_the_same_on_uvloop(self, sink: Sink, pki: Pki) -> None:
+        """The listener's default event loop, uvloop, upgrades to TLS after the guards too."""
+        uvloop.run(_per_ip_cap_with_tls(sink, pki))
+
+    async def test_half_open_handshakes_count_against_the_connection_limit(
+        self, sink: Sink, pki: Pki
+    ) -> None:
+        """Connections still in their TLS handshake hold places under max_connections."""
+        settings = MllpSettings(port=0, max_connections=2, tls_certfile=pki.server_cert)
+        srv = MllpServer(settings, sink, ssl_context=server_ssl_context(settings))  # type: ignore[arg-type]
+        await srv.start()
+        raw: list[socket.socket] = []
+        try:
+            raw = [_raw_from(f"127.0.0.{n}", srv.port) for n in (15, 16)]
+            await _until(lambda: srv.connections_from("127.0.0.16") == 1)
+            await _until(lambda: srv.connections_from("127.0.0.15") == 1)
+            raw.append(_raw_from("127.0.0.17", srv.port))
+            assert await asyncio.to_thread(_closed, raw[-1])
+        finally:
+            for sock in raw:
+                sock.close()
+            await srv.stop(grace_s=2.0)
 
 
 class TestTokenBucket:
@@ -387,6 +517,28 @@ class TestTokenBucket:
         assert bucket.reserve() == 0.25
         now[0] = 10.0  # refilled, but never beyond one burst
         assert [bucket.reserve() for _ in range(5)] == [0.0] * 4 + [0.25]
+
+
+class TestRestingBuckets:
+    def test_resting_buckets_are_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """At most MAX_RESTING_BUCKETS unconnected addresses are remembered, the oldest
+        going first, and a bucket already full again is not kept at all."""
+        monkeypatch.setattr(server_module, "MAX_RESTING_BUCKETS", 2)
+        now = [0.0]
+        settings = MllpSettings(port=0, rate_limit_per_ip_per_s=1)
+        srv = MllpServer(settings, Sink(), clock=lambda: now[0])  # type: ignore[arg-type]
+        for n in range(4):
+            host = f"10.9.0.{n}"
+            srv._ip_buckets[host] = bucket = TokenBucket(1, clock=lambda: now[0])
+            bucket.reserve()  # one token short of full
+            srv._rest_bucket(host)
+        assert [srv.ip_bucket_kept(f"10.9.0.{n}") for n in range(4)] == [False, False, True, True]
+        srv._ip_buckets["10.9.0.9"] = TokenBucket(1, clock=lambda: now[0])  # unused: full
+        srv._rest_bucket("10.9.0.9")
+        assert not srv.ip_bucket_kept("10.9.0.9")
+        now[0] = 1.0  # both refilled
+        srv.sweep()
+        assert not srv.ip_bucket_kept("10.9.0.2") and not srv.ip_bucket_kept("10.9.0.3")
 
 
 class TestLogThrottle:
