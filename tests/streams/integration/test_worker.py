@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from carebus import broker
 from carebus.admin import admin_client
 from carebus.errors import ConfigError
-from carebus.settings import Settings
+from carebus.settings import BrokerSettings, Settings
 from carebus.topics import TopicNames, apply, declared_topics, ensure
 from streams.app import control_topic_name, prepare_topics
 from streams.control import partition_for
@@ -45,6 +46,22 @@ FEEDS = ("E1-hospice-handoff-missed", "E4-death-pending-appointment")
 
 @pytest.fixture
 def workers(kafka: Settings, unique_topic_prefix: str, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(worker_settings(kafka, unique_topic_prefix, tmp_path / "data"), tmp_path)
+    w.prepare_topics()
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture
+def own_broker_workers(
+    throwaway_broker: BrokerSettings, unique_topic_prefix: str, tmp_path: Path
+) -> Iterator[Workers]:
+    """Workers on a broker of the test's own, started fresh: on the long-lived session
+    broker a joining worker was seen to stall (issue #18, as in the SIGKILL test)."""
+    broker.start(throwaway_broker, reset=True)
+    kafka = Settings(broker=throwaway_broker)
     w = Workers(worker_settings(kafka, unique_topic_prefix, tmp_path / "data"), tmp_path)
     w.prepare_topics()
     try:
@@ -200,8 +217,11 @@ class TestWorkerWeb:
             assert json.loads(body) == {"error": "unauthorized"}
         assert workers.stop(proc) == 0
 
-    def test_any_worker_answers_for_every_alert(self, workers: Workers, tmp_path: Path) -> None:
+    def test_any_worker_answers_for_every_alert(
+        self, own_broker_workers: Workers, tmp_path: Path
+    ) -> None:
         """With two workers, each alert is found through either's web port (advertised_url)."""
+        workers = own_broker_workers
         s = workers.settings
         second = s.replace(
             worker=dataclasses.replace(
