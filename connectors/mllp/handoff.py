@@ -43,7 +43,7 @@ from typing import Protocol
 
 from carebus.log import get_logger
 from carebus.settings import MllpSettings
-from connectors.mllp.server import LogThrottle
+from connectors.mllp.server import LogThrottle, accepted
 
 log = get_logger(__name__)
 
@@ -171,16 +171,9 @@ class Dispatcher:
             self._sock = None
 
     async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, address = await loop.sock_accept(listener)
-            except OSError as exc:  # e.g. out of file descriptors: try again shortly
-                log.warning("mllp accept failed", error=type(exc).__name__)
-                await asyncio.sleep(0.1)
-                continue
+        async for conn, host in accepted(listener):
             with conn:
-                self.hand_over(conn, str(address[0]))
+                self.hand_over(conn, host)
 
     def hand_over(self, conn: socket.socket, host: str) -> bool:
         """Pass ``conn`` to its child; False (the caller closes it) when that is refused

@@ -42,7 +42,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -295,14 +295,7 @@ class MllpServer:
     async def _accept_tls(self, listener: socket.socket) -> None:
         """Accept TLS connections: count (or refuse) each at once, then its handshake."""
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, address = await loop.sock_accept(listener)
-            except OSError as exc:  # e.g. out of file descriptors: try again shortly
-                log.warning("mllp accept failed", error=type(exc).__name__)
-                await asyncio.sleep(0.1)
-                continue
-            host = str(address[0])
+        async for sock, host in accepted(listener):
             if not self._admit(host):
                 sock.close()
                 continue
@@ -810,6 +803,21 @@ class _Connection:
 
 def _stream_reader(loop: asyncio.AbstractEventLoop) -> asyncio.StreamReader:
     return asyncio.StreamReader(limit=2**16, loop=loop)
+
+
+async def accepted(listener: socket.socket) -> AsyncIterator[tuple[socket.socket, str]]:
+    """Connections accepted on non-blocking ``listener``, with the peer's address, for
+    ever; an accept that fails (out of file descriptors, say) is logged and tried
+    again shortly."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            sock, address = await loop.sock_accept(listener)
+        except OSError as exc:
+            log.warning("mllp accept failed", error=type(exc).__name__)
+            await asyncio.sleep(0.1)
+            continue
+        yield sock, str(address[0])
 
 
 def _after_nth_end(data: bytes, n: int) -> bytes:
